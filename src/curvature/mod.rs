@@ -1,0 +1,1 @@
+//! Curvature: Hessian-vector products, Lanczos, Hutchinson, sharpness along symmetry orbits.

@@ -1,0 +1,108 @@
+//! Typed errors of the library. The binary adds context with `anyhow`; each `Display` says what went
+//! wrong, where, and what to do about it.
+
+use thiserror::Error;
+
+/// Every error the noether library can return.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor or matrix has the wrong shape.
+    #[error("shape mismatch in {what}: expected {expected:?}, got {got:?}")]
+    ShapeMismatch {
+        /// Which tensor or operation.
+        what: String,
+        /// The shape that was required.
+        expected: Vec<usize>,
+        /// The shape that was found.
+        got: Vec<usize>,
+    },
+    /// A tensor that must be present is missing from a file.
+    #[error("tensor `{name}` is missing from {file}; found: {found}")]
+    MissingTensor {
+        /// The tensor name looked for.
+        name: String,
+        /// The file.
+        file: String,
+        /// The names that are in the file.
+        found: String,
+    },
+    /// Non-finite values where finite ones are required.
+    #[error("{what} contains a non-finite value ({value}) at index {index}; clean the input or check its source")]
+    NonFinite {
+        /// What contained it.
+        what: String,
+        /// Flat index of the first offending value.
+        index: usize,
+        /// The value.
+        value: f64,
+    },
+    /// The loss became non-finite during training.
+    #[error("loss became {loss} at step {step} (lr = {lr}); lower the learning rate or add warmup")]
+    Diverged {
+        /// Step at which the loss was non-finite.
+        step: u64,
+        /// The loss value.
+        loss: f64,
+        /// Learning rate at that step.
+        lr: f64,
+    },
+    /// An invalid configuration value.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An unknown name (activation, loss, family, …).
+    #[error("unknown {kind} `{name}`; expected one of: {expected}")]
+    Unknown {
+        /// What kind of name.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+        /// The accepted names.
+        expected: String,
+    },
+    /// Invalid data (labels out of range, wrong dtype, …).
+    #[error("invalid data: {0}")]
+    Data(String),
+    /// A model lacks the requested symmetry.
+    #[error("no symmetry: {0}")]
+    NoSymmetry(String),
+    /// A numerical routine failed.
+    #[error("numerical failure in {what}: {reason}")]
+    Numerical {
+        /// The routine.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A safetensors file could not be read or written.
+    #[error("safetensors {file}: {reason}")]
+    Safetensors {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+    /// I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Result alias of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+    /// A shape mismatch error.
+    pub fn shape(what: impl Into<String>, expected: &[usize], got: &[usize]) -> Self {
+        Error::ShapeMismatch { what: what.into(), expected: expected.to_vec(), got: got.to_vec() }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests. Module map:
+//! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
+//! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
+//! - `symmetry`: invariances and the exact discrete Noether identity for every family.
+
+mod engine;
+mod reference;
+mod symmetry;
