@@ -23,12 +23,17 @@
 
 #![deny(missing_docs)]
 
+pub mod curvature;
 pub mod data;
+pub mod dynamics;
+pub mod equilibrium;
+pub mod experiments;
 pub mod error;
 pub mod linalg;
 pub mod loss;
 pub mod model;
 pub mod real;
+pub mod report;
 pub mod stats;
 pub mod symmetry;
 pub mod tensor_io;

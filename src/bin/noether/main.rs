@@ -1,1 +1,62 @@
-fn main() {}
+//! The `noether` command: parses arguments, dispatches to one library entry point per subcommand, prints.
+//! Exit codes: 0 = ok, 1 = a check failed (e.g. a `reproduce` claim not met), 2 = error.
+
+mod analyze;
+mod common;
+mod progress;
+mod reproduce;
+mod sharpness;
+mod symmetries;
+mod teleport;
+mod train;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Noise geometry of SGD under parameter symmetries.
+#[derive(Parser, Debug)]
+#[command(name = "noether", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: common::Global,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model from a TOML config (GD, SGD, SDE or gradient flow) and log every symmetry's charge.
+    Train(train::Args),
+    /// List the exact exponential symmetries of a model file, with their charges.
+    Symmetries(symmetries::Args),
+    /// Per-symmetry noise diagnostics: Tr[AΣ], predicted dC/dt, noise equilibria.
+    Analyze(analyze::Args),
+    /// Move a model to its noise equilibrium without changing the function it computes.
+    Teleport(teleport::Args),
+    /// Hessian top eigenvalues and trace, optionally along a symmetry orbit.
+    Sharpness(sharpness::Args),
+    /// Reproduce the paper's experiments with figures and a pass/fail report.
+    Reproduce(reproduce::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a, &cli.global),
+        Command::Symmetries(a) => symmetries::run(a, &cli.global),
+        Command::Analyze(a) => analyze::run(a, &cli.global),
+        Command::Teleport(a) => teleport::run(a, &cli.global),
+        Command::Sharpness(a) => sharpness::run(a, &cli.global),
+        Command::Reproduce(a) => reproduce::run(a, &cli.global),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Arguments shared by several subcommands.
+
+use anyhow::{Context, Result};
+use noether::data::load_dataset;
+use noether::model::load_safetensors;
+use noether::{Activation, Dataset, Loss, Model};
+use std::path::PathBuf;
+
+/// How progress is shown.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Style {
+    /// Bars when stderr is a terminal.
+    #[default]
+    Auto,
+    /// Plain bars without colour.
+    Basic,
+    /// Full bars with rates and ETA.
+    Full,
+    /// No progress output.
+    None,
+}
+
+/// Options of every subcommand.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Global {
+    /// Hide progress bars.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Progress style: auto, basic, full, none.
+    #[arg(long, value_enum, default_value_t = Style::Auto, global = true)]
+    pub style: Style,
+}
+
+/// A model file, a data file and how to read them.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelData {
+    /// Model weights (safetensors: `layers.{l}.weight` [out, in] and `.bias`, or nn.Sequential names), e.g. `--model mlp.safetensors`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Data (safetensors: `x` [N, d_in], `y` [N, d_out] float or [N] integer labels), e.g. `--data train.safetensors`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Activation of the hidden layers (the last layer is linear): identity, relu, leaky_relu(0.1), tanh.
+    #[arg(long, default_value = "relu")]
+    pub activation: String,
+    /// Loss: mse (½‖f − y‖²) or cross_entropy (integer labels).
+    #[arg(long, default_value = "mse")]
+    pub loss: String,
+}
+
+impl ModelData {
+    /// Loads model and data in f64 and checks that they fit together and the loss.
+    pub fn load(&self) -> Result<(Model<f64>, Dataset<f64>, Loss)> {
+        let act = Activation::parse(&self.activation)?;
+        let loss = Loss::parse(&self.loss)?;
+        let model = load_safetensors::<f64>(&self.model, act)
+            .with_context(|| format!("loading the model from {}", self.model.display()))?;
+        let data =
+            load_dataset::<f64>(&self.data).with_context(|| format!("loading the data from {}", self.data.display()))?;
+        data.check_model(&model.arch, loss)
+            .with_context(|| format!("{} does not fit {}", self.data.display(), self.model.display()))?;
+        Ok((model, data, loss))
+    }
+}

@@ -1,0 +1,12 @@
+//! `noether sharpness` (being built).
+
+use crate::common::Global;
+use std::process::ExitCode;
+
+/// Arguments of `noether sharpness`.
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`noether sharpness` is not built yet")
+}

@@ -1,0 +1,1 @@
+//! Training dynamics: GD, SGD, SDE, gradient flow, schedules and observers.
