@@ -26,8 +26,8 @@ pub fn row_sq_norms_into<T: Real>(a: MatRef<'_, T>, out: &mut [T]) {
     }
 }
 
-/// Column sums of a `[B, d]` matrix times `alpha`, written into `out` (length d).
-pub fn col_sums_into<T: Real>(a: MatRef<'_, T>, alpha: T, out: &mut [T]) {
+/// Column sums of a `[B, d]` matrix times `alpha`, written into (or, with `accumulate`, added to) `out`.
+pub fn col_sums_into<T: Real>(a: MatRef<'_, T>, alpha: T, accumulate: bool, out: &mut [T]) {
     debug_assert_eq!(out.len(), a.ncols());
     for (j, o) in out.iter_mut().enumerate() {
         let col = a.col(j);
@@ -35,7 +35,7 @@ pub fn col_sums_into<T: Real>(a: MatRef<'_, T>, alpha: T, out: &mut [T]) {
         for n in 0..a.nrows() {
             s += col[n];
         }
-        *o = alpha * s;
+        *o = if accumulate { *o + alpha * s } else { alpha * s };
     }
 }
 

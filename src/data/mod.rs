@@ -3,11 +3,12 @@
 
 mod batch;
 mod io;
-mod teacher;
+
 
 pub use batch::{BatchSampler, Sampling};
 pub use io::{load_dataset, save_dataset};
-pub use teacher::{Anisotropy, Teacher, TeacherMap};
+pub mod teacher;
+pub use teacher::{Anisotropy, Teacher, TeacherMap, TeacherSampler};
 
 use crate::error::{Error, Result};
 use crate::loss::Loss;

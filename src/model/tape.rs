@@ -273,6 +273,16 @@ impl<T: Real> Tape<T> {
     /// Backward pass after [`Tape::loss_and_output_grad`]: fills every `Δ_l` and, if `grad` is given, writes
     /// `scale · Σ_n ∇ℓ_n` into it (use `scale = 1/B` for the mean gradient). `grad` has length P.
     pub fn backward(&mut self, model: &Model<T>, grad: Option<&mut [T]>, scale: T) {
+        self.backward_impl(model, grad, scale, false)
+    }
+
+    /// As [`Tape::backward`], but adds `scale · Σ_n ∇ℓ_n` to `grad` instead of overwriting it (for
+    /// accumulating a full-data gradient over chunks without a temporary).
+    pub fn backward_accumulate(&mut self, model: &Model<T>, grad: &mut [T], scale: T) {
+        self.backward_impl(model, Some(grad), scale, true)
+    }
+
+    fn backward_impl(&mut self, model: &Model<T>, grad: Option<&mut [T]>, scale: T, accumulate: bool) {
         let b = self.batch;
         let mut grad = grad;
         for l in (0..self.arch.n_layers()).rev() {
@@ -314,10 +324,10 @@ impl<T: Real> Tape<T> {
             if let Some(g) = grad.as_deref_mut() {
                 let wr = self.arch.weight_range(l);
                 let gw = MatMut::from_row_major_slice_mut(&mut g[wr], ly.d_out, ly.d_in);
-                gemm(gw, false, dl.transpose(), x, scale);
+                gemm(gw, accumulate, dl.transpose(), x, scale);
                 if ly.bias {
                     let br = self.arch.bias_range(l);
-                    col_sums_into(dl, scale, &mut g[br]);
+                    col_sums_into(dl, scale, accumulate, &mut g[br]);
                 }
             }
             if l > 0 {

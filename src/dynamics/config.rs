@@ -1,0 +1,269 @@
+//! The validated description of a training run (`noether train CONFIG.toml`). Unknown keys are errors.
+
+use super::Schedule;
+use crate::data::{load_dataset, Dataset, Sampling, Teacher};
+use crate::error::{Error, Result};
+use crate::loss::Loss;
+use crate::model::{Model, ModelSpec};
+use crate::real::Real;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Where the training data come from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DataSpec {
+    /// The Gaussian teacher `y = Vx + ε`: a finite set of `n` samples, or fresh samples every step when `n` is
+    /// absent (online). Online runs evaluate the logged loss on `eval_n` held samples.
+    Teacher {
+        /// The teacher distribution.
+        #[serde(default)]
+        teacher: Teacher,
+        /// Finite data-set size; absent for online sampling.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<usize>,
+        /// Held-out samples for the logged loss of online runs.
+        #[serde(default = "default_eval_n")]
+        eval_n: usize,
+    },
+    /// A safetensors file with `x` and `y`.
+    File {
+        /// Path of the file.
+        path: PathBuf,
+    },
+}
+
+fn default_eval_n() -> usize {
+    1000
+}
+
+impl Default for DataSpec {
+    fn default() -> Self {
+        DataSpec::Teacher { teacher: Teacher::default(), n: Some(1000), eval_n: default_eval_n() }
+    }
+}
+
+/// The optimiser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Method {
+    /// Full-batch gradient descent `θ ← θ − η∇L`.
+    Gd,
+    /// Minibatch SGD `θ ← θ − ηĝ`, `ĝ` the mean gradient of S samples.
+    Sgd {
+        /// Batch size S.
+        batch_size: usize,
+        /// With or without replacement.
+        #[serde(default)]
+        sampling: Sampling,
+    },
+    /// Euler–Maruyama for `dθ = −∇L dt + √(η/S·Σ) dW`, `dt = η`, with the exact finite-data Σ.
+    Sde {
+        /// Batch size S of the SGD being modelled.
+        batch_size: usize,
+    },
+    /// Gradient flow `dθ/dt = −∇L`: each step advances time by η with `substeps` RK4 steps.
+    GradientFlow {
+        /// RK4 substeps per step.
+        #[serde(default = "default_substeps")]
+        substeps: usize,
+    },
+}
+
+fn default_substeps() -> usize {
+    10
+}
+
+impl Default for Method {
+    fn default() -> Self {
+        Method::Sgd { batch_size: 64, sampling: Sampling::WithReplacement }
+    }
+}
+
+impl Method {
+    /// The short name used in file names and legends: `gd`, `sgd`, `sde`, `gf`.
+    pub fn short(&self) -> &'static str {
+        match self {
+            Method::Gd => "gd",
+            Method::Sgd { .. } => "sgd",
+            Method::Sde { .. } => "sde",
+            Method::GradientFlow { .. } => "gf",
+        }
+    }
+    /// The batch size S (N for full-batch methods, given the data-set size).
+    pub fn batch_size(&self, n: usize) -> usize {
+        match self {
+            Method::Sgd { batch_size, .. } | Method::Sde { batch_size } => *batch_size,
+            _ => n,
+        }
+    }
+}
+
+/// Floating-point precision of the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// f64 (default).
+    #[default]
+    F64,
+    /// f32 (faster, for large models).
+    F32,
+}
+
+/// What is logged besides step, time, learning rate, loss, layer norms and charges.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObserveSpec {
+    /// Entries of each linear pair's matrix charge logged individually (row-major, upper triangle).
+    #[serde(default = "default_pair_entries")]
+    pub pair_entries: usize,
+    /// Log every rescaling unit's charge (can be many columns).
+    #[serde(default = "yes")]
+    pub unit_charges: bool,
+}
+
+fn default_pair_entries() -> usize {
+    10
+}
+fn yes() -> bool {
+    true
+}
+
+impl Default for ObserveSpec {
+    fn default() -> Self {
+        Self { pair_entries: default_pair_entries(), unit_charges: true }
+    }
+}
+
+/// A complete training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of every random draw (initialisation, data, batches, SDE noise).
+    #[serde(default)]
+    pub seed: u64,
+    /// Number of steps.
+    pub steps: u64,
+    /// Log a metrics row every this many steps (and at the first and last step).
+    #[serde(default = "default_log_every")]
+    pub log_every: u64,
+    /// Peak learning rate η.
+    pub lr: f64,
+    /// Weight decay γ: the update uses `ĝ + γθ`.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Loss.
+    #[serde(default)]
+    pub loss: Loss,
+    /// Precision.
+    #[serde(default)]
+    pub precision: Precision,
+    /// The model.
+    pub model: ModelSpec,
+    /// The data.
+    #[serde(default)]
+    pub data: DataSpec,
+    /// The optimiser.
+    #[serde(default)]
+    pub optimizer: Method,
+    /// The learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Extra logging.
+    #[serde(default)]
+    pub observe: ObserveSpec,
+}
+
+fn default_log_every() -> u64 {
+    100
+}
+
+impl TrainConfig {
+    /// Parses TOML; unknown keys and bad values are errors naming the key.
+    pub fn from_toml(s: &str) -> Result<Self> {
+        let c: TrainConfig = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The config as TOML with every default filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a TrainConfig always serialises")
+    }
+
+    /// Checks values that serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Config(format!("lr must be positive and finite, got {}", self.lr)));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(Error::Config(format!("weight_decay must be ≥ 0, got {}", self.weight_decay)));
+        }
+        if self.log_every == 0 {
+            return Err(Error::Config("log_every must be at least 1".into()));
+        }
+        self.schedule.validate(self.steps)?;
+        self.model.architecture()?;
+        match (&self.optimizer, &self.data) {
+            (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
+                return Err(Error::Config("batch_size must be at least 1".into()))
+            }
+            (Method::GradientFlow { substeps: 0 }, _) => return Err(Error::Config("substeps must be at least 1".into())),
+            (Method::Sde { .. } | Method::Gd | Method::GradientFlow { .. }, DataSpec::Teacher { n: None, .. }) => {
+                return Err(Error::Config(format!(
+                    "optimizer `{}` needs a finite data set: give data.n (online sampling is for SGD only)",
+                    self.optimizer.short()
+                )))
+            }
+            (Method::Sgd { batch_size, sampling: Sampling::WithoutReplacement }, DataSpec::Teacher { n: Some(n), .. })
+                if batch_size > n =>
+            {
+                return Err(Error::Config(format!(
+                    "batch_size {batch_size} exceeds data.n = {n} without replacement"
+                )))
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Builds the model (initialised from the seeded `rng`).
+    pub fn build_model<T: Real, R: Rng>(&self, rng: &mut R) -> Result<Model<T>> {
+        self.model.build(rng)
+    }
+}
+
+/// Training data resolved from a [`DataSpec`].
+#[derive(Clone, Debug)]
+pub enum TrainData<T> {
+    /// A finite data set.
+    Finite(Dataset<T>),
+    /// Online teacher sampling, with a held-out evaluation set.
+    Online {
+        /// The sampler.
+        sampler: crate::data::teacher::TeacherSampler,
+        /// Held-out evaluation samples for the logged loss.
+        eval: Dataset<T>,
+    },
+}
+
+impl DataSpec {
+    /// Loads or draws the data for a model with widths `d_in → d_out`.
+    pub fn build<T: Real, R: Rng>(&self, d_in: usize, d_out: usize, rng: &mut R) -> Result<TrainData<T>> {
+        match self {
+            DataSpec::File { path } => Ok(TrainData::Finite(load_dataset(path)?)),
+            DataSpec::Teacher { teacher, n, eval_n } => {
+                let s = teacher.build(d_in, d_out, rng)?;
+                match n {
+                    Some(0) => Err(Error::Config("data.n must be at least 1".into())),
+                    Some(n) => Ok(TrainData::Finite(s.sample(*n, rng))),
+                    None => {
+                        let eval = s.sample((*eval_n).max(1), rng);
+                        Ok(TrainData::Online { sampler: s, eval })
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Observers: what a run logs every `log_every` steps, as named columns of `metrics.csv`.
+
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::loss::Loss;
+use crate::model::Model;
+use crate::real::Real;
+use crate::symmetry::{double_rotation, enumerate, rescale, Symmetry};
+
+/// The state of a run at a logged step.
+pub struct Snapshot<'a, T> {
+    /// Steps taken.
+    pub step: u64,
+    /// Time `t = Σ η_k`.
+    pub time: f64,
+    /// Learning rate of the next step.
+    pub lr: f64,
+    /// The model.
+    pub model: &'a Model<T>,
+    /// The data the logged loss is measured on.
+    pub data: &'a Dataset<T>,
+    /// The loss function.
+    pub loss: Loss,
+    /// Loss seen by the last step (batch loss for SGD).
+    pub step_loss: f64,
+}
+
+/// Something that adds named columns to each logged row.
+pub trait Observer<T: Real> {
+    /// Column names (fixed for the run).
+    fn columns(&self, model: &Model<T>) -> Vec<String>;
+    /// Appends one value per column.
+    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()>;
+}
+
+/// `step`, `t`, `lr`, `loss` (full loss on the logging data), `step_loss`, `norm_sq_l{l}` (‖θ_l‖² per layer).
+pub struct Basics;
+
+impl<T: Real> Observer<T> for Basics {
+    fn columns(&self, model: &Model<T>) -> Vec<String> {
+        let mut c: Vec<String> = ["step", "t", "lr", "loss", "step_loss"].iter().map(|s| s.to_string()).collect();
+        c.extend((0..model.arch.n_layers()).map(|l| format!("norm_sq_l{l}")));
+        c
+    }
+    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
+        row.extend([s.step as f64, s.time, s.lr, s.model.loss(s.data, s.loss, 4096)?, s.step_loss]);
+        row.extend(s.model.layer_norms_sq());
+        Ok(())
+    }
+}
+
+/// The Noether charge of every symmetry: `c_rescale_l{l}_u{j}` per hidden unit (optional), for each linear
+/// pair the Frobenius norm `c_pair_l{l}_fro` of the matrix charge `W_lW_lᵀ + b_lb_lᵀ − W_{l+1}ᵀW_{l+1}` and
+/// its first `pair_entries` upper-triangular entries `c_pair_l{l}_{i}_{j}`, and `c_scale_l{l}` = ‖θ_l‖².
+pub struct Charges {
+    symmetries: Vec<Symmetry>,
+    unit_charges: bool,
+    pair_entries: usize,
+}
+
+impl Charges {
+    /// Charges of every symmetry of `model`.
+    pub fn new<T: Real>(model: &Model<T>, unit_charges: bool, pair_entries: usize) -> Self {
+        Self { symmetries: enumerate(&model.arch), unit_charges, pair_entries }
+    }
+
+    fn pair_entries_of(&self, d: usize) -> impl Iterator<Item = (usize, usize)> {
+        (0..d).flat_map(move |i| (i..d).map(move |j| (i, j))).take(self.pair_entries)
+    }
+}
+
+impl<T: Real> Observer<T> for Charges {
+    fn columns(&self, model: &Model<T>) -> Vec<String> {
+        let mut c = Vec::new();
+        for s in &self.symmetries {
+            match *s {
+                Symmetry::Rescale { layer, unit } if self.unit_charges => c.push(format!("c_rescale_l{layer}_u{unit}")),
+                Symmetry::Rescale { .. } => {}
+                Symmetry::DoubleRotation { layer } => {
+                    c.push(format!("c_pair_l{layer}_fro"));
+                    let d = model.arch.layers[layer].d_out;
+                    c.extend(self.pair_entries_of(d).map(|(i, j)| format!("c_pair_l{layer}_{i}_{j}")));
+                }
+                Symmetry::Scale { layer } => c.push(format!("c_scale_l{layer}")),
+            }
+        }
+        c
+    }
+    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
+        let (arch, theta) = (&s.model.arch, &s.model.params);
+        for sym in &self.symmetries {
+            match *sym {
+                Symmetry::Rescale { layer, unit } if self.unit_charges => row.push(rescale::quad(arch, layer, unit, theta)),
+                Symmetry::Rescale { .. } => {}
+                Symmetry::DoubleRotation { layer } => {
+                    let m = double_rotation::matrix_charge(arch, layer, theta);
+                    row.push(m.norm_l2());
+                    row.extend(self.pair_entries_of(m.nrows()).map(|(i, j)| m[(i, j)]));
+                }
+                Symmetry::Scale { layer } => row.push(crate::symmetry::scale::quad(arch, layer, theta)),
+            }
+        }
+        Ok(())
+    }
+}
