@@ -28,7 +28,9 @@ pub enum Error {
         found: String,
     },
     /// Non-finite values where finite ones are required.
-    #[error("{what} contains a non-finite value ({value}) at index {index}; clean the input or check its source")]
+    #[error(
+        "{what} contains a non-finite value ({value}) at index {index}; clean the input or check its source"
+    )]
     NonFinite {
         /// What contained it.
         what: String,

@@ -31,7 +31,9 @@ pub fn to_f64(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> 
     let b = view.data();
     macro_rules! conv {
         ($t:ty, $n:expr) => {
-            b.chunks_exact($n).map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64).collect::<Vec<f64>>()
+            b.chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect::<Vec<f64>>()
         };
     }
     let data = match view.dtype() {
@@ -48,7 +50,9 @@ pub fn to_f64(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> 
         other => {
             return Err(Error::Safetensors {
                 file: path.display().to_string(),
-                reason: format!("tensor `{name}` has unsupported dtype {other:?}; save it as float32 or float64"),
+                reason: format!(
+                    "tensor `{name}` has unsupported dtype {other:?}; save it as float32 or float64"
+                ),
             })
         }
     };
@@ -59,7 +63,11 @@ pub fn to_f64(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> 
 pub fn get(st: &SafeTensors<'_>, name: &str, path: &Path) -> Result<Tensor> {
     match st.tensor(name) {
         Ok(v) => to_f64(&v, name, path),
-        Err(_) => Err(Error::MissingTensor { name: name.into(), file: path.display().to_string(), found: names(st) }),
+        Err(_) => Err(Error::MissingTensor {
+            name: name.into(),
+            file: path.display().to_string(),
+            found: names(st),
+        }),
     }
 }
 

@@ -40,7 +40,15 @@ fn loss_and_gradient_match_reference_cases() {
 
 #[test]
 fn chunking_does_not_change_results() {
-    let (model, data) = random_case(&[3, 6, 2], &[Activation::Relu, Activation::Identity], true, &[false, false], Loss::Mse, 23, 5);
+    let (model, data) = random_case(
+        &[3, 6, 2],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::Mse,
+        23,
+        5,
+    );
     let (l1, g1) = model.loss_and_grad(&data, Loss::Mse, 23).unwrap();
     let (l2, g2) = model.loss_and_grad(&data, Loss::Mse, 4).unwrap();
     assert!(rel(l1, l2, 1e-300) < 1e-14);
@@ -49,7 +57,15 @@ fn chunking_does_not_change_results() {
 
 #[test]
 fn f32_engine_agrees_with_f64() {
-    let (model, data) = random_case(&[5, 8, 3], &[Activation::Tanh, Activation::Identity], true, &[false, false], Loss::CrossEntropy, 30, 9);
+    let (model, data) = random_case(
+        &[5, 8, 3],
+        &[Activation::Tanh, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::CrossEntropy,
+        30,
+        9,
+    );
     let (l64, g64) = model.loss_and_grad(&data, Loss::CrossEntropy, 30).unwrap();
     let (l32, g32) = model.cast::<f32>().loss_and_grad(&data.cast::<f32>(), Loss::CrossEntropy, 30).unwrap();
     assert!(rel(l32, l64, 1e-300) < 1e-5);

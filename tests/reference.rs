@@ -26,7 +26,8 @@ pub fn load(name: &str) -> Case {
     let json: Value = serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
     let hidden = Activation::parse(json["activations"][0].as_str().unwrap()).unwrap();
     let model = load_safetensors::<f64>(&d.join("model.safetensors"), hidden).unwrap();
-    let acts: Vec<String> = json["activations"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
+    let acts: Vec<String> =
+        json["activations"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().into()).collect();
     for (l, a) in acts.iter().enumerate() {
         assert_eq!(model.arch.layers[l].activation, Activation::parse(a).unwrap());
     }

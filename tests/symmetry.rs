@@ -10,8 +10,11 @@ use noether::{Activation, Dataset, Loss, Model};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// A model with its data, loss and the generators to test on it.
+type FamilyCase = (&'static str, Model<f64>, Dataset<f64>, Loss, Vec<Generator>);
+
 /// One model per family, with the generators to test on it.
-fn family_cases() -> Vec<(&'static str, Model<f64>, Dataset<f64>, Loss, Vec<Generator>)> {
+fn family_cases() -> Vec<FamilyCase> {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
     let mut out = Vec::new();
     // Rescaling: relu and leaky relu hidden units, with biases, both losses.
@@ -19,7 +22,8 @@ fn family_cases() -> Vec<(&'static str, Model<f64>, Dataset<f64>, Loss, Vec<Gene
         ("relu_ce", Activation::Relu, Loss::CrossEntropy),
         ("leaky_mse", Activation::LeakyRelu { alpha: 0.2 }, Loss::Mse),
     ] {
-        let (m, d) = random_case(&[4, 6, 5, 3], &[act, act, Activation::Identity], true, &[false; 3], loss, 20, 3);
+        let (m, d) =
+            random_case(&[4, 6, 5, 3], &[act, act, Activation::Identity], true, &[false; 3], loss, 20, 3);
         let gens = vec![
             Generator::Rescale { layer: 0, unit: 2 },
             Generator::Rescale { layer: 1, unit: 4 },
@@ -42,9 +46,22 @@ fn family_cases() -> Vec<(&'static str, Model<f64>, Dataset<f64>, Loss, Vec<Gene
     ];
     out.push(("linear", m, d, Loss::Mse, gens));
     // Scale: normalised blocks (tanh after the norm), cross-entropy.
-    let (m, d) =
-        random_case(&[4, 6, 5, 3], &[Activation::Tanh, Activation::Relu, Activation::Identity], true, &[true, true, false], Loss::CrossEntropy, 20, 5);
-    out.push(("norm", m, d, Loss::CrossEntropy, vec![Generator::Scale { layer: 0 }, Generator::Scale { layer: 1 }]));
+    let (m, d) = random_case(
+        &[4, 6, 5, 3],
+        &[Activation::Tanh, Activation::Relu, Activation::Identity],
+        true,
+        &[true, true, false],
+        Loss::CrossEntropy,
+        20,
+        5,
+    );
+    out.push((
+        "norm",
+        m,
+        d,
+        Loss::CrossEntropy,
+        vec![Generator::Scale { layer: 0 }, Generator::Scale { layer: 1 }],
+    ));
     out
 }
 
@@ -67,7 +84,15 @@ fn every_per_sample_loss_is_invariant_and_orthogonal_to_a_theta() {
 #[test]
 fn verification_detects_a_non_symmetry() {
     // Rescaling a tanh unit is not a symmetry: `check` refuses it, and forcing the action changes the loss.
-    let (m, d) = random_case(&[3, 4, 2], &[Activation::Tanh, Activation::Identity], true, &[false; 2], Loss::Mse, 10, 1);
+    let (m, d) = random_case(
+        &[3, 4, 2],
+        &[Activation::Tanh, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        10,
+        1,
+    );
     let g = Generator::Rescale { layer: 0, unit: 1 };
     assert!(g.check(&m.arch).is_err());
     let mut moved = m.clone();
@@ -92,11 +117,21 @@ fn enumerate_lists_exactly_the_exact_symmetries() {
     assert_eq!(rescale, 4 + 5, "relu layer 0 and identity layer 1 units");
     assert_eq!(s.iter().filter(|x| matches!(x, Symmetry::DoubleRotation { .. })).count(), 1);
     assert!(s.contains(&Symmetry::DoubleRotation { layer: 1 }));
-    assert!(!s.iter().any(|x| matches!(x, Symmetry::Rescale { layer: 2, .. })), "tanh units have no rescaling");
+    assert!(
+        !s.iter().any(|x| matches!(x, Symmetry::Rescale { layer: 2, .. })),
+        "tanh units have no rescaling"
+    );
 }
 
 /// A trainer on an explicit model and data set.
-fn sgd_trainer(model: Model<f64>, data: Dataset<f64>, loss: Loss, lr: f64, batch: usize, seed: u64) -> Trainer<f64> {
+fn sgd_trainer(
+    model: Model<f64>,
+    data: Dataset<f64>,
+    loss: Loss,
+    lr: f64,
+    batch: usize,
+    seed: u64,
+) -> Trainer<f64> {
     let config = TrainConfig {
         seed,
         steps: 1000,
@@ -160,24 +195,39 @@ fn discrete_noether_identity_holds_at_every_sgd_step() {
 
 #[test]
 fn gd_change_of_charge_scales_like_eta_squared() {
-    let (model, data) = random_case(&[4, 6, 3], &[Activation::Relu, Activation::Identity], true, &[false; 2], Loss::Mse, 30, 2);
+    let (model, data) = random_case(
+        &[4, 6, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        30,
+        2,
+    );
     let g = Generator::Rescale { layer: 0, unit: 1 };
     let mut changes = Vec::new();
     let etas = [1e-1, 1e-2, 1e-3];
     for eta in etas {
-        let config = TrainConfig {
-            optimizer: Method::Gd,
-            lr: eta,
-            ..sgd_trainer_config()
-        };
-        let mut tr = Trainer::new(model.clone(), TrainData::Finite(data.clone()), &config, ChaCha8Rng::seed_from_u64(0)).unwrap();
+        let config = TrainConfig { optimizer: Method::Gd, lr: eta, ..sgd_trainer_config() };
+        let mut tr = Trainer::new(
+            model.clone(),
+            TrainData::Finite(data.clone()),
+            &config,
+            ChaCha8Rng::seed_from_u64(0),
+        )
+        .unwrap();
         let c0 = g.charge(&model.arch, &model.params);
         tr.step().unwrap();
         changes.push((g.charge(&model.arch, &tr.model.params) - c0).abs());
     }
     for k in 0..2 {
         let slope = (changes[k] / changes[k + 1]).log10() / (etas[k] / etas[k + 1]).log10();
-        assert!((slope - 2.0).abs() < 1e-6, "log-log slope {slope} between η = {} and {}", etas[k], etas[k + 1]);
+        assert!(
+            (slope - 2.0).abs() < 1e-6,
+            "log-log slope {slope} between η = {} and {}",
+            etas[k],
+            etas[k + 1]
+        );
     }
 }
 

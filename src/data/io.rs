@@ -27,7 +27,9 @@ pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
             Targets::Classes(y.data.iter().map(|&v| v as usize).collect())
         }
         ([m], false) if *m == n => Targets::Dense(Mat::from_fn(n, 1, |i, _| T::from_f64(y.data[i]))),
-        ([m, k], false) if *m == n => Targets::Dense(Mat::from_fn(n, *k, |i, j| T::from_f64(y.data[i * k + j]))),
+        ([m, k], false) if *m == n => {
+            Targets::Dense(Mat::from_fn(n, *k, |i, j| T::from_f64(y.data[i * k + j])))
+        }
         _ => {
             return Err(Error::Data(format!(
                 "`y` in {} has shape {:?} ({:?}); expected [N={n}, d_out] float or [N={n}] integer labels",
@@ -54,7 +56,9 @@ pub fn save_dataset<T: Real>(data: &Dataset<T>, path: &Path) -> Result<()> {
     };
     let mut tensors = vec![("x".to_string(), T::DTYPE, vec![n, d], T::to_le_bytes_vec(&rowmajor(&data.x)))];
     match &data.y {
-        Targets::Dense(y) => tensors.push(("y".into(), T::DTYPE, vec![n, y.ncols()], T::to_le_bytes_vec(&rowmajor(y)))),
+        Targets::Dense(y) => {
+            tensors.push(("y".into(), T::DTYPE, vec![n, y.ncols()], T::to_le_bytes_vec(&rowmajor(y))))
+        }
         Targets::Classes(c) => tensors.push((
             "y".into(),
             safetensors::Dtype::I64,

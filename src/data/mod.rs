@@ -4,7 +4,6 @@
 mod batch;
 mod io;
 
-
 pub use batch::{BatchSampler, Sampling};
 pub use io::{load_dataset, save_dataset};
 pub mod teacher;
@@ -104,7 +103,11 @@ impl<T: Real> Dataset<T> {
         match (&self.y, loss) {
             (Targets::Dense(y), Loss::Mse) => {
                 if y.ncols() != arch.d_out() {
-                    return Err(Error::shape("data `y` width vs model output width", &[arch.d_out()], &[y.ncols()]));
+                    return Err(Error::shape(
+                        "data `y` width vs model output width",
+                        &[arch.d_out()],
+                        &[y.ncols()],
+                    ));
                 }
             }
             (Targets::Classes(c), Loss::CrossEntropy) => {
@@ -118,11 +121,14 @@ impl<T: Real> Dataset<T> {
             }
             (Targets::Dense(_), Loss::CrossEntropy) => {
                 return Err(Error::Data(
-                    "cross_entropy needs integer class labels `y` [N]; this data set has float targets".into(),
+                    "cross_entropy needs integer class labels `y` [N]; this data set has float targets"
+                        .into(),
                 ))
             }
             (Targets::Classes(_), Loss::Mse) => {
-                return Err(Error::Data("mse needs float targets `y` [N, d_out]; this data set has class labels".into()))
+                return Err(Error::Data(
+                    "mse needs float targets `y` [N, d_out]; this data set has class labels".into(),
+                ))
             }
         }
         Ok(())

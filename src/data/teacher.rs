@@ -57,7 +57,10 @@ impl Anisotropy {
             }
             None => {
                 if !(self.phi > 0.0 && self.phi.is_finite()) {
-                    return Err(Error::Config(format!("anisotropy phi must be positive and finite, got {}", self.phi)));
+                    return Err(Error::Config(format!(
+                        "anisotropy phi must be positive and finite, got {}",
+                        self.phi
+                    )));
                 }
                 (0..d)
                     .map(|i| self.scale * if d > 1 { self.phi.powf(i as f64 / (d - 1) as f64) } else { 1.0 })
@@ -130,7 +133,10 @@ impl Teacher {
             }
             TeacherMap::Random => {
                 let s = 1.0 / (d_in as f64).sqrt();
-                Mat::from_fn(d_out, d_in, |_, _| { let g: f64 = StandardNormal.sample(rng); s * g })
+                Mat::from_fn(d_out, d_in, |_, _| {
+                    let g: f64 = StandardNormal.sample(rng);
+                    s * g
+                })
             }
             TeacherMap::Given(rows) => {
                 if rows.len() != d_out || rows.iter().any(|r| r.len() != d_in) {
@@ -143,7 +149,9 @@ impl Teacher {
                 Mat::from_fn(d_out, d_in, |i, j| rows[i][j])
             }
         };
-        let std = |a: &Anisotropy, d| -> Result<Vec<f64>> { Ok(a.variances(d)?.into_iter().map(f64::sqrt).collect()) };
+        let std = |a: &Anisotropy, d| -> Result<Vec<f64>> {
+            Ok(a.variances(d)?.into_iter().map(f64::sqrt).collect())
+        };
         Ok(TeacherSampler { std_x: std(&self.sigma_x, d_in)?, std_eps: std(&self.sigma_eps, d_out)?, v })
     }
 }
@@ -151,11 +159,21 @@ impl Teacher {
 impl TeacherSampler {
     /// Σ_x as a dense diagonal matrix.
     pub fn sigma_x(&self) -> Mat<f64> {
-        Mat::from_fn(self.std_x.len(), self.std_x.len(), |i, j| if i == j { self.std_x[i].powi(2) } else { 0.0 })
+        Mat::from_fn(
+            self.std_x.len(),
+            self.std_x.len(),
+            |i, j| if i == j { self.std_x[i].powi(2) } else { 0.0 },
+        )
     }
     /// Σ_ε as a dense diagonal matrix.
     pub fn sigma_eps(&self) -> Mat<f64> {
-        Mat::from_fn(self.std_eps.len(), self.std_eps.len(), |i, j| if i == j { self.std_eps[i].powi(2) } else { 0.0 })
+        Mat::from_fn(self.std_eps.len(), self.std_eps.len(), |i, j| {
+            if i == j {
+                self.std_eps[i].powi(2)
+            } else {
+                0.0
+            }
+        })
     }
 
     /// N fresh samples.

@@ -209,16 +209,22 @@ impl TrainConfig {
             (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
                 return Err(Error::Config("batch_size must be at least 1".into()))
             }
-            (Method::GradientFlow { substeps: 0 }, _) => return Err(Error::Config("substeps must be at least 1".into())),
-            (Method::Sde { .. } | Method::Gd | Method::GradientFlow { .. }, DataSpec::Teacher { n: None, .. }) => {
+            (Method::GradientFlow { substeps: 0 }, _) => {
+                return Err(Error::Config("substeps must be at least 1".into()))
+            }
+            (
+                Method::Sde { .. } | Method::Gd | Method::GradientFlow { .. },
+                DataSpec::Teacher { n: None, .. },
+            ) => {
                 return Err(Error::Config(format!(
                     "optimizer `{}` needs a finite data set: give data.n (online sampling is for SGD only)",
                     self.optimizer.short()
                 )))
             }
-            (Method::Sgd { batch_size, sampling: Sampling::WithoutReplacement }, DataSpec::Teacher { n: Some(n), .. })
-                if batch_size > n =>
-            {
+            (
+                Method::Sgd { batch_size, sampling: Sampling::WithoutReplacement },
+                DataSpec::Teacher { n: Some(n), .. },
+            ) if batch_size > n => {
                 return Err(Error::Config(format!(
                     "batch_size {batch_size} exceeds data.n = {n} without replacement"
                 )))

@@ -98,22 +98,23 @@ pub fn run<T: Real>(
     let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
     sink.begin(&columns)?;
     let mut row = Vec::with_capacity(columns.len());
-    let mut log = |tr: &Trainer<T>, row: &mut Vec<f64>, obs: &mut [Box<dyn Observer<T> + '_>]| -> Result<()> {
-        row.clear();
-        let snap = Snapshot {
-            step: tr.step_count(),
-            time: tr.time(),
-            lr: tr.current_lr(),
-            model: &tr.model,
-            data: tr.eval_data(),
-            loss: tr.loss_fn(),
-            step_loss: tr.last_loss(),
+    let mut log =
+        |tr: &Trainer<T>, row: &mut Vec<f64>, obs: &mut [Box<dyn Observer<T> + '_>]| -> Result<()> {
+            row.clear();
+            let snap = Snapshot {
+                step: tr.step_count(),
+                time: tr.time(),
+                lr: tr.current_lr(),
+                model: &tr.model,
+                data: tr.eval_data(),
+                loss: tr.loss_fn(),
+                step_loss: tr.last_loss(),
+            };
+            for o in obs.iter_mut() {
+                o.observe(&snap, row)?;
+            }
+            sink.row(row)
         };
-        for o in obs.iter_mut() {
-            o.observe(&snap, row)?;
-        }
-        sink.row(row)
-    };
     log(trainer, &mut row, observers)?;
     let mut diverged = None;
     let tick = (steps / 200).max(1);
@@ -134,7 +135,11 @@ pub fn run<T: Real>(
             progress(done);
         }
     }
-    let final_loss = if diverged.is_none() { Some(trainer.model.loss(trainer.eval_data(), trainer.loss_fn(), 4096)?) } else { None };
+    let final_loss = if diverged.is_none() {
+        Some(trainer.model.loss(trainer.eval_data(), trainer.loss_fn(), 4096)?)
+    } else {
+        None
+    };
     Ok(Summary {
         method: trainer.method().short().into(),
         steps: trainer.step_count(),
@@ -147,6 +152,12 @@ pub fn run<T: Real>(
 }
 
 /// The standard observers of a config: [`Basics`] and [`Charges`].
-pub fn default_observers<'a, T: Real>(config: &TrainConfig, model: &crate::model::Model<T>) -> Vec<Box<dyn Observer<T> + 'a>> {
-    vec![Box::new(Basics), Box::new(Charges::new(model, config.observe.unit_charges, config.observe.pair_entries))]
+pub fn default_observers<'a, T: Real>(
+    config: &TrainConfig,
+    model: &crate::model::Model<T>,
+) -> Vec<Box<dyn Observer<T> + 'a>> {
+    vec![
+        Box::new(Basics),
+        Box::new(Charges::new(model, config.observe.unit_charges, config.observe.pair_entries)),
+    ]
 }

@@ -38,7 +38,8 @@ pub struct Basics;
 
 impl<T: Real> Observer<T> for Basics {
     fn columns(&self, model: &Model<T>) -> Vec<String> {
-        let mut c: Vec<String> = ["step", "t", "lr", "loss", "step_loss"].iter().map(|s| s.to_string()).collect();
+        let mut c: Vec<String> =
+            ["step", "t", "lr", "loss", "step_loss"].iter().map(|s| s.to_string()).collect();
         c.extend((0..model.arch.n_layers()).map(|l| format!("norm_sq_l{l}")));
         c
     }
@@ -74,7 +75,9 @@ impl<T: Real> Observer<T> for Charges {
         let mut c = Vec::new();
         for s in &self.symmetries {
             match *s {
-                Symmetry::Rescale { layer, unit } if self.unit_charges => c.push(format!("c_rescale_l{layer}_u{unit}")),
+                Symmetry::Rescale { layer, unit } if self.unit_charges => {
+                    c.push(format!("c_rescale_l{layer}_u{unit}"))
+                }
                 Symmetry::Rescale { .. } => {}
                 Symmetry::DoubleRotation { layer } => {
                     c.push(format!("c_pair_l{layer}_fro"));
@@ -90,7 +93,9 @@ impl<T: Real> Observer<T> for Charges {
         let (arch, theta) = (&s.model.arch, &s.model.params);
         for sym in &self.symmetries {
             match *sym {
-                Symmetry::Rescale { layer, unit } if self.unit_charges => row.push(rescale::quad(arch, layer, unit, theta)),
+                Symmetry::Rescale { layer, unit } if self.unit_charges => {
+                    row.push(rescale::quad(arch, layer, unit, theta))
+                }
                 Symmetry::Rescale { .. } => {}
                 Symmetry::DoubleRotation { layer } => {
                     let m = double_rotation::matrix_charge(arch, layer, theta);

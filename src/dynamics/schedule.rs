@@ -32,9 +32,9 @@ impl Schedule {
     /// Checks the schedule against a run of `steps` steps.
     pub fn validate(&self, steps: u64) -> Result<()> {
         match self {
-            Schedule::Warmup { warmup_steps: 0 } | Schedule::WarmupCosine { warmup_steps: 0, .. } => {
-                Err(Error::Config("warmup_steps must be positive (use kind = \"constant\" for no warmup)".into()))
-            }
+            Schedule::Warmup { warmup_steps: 0 } | Schedule::WarmupCosine { warmup_steps: 0, .. } => Err(
+                Error::Config("warmup_steps must be positive (use kind = \"constant\" for no warmup)".into()),
+            ),
             Schedule::WarmupCosine { min_lr, .. } if !(min_lr.is_finite() && *min_lr >= 0.0) => {
                 Err(Error::Config(format!("min_lr must be finite and ≥ 0, got {min_lr}")))
             }

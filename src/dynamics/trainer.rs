@@ -150,7 +150,13 @@ impl<T: Real> Trainer<T> {
     }
 
     /// Mean loss and gradient over the whole finite data set into `grad` (scaled by `scale`), chunked.
-    fn full_grad_into(tape: &mut Tape<T>, model: &Model<T>, data: &Dataset<T>, loss: Loss, grad: &mut [T]) -> Result<f64> {
+    fn full_grad_into(
+        tape: &mut Tape<T>,
+        model: &Model<T>,
+        data: &Dataset<T>,
+        loss: Loss,
+        grad: &mut [T],
+    ) -> Result<f64> {
         let n = data.len();
         let inv = T::from_f64(1.0 / n as f64);
         grad.iter_mut().for_each(|g| *g = T::zero());
@@ -257,7 +263,9 @@ impl<T: Real> Trainer<T> {
         for sub in 0..substeps {
             self.theta0.copy_from_slice(&self.model.params);
             self.acc.iter_mut().for_each(|a| *a = T::zero());
-            for (stage, (w_acc, c_next)) in [(1.0, 0.5), (2.0, 0.5), (2.0, 1.0), (1.0, 0.0)].into_iter().enumerate() {
+            for (stage, (w_acc, c_next)) in
+                [(1.0, 0.5), (2.0, 0.5), (2.0, 1.0), (1.0, 0.0)].into_iter().enumerate()
+            {
                 let l = Self::full_grad_into(&mut self.tape, &self.model, d, self.loss, &mut self.grad)?;
                 if sub == 0 && stage == 0 {
                     first_loss = l;

@@ -37,7 +37,12 @@ impl Init {
 
     /// Fills `model.params` (weights drawn row-major layer by layer from `rng`, biases zero), then multiplies
     /// layer l's weights by `layer_scales[l]` when given.
-    pub fn apply<T: Real, R: Rng>(&self, model: &mut Model<T>, layer_scales: &[f64], rng: &mut R) -> Result<()> {
+    pub fn apply<T: Real, R: Rng>(
+        &self,
+        model: &mut Model<T>,
+        layer_scales: &[f64],
+        rng: &mut R,
+    ) -> Result<()> {
         match self {
             Init::File(path) => super::load_params_into(model, path)?,
             _ => {

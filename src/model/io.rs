@@ -39,7 +39,11 @@ fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
     for (stem, _) in stems {
         let w = tensor_io::get(&st, &format!("{stem}.weight"), path)?;
         if w.shape.len() != 2 {
-            return Err(Error::shape(format!("tensor `{stem}.weight` (must be [out, in])"), &[0, 0], &w.shape));
+            return Err(Error::shape(
+                format!("tensor `{stem}.weight` (must be [out, in])"),
+                &[0, 0],
+                &w.shape,
+            ));
         }
         let bname = format!("{stem}.bias");
         let b = if names.contains(&bname) { Some(tensor_io::get(&st, &bname, path)?) } else { None };

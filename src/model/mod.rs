@@ -50,18 +50,28 @@ impl Architecture {
     pub fn new(dims: &[usize], activations: &[Activation], bias: &[bool], norm: &[bool]) -> Result<Self> {
         let n = dims.len().saturating_sub(1);
         if n == 0 {
-            return Err(Error::Config(format!("a model needs at least two widths (input and output), got {dims:?}")));
+            return Err(Error::Config(format!(
+                "a model needs at least two widths (input and output), got {dims:?}"
+            )));
         }
         if let Some(i) = dims.iter().position(|&d| d == 0) {
             return Err(Error::Config(format!("width {i} of {dims:?} is zero")));
         }
-        for (what, len) in [("activations", activations.len()), ("bias flags", bias.len()), ("norm flags", norm.len())] {
+        for (what, len) in
+            [("activations", activations.len()), ("bias flags", bias.len()), ("norm flags", norm.len())]
+        {
             if len != n {
                 return Err(Error::Config(format!("{n} layers but {len} {what}")));
             }
         }
         let layers = (0..n)
-            .map(|l| Layer { d_in: dims[l], d_out: dims[l + 1], bias: bias[l], norm: norm[l], activation: activations[l] })
+            .map(|l| Layer {
+                d_in: dims[l],
+                d_out: dims[l + 1],
+                bias: bias[l],
+                norm: norm[l],
+                activation: activations[l],
+            })
             .collect();
         Ok(Self::from_layers(layers))
     }
@@ -158,7 +168,11 @@ impl Architecture {
     }
     /// FLOPs of one forward + backward (weight and input gradients) pass over `n` samples (2 per MAC).
     pub fn train_flops(&self, n: usize) -> f64 {
-        self.layers.iter().enumerate().map(|(l, ly)| (if l == 0 { 4.0 } else { 6.0 }) * (ly.d_in * ly.d_out * n) as f64).sum()
+        self.layers
+            .iter()
+            .enumerate()
+            .map(|(l, ly)| (if l == 0 { 4.0 } else { 6.0 }) * (ly.d_in * ly.d_out * n) as f64)
+            .sum()
     }
 }
 
@@ -204,7 +218,10 @@ impl<T: Real> Model<T> {
 
     /// Converts the parameters to another precision.
     pub fn cast<U: Real>(&self) -> Model<U> {
-        Model { arch: self.arch.clone(), params: self.params.iter().map(|&v| U::from_f64(v.to_f64())).collect() }
+        Model {
+            arch: self.arch.clone(),
+            params: self.params.iter().map(|&v| U::from_f64(v.to_f64())).collect(),
+        }
     }
 
     /// ‖θ_l‖² of each layer (weights and bias).
@@ -217,7 +234,11 @@ impl<T: Real> Model<T> {
     /// Errors when any parameter is NaN or infinite.
     pub fn check_finite(&self) -> Result<()> {
         if let Some(i) = self.params.iter().position(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { what: "model parameters".into(), index: i, value: self.params[i].to_f64() });
+            return Err(Error::NonFinite {
+                what: "model parameters".into(),
+                index: i,
+                value: self.params[i].to_f64(),
+            });
         }
         Ok(())
     }

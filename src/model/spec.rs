@@ -102,12 +102,17 @@ impl ModelSpec {
         let mut norm = vec![false; n];
         for &l in &self.norm_layers {
             if l >= n {
-                return Err(Error::Config(format!("norm_layers names layer {l} but the model has {n} layers")));
+                return Err(Error::Config(format!(
+                    "norm_layers names layer {l} but the model has {n} layers"
+                )));
             }
             norm[l] = true;
         }
         if !self.layer_scales.is_empty() && self.layer_scales.len() != n {
-            return Err(Error::Config(format!("`layer_scales` has {} entries for {n} layers", self.layer_scales.len())));
+            return Err(Error::Config(format!(
+                "`layer_scales` has {} entries for {n} layers",
+                self.layer_scales.len()
+            )));
         }
         Architecture::new(&self.dims, &acts, &bias, &norm)
     }

@@ -234,10 +234,12 @@ impl<T: Real> Tape<T> {
 
     fn check_targets(&self, loss: Loss) -> Result<()> {
         match (loss, self.has_labels) {
-            (Loss::Mse, true) => Err(Error::Data("mse loss needs float targets `y` [N, d_out], got class labels".into())),
-            (Loss::CrossEntropy, false) => {
-                Err(Error::Data("cross_entropy loss needs integer class labels `y` [N], got float targets".into()))
+            (Loss::Mse, true) => {
+                Err(Error::Data("mse loss needs float targets `y` [N, d_out], got class labels".into()))
             }
+            (Loss::CrossEntropy, false) => Err(Error::Data(
+                "cross_entropy loss needs integer class labels `y` [N], got float targets".into(),
+            )),
             _ => Ok(()),
         }
     }
@@ -248,11 +250,8 @@ impl<T: Real> Tape<T> {
         self.check_targets(loss)?;
         let b = self.batch;
         let last = self.arch.n_layers() - 1;
-        let (out, y, labels) = (
-            self.acts[last + 1].as_ref().subrows(0, b),
-            self.y.as_ref().subrows(0, b),
-            &self.labels[..b],
-        );
+        let (out, y, labels) =
+            (self.acts[last + 1].as_ref().subrows(0, b), self.y.as_ref().subrows(0, b), &self.labels[..b]);
         let total = loss.value_and_grad_into(out, y, labels, self.delta[last].as_mut().subrows_mut(0, b));
         Ok(total / b as f64)
     }
@@ -315,7 +314,8 @@ impl<T: Real> Tape<T> {
                         let s = s / dd;
                         let r = rms[n];
                         for j in 0..ly.d_out {
-                            d[(n, j)] = if r > T::zero() { (d[(n, j)] - u[(n, j)] * s) / r } else { T::zero() };
+                            d[(n, j)] =
+                                if r > T::zero() { (d[(n, j)] - u[(n, j)] * s) / r } else { T::zero() };
                         }
                     }
                 }

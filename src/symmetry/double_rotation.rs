@@ -58,7 +58,13 @@ fn write_outgoing<T: Real>(arch: &Architecture, l: usize, m: &Mat<f64>, theta: &
 }
 
 /// Applies an explicit invertible Q: `[W_l | b_l] ← Q[W_l | b_l]`, `W_{l+1} ← W_{l+1} Q⁻¹`.
-pub fn apply_q_in_place<T: Real>(arch: &Architecture, l: usize, q: &Mat<f64>, q_inv: &Mat<f64>, theta: &mut [T]) {
+pub fn apply_q_in_place<T: Real>(
+    arch: &Architecture,
+    l: usize,
+    q: &Mat<f64>,
+    q_inv: &Mat<f64>,
+    theta: &mut [T],
+) {
     let inc = q * incoming_block(arch, l, theta);
     let out = outgoing_block(arch, l, theta) * q_inv;
     write_incoming(arch, l, &inc, theta);

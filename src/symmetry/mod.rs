@@ -98,7 +98,9 @@ impl Generator {
             Generator::Rescale { layer, unit } => {
                 let l = *layer;
                 if l + 1 >= n {
-                    return fail(format!("rescale needs a hidden layer; layer {l} of {n} is the output layer"));
+                    return fail(format!(
+                        "rescale needs a hidden layer; layer {l} of {n} is the output layer"
+                    ));
                 }
                 let ly = arch.layers[l];
                 if *unit >= ly.d_out {
@@ -116,7 +118,10 @@ impl Generator {
             Generator::DoubleRotation { layer, b } => {
                 let l = *layer;
                 if l + 1 >= n {
-                    return fail(format!("double rotation needs layers {l} and {}; the model has {n}", l + 1));
+                    return fail(format!(
+                        "double rotation needs layers {l} and {}; the model has {n}",
+                        l + 1
+                    ));
                 }
                 let ly = arch.layers[l];
                 if !ly.activation.is_identity() || ly.norm {
@@ -127,12 +132,18 @@ impl Generator {
                     ));
                 }
                 if b.nrows() != ly.d_out || b.ncols() != ly.d_out {
-                    return Err(Error::shape("double-rotation direction B", &[ly.d_out, ly.d_out], &[b.nrows(), b.ncols()]));
+                    return Err(Error::shape(
+                        "double-rotation direction B",
+                        &[ly.d_out, ly.d_out],
+                        &[b.nrows(), b.ncols()],
+                    ));
                 }
             }
             Generator::Scale { layer } => {
                 if *layer >= n || !arch.layers[*layer].norm {
-                    return fail(format!("layer {layer} is not followed by a normalisation, so it has no scale symmetry"));
+                    return fail(format!(
+                        "layer {layer} is not followed by a normalisation, so it has no scale symmetry"
+                    ));
                 }
             }
         }
@@ -143,7 +154,9 @@ impl Generator {
     pub fn act_in_place<T: Real>(&self, arch: &Architecture, theta: &mut [T], lambda: f64) {
         match self {
             Generator::Rescale { layer, unit } => rescale::act_in_place(arch, *layer, *unit, theta, lambda),
-            Generator::DoubleRotation { layer, b } => double_rotation::act_in_place(arch, *layer, b, theta, lambda),
+            Generator::DoubleRotation { layer, b } => {
+                double_rotation::act_in_place(arch, *layer, b, theta, lambda)
+            }
             Generator::Scale { layer } => scale::act_in_place(arch, *layer, theta, lambda),
         }
     }

@@ -49,14 +49,15 @@ pub struct ModelData {
 }
 
 impl ModelData {
+    #[allow(dead_code)] // used by analyze, teleport and sharpness
     /// Loads model and data in f64 and checks that they fit together and the loss.
     pub fn load(&self) -> Result<(Model<f64>, Dataset<f64>, Loss)> {
         let act = Activation::parse(&self.activation)?;
         let loss = Loss::parse(&self.loss)?;
         let model = load_safetensors::<f64>(&self.model, act)
             .with_context(|| format!("loading the model from {}", self.model.display()))?;
-        let data =
-            load_dataset::<f64>(&self.data).with_context(|| format!("loading the data from {}", self.data.display()))?;
+        let data = load_dataset::<f64>(&self.data)
+            .with_context(|| format!("loading the data from {}", self.data.display()))?;
         data.check_model(&model.arch, loss)
             .with_context(|| format!("{} does not fit {}", self.data.display(), self.model.display()))?;
         Ok((model, data, loss))

@@ -18,7 +18,11 @@ pub fn bar(len: u64, msg: impl Into<String>, global: &Global) -> ProgressBar {
         Style::Basic => "{msg} [{bar:40}] {pos}/{len}",
         _ => "{msg} [{elapsed_precise}] {wide_bar:.cyan/blue} {pos}/{len} ({per_sec}, eta {eta})",
     };
-    pb.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()).progress_chars("=> "));
+    pb.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
     pb.set_message(msg.into());
     pb
 }

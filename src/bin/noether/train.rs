@@ -1,12 +1,114 @@
-//! `noether train` (being built).
+//! `noether train CONFIG.toml [--out DIR]`: one training run, logged to a run folder.
 
 use crate::common::Global;
+use crate::progress;
+use anyhow::{Context, Result};
+use noether::dynamics::{self, default_observers, MetricsSink, Precision, TrainConfig, Trainer};
+use noether::Real;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `noether train`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// The run's TOML config, e.g. `examples/matrix_factorization.toml`.
+    pub config: PathBuf,
+    /// Run folder for metrics.csv, summary.json and config.toml (default: runs/<config name>), e.g. `--out runs/mf`.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Override the config's seed, e.g. `--seed 3`.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override the config's number of steps, e.g. `--steps 100`.
+    #[arg(long)]
+    pub steps: Option<u64>,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`noether train` is not built yet")
+/// A metrics sink that writes CSV rows through to disk as they are logged.
+struct CsvSink {
+    w: std::io::BufWriter<std::fs::File>,
+}
+
+impl MetricsSink for CsvSink {
+    fn begin(&mut self, columns: &[String]) -> noether::Result<()> {
+        writeln!(self.w, "{}", columns.join(",")).map_err(|e| noether::Error::io("metrics.csv", e))?;
+        self.w.flush().map_err(|e| noether::Error::io("metrics.csv", e))
+    }
+    fn row(&mut self, values: &[f64]) -> noether::Result<()> {
+        let line: Vec<String> = values.iter().map(|v| format!("{v:e}")).collect();
+        writeln!(self.w, "{}", line.join(",")).map_err(|e| noether::Error::io("metrics.csv", e))?;
+        self.w.flush().map_err(|e| noether::Error::io("metrics.csv", e))
+    }
+}
+
+pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("reading {}", args.config.display()))?;
+    let mut config =
+        TrainConfig::from_toml(&text).with_context(|| format!("in {}", args.config.display()))?;
+    if let Some(s) = args.seed {
+        config.seed = s;
+    }
+    if let Some(s) = args.steps {
+        config.steps = s;
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from("runs")
+            .join(args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("run".into()))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("config.toml"), config.to_toml())
+        .with_context(|| format!("writing {}/config.toml", out.display()))?;
+    match config.precision {
+        Precision::F64 => train::<f64>(&config, &out, global),
+        Precision::F32 => train::<f32>(&config, &out, global),
+    }
+}
+
+fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
+    let mut trainer = Trainer::<T>::from_config(config)?;
+    let file = std::fs::File::create(out.join("metrics.csv"))
+        .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
+    let mut sink = CsvSink { w: std::io::BufWriter::new(file) };
+    let mut observers = default_observers(config, &trainer.model);
+    let pb = progress::bar(config.steps, format!("{} {}", trainer.method().short(), out.display()), global);
+    let summary = dynamics::run(
+        &mut trainer,
+        config.steps,
+        config.log_every,
+        config.seed,
+        &mut observers,
+        &mut sink,
+        &mut |k| pb.set_position(k),
+    )?;
+    pb.finish_and_clear();
+    let json = serde_json::json!({
+        "noether_version": env!("CARGO_PKG_VERSION"),
+        "command": "train",
+        "config": config,
+        "seed": config.seed,
+        "results": summary,
+    });
+    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&json)?)?;
+    if let Some(d) = &summary.diverged {
+        eprintln!(
+            "error: loss became {} at step {} (lr = {}); lower the learning rate or add warmup. Metrics up to then are in {}",
+            d.loss,
+            d.step,
+            d.lr,
+            out.join("metrics.csv").display()
+        );
+        return Ok(ExitCode::from(2));
+    }
+    println!(
+        "{} steps of {} in {:.2} s: final loss {:.6}, t = {:.4}; wrote {}/{{metrics.csv, summary.json, config.toml}}",
+        summary.steps,
+        summary.method,
+        summary.wall_time_s,
+        summary.final_loss.unwrap_or(f64::NAN),
+        summary.t,
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

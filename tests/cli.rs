@@ -1,0 +1,128 @@
+//! End-to-end tests of the `noether` binary: determinism, run folders, and clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn noether(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_noether")).args(args).output().expect("run noether")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("noether-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+const TINY: &str = r#"
+seed = 5
+steps = 300
+log_every = 10
+lr = 0.05
+[model]
+dims = [3, 4, 3]
+activation = "relu"
+bias = true
+[data]
+kind = "teacher"
+n = 64
+[optimizer]
+method = "sgd"
+batch_size = 4
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn same_seed_gives_byte_identical_metrics() {
+    let d = tmp("determinism");
+    let cfg = write(&d, "tiny.toml", TINY);
+    let mut outputs = Vec::new();
+    for run in ["a", "b"] {
+        let out = d.join(run).display().to_string();
+        let o = noether(&["train", &cfg, "--out", &out, "-q"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        outputs.push(std::fs::read(d.join(run).join("metrics.csv")).unwrap());
+        for f in ["summary.json", "config.toml"] {
+            assert!(d.join(run).join(f).exists(), "{f} missing");
+        }
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(outputs[0].len() > 1000);
+    let other = d.join("c").display().to_string();
+    assert!(noether(&["train", &cfg, "--out", &other, "--seed", "6", "-q"]).status.success());
+    assert_ne!(std::fs::read(d.join("c").join("metrics.csv")).unwrap(), outputs[0], "a different seed must differ");
+    // The written config.toml is complete and runs again to the same result.
+    let again = d.join("d").display().to_string();
+    let resolved = d.join("a").join("config.toml").display().to_string();
+    assert!(noether(&["train", &resolved, "--out", &again, "-q"]).status.success());
+    assert_eq!(std::fs::read(d.join("d").join("metrics.csv")).unwrap(), outputs[0]);
+}
+
+#[test]
+fn unknown_config_key_is_named() {
+    let d = tmp("unknown-key");
+    let cfg = write(&d, "bad.toml", &TINY.replace("lr = 0.05", "lr = 0.05\nlearning_rate = 0.1"));
+    let o = noether(&["train", &cfg, "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("learning_rate"), "{}", stderr(&o));
+    let cfg = write(&d, "bad2.toml", &TINY.replace("activation = \"relu\"", "activation = \"swish\""));
+    let o = noether(&["train", &cfg, "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("swish"), "{}", stderr(&o));
+}
+
+#[test]
+fn divergence_names_the_step_and_keeps_metrics() {
+    let d = tmp("diverge");
+    let cfg = write(&d, "div.toml", &TINY.replace("lr = 0.05", "lr = 50.0").replace("log_every = 10", "log_every = 1"));
+    let out = d.join("run").display().to_string();
+    let o = noether(&["train", &cfg, "--out", &out, "-q"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("at step") && e.contains("learning rate"), "{e}");
+    let metrics = std::fs::read_to_string(d.join("run").join("metrics.csv")).unwrap();
+    assert!(metrics.lines().count() >= 2, "rows logged before the divergence are kept");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("run").join("summary.json")).unwrap()).unwrap();
+    assert!(summary["results"]["diverged"]["step"].is_u64());
+}
+
+#[test]
+fn bad_model_files_are_clear_errors() {
+    let d = tmp("bad-model");
+    // A data file used as a model: no weight tensors.
+    let o = noether(&["symmetries", "--model", "tests/data/relu_mlp_mse/data.safetensors"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+    // Not a safetensors file at all.
+    let junk = write(&d, "junk.safetensors", "not a tensor file");
+    let o = noether(&["symmetries", "--model", &junk]);
+    assert_eq!(o.status.code(), Some(2));
+    // A file that does not exist.
+    let o = noether(&["symmetries", "--model", "/nonexistent/m.safetensors"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("/nonexistent/m.safetensors"));
+}
+
+#[test]
+fn symmetries_json_lists_charges() {
+    let o = noether(&["symmetries", "--model", "tests/data/deep_linear_mse/model.safetensors", "--activation", "identity", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let s = v["symmetries"].as_array().unwrap();
+    let case: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/data/deep_linear_mse/case.json").unwrap()).unwrap();
+    let want = case["neurons"][0]["charge"].as_f64().unwrap();
+    let got = s.iter().find(|e| e["family"] == "rescale" && e["layer"] == 0 && e["unit"] == 0).unwrap()["charge"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-12 * want.abs());
+    let pair = s.iter().find(|e| e["family"] == "double_rotation").unwrap();
+    assert_eq!(pair["charge"].as_array().unwrap().len(), 3);
+}
