@@ -59,7 +59,11 @@ fn same_seed_gives_byte_identical_metrics() {
     assert!(outputs[0].len() > 1000);
     let other = d.join("c").display().to_string();
     assert!(noether(&["train", &cfg, "--out", &other, "--seed", "6", "-q"]).status.success());
-    assert_ne!(std::fs::read(d.join("c").join("metrics.csv")).unwrap(), outputs[0], "a different seed must differ");
+    assert_ne!(
+        std::fs::read(d.join("c").join("metrics.csv")).unwrap(),
+        outputs[0],
+        "a different seed must differ"
+    );
     // The written config.toml is complete and runs again to the same result.
     let again = d.join("d").display().to_string();
     let resolved = d.join("a").join("config.toml").display().to_string();
@@ -83,7 +87,11 @@ fn unknown_config_key_is_named() {
 #[test]
 fn divergence_names_the_step_and_keeps_metrics() {
     let d = tmp("diverge");
-    let cfg = write(&d, "div.toml", &TINY.replace("lr = 0.05", "lr = 50.0").replace("log_every = 10", "log_every = 1"));
+    let cfg = write(
+        &d,
+        "div.toml",
+        &TINY.replace("lr = 0.05", "lr = 50.0").replace("log_every = 10", "log_every = 1"),
+    );
     let out = d.join("run").display().to_string();
     let o = noether(&["train", &cfg, "--out", &out, "-q"]);
     assert_eq!(o.status.code(), Some(2));
@@ -91,7 +99,8 @@ fn divergence_names_the_step_and_keeps_metrics() {
     assert!(e.contains("at step") && e.contains("learning rate"), "{e}");
     let metrics = std::fs::read_to_string(d.join("run").join("metrics.csv")).unwrap();
     assert!(metrics.lines().count() >= 2, "rows logged before the divergence are kept");
-    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("run").join("summary.json")).unwrap()).unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("run").join("summary.json")).unwrap()).unwrap();
     assert!(summary["results"]["diverged"]["step"].is_u64());
 }
 
@@ -114,14 +123,25 @@ fn bad_model_files_are_clear_errors() {
 
 #[test]
 fn symmetries_json_lists_charges() {
-    let o = noether(&["symmetries", "--model", "tests/data/deep_linear_mse/model.safetensors", "--activation", "identity", "--json"]);
+    let o = noether(&[
+        "symmetries",
+        "--model",
+        "tests/data/deep_linear_mse/model.safetensors",
+        "--activation",
+        "identity",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let s = v["symmetries"].as_array().unwrap();
     let case: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string("tests/data/deep_linear_mse/case.json").unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string("tests/data/deep_linear_mse/case.json").unwrap())
+            .unwrap();
     let want = case["neurons"][0]["charge"].as_f64().unwrap();
-    let got = s.iter().find(|e| e["family"] == "rescale" && e["layer"] == 0 && e["unit"] == 0).unwrap()["charge"].as_f64().unwrap();
+    let got = s.iter().find(|e| e["family"] == "rescale" && e["layer"] == 0 && e["unit"] == 0).unwrap()
+        ["charge"]
+        .as_f64()
+        .unwrap();
     assert!((got - want).abs() <= 1e-12 * want.abs());
     let pair = s.iter().find(|e| e["family"] == "double_rotation").unwrap();
     assert_eq!(pair["charge"].as_array().unwrap().len(), 3);
