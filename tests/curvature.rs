@@ -17,20 +17,24 @@ use rand_distr::{Distribution, StandardNormal};
 
 const HESSIAN: HvpOptions = HvpOptions { curvature: Curvature::Hessian, chunk: 4096, cache: true };
 
-/// Dense Hessian of the mean loss by central differences of the engine's gradient (step h), symmetrised.
+/// Dense Hessian of the mean loss by fourth-order central differences of the engine's gradient,
+/// `H e_i ≈ [8(g(θ+he_i) − g(θ−he_i)) − (g(θ+2he_i) − g(θ−2he_i))]/(12h)`, symmetrised. Truncation O(h⁴) (the
+/// plain second-order stencil's O(h²) error reaches 1e-7 on normalised layers at h = 1e-5), round-off O(ε/h).
 fn fd_hessian(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, h: f64) -> Mat<f64> {
     let p = model.arch.n_params();
     let mut m = model.clone();
     let mut hm = Mat::<f64>::zeros(p, p);
+    let mut grad_at = |m: &mut Model<f64>, i: usize, t: f64| {
+        m.params[i] = model.params[i] + t;
+        let (_, g) = m.loss_and_grad(data, loss, 1 << 16).unwrap();
+        m.params[i] = model.params[i];
+        g
+    };
     for i in 0..p {
-        let v = m.params[i];
-        m.params[i] = v + h;
-        let (_, gp) = m.loss_and_grad(data, loss, 1 << 16).unwrap();
-        m.params[i] = v - h;
-        let (_, gm) = m.loss_and_grad(data, loss, 1 << 16).unwrap();
-        m.params[i] = v;
+        let (g1p, g1m) = (grad_at(&mut m, i, h), grad_at(&mut m, i, -h));
+        let (g2p, g2m) = (grad_at(&mut m, i, 2.0 * h), grad_at(&mut m, i, -2.0 * h));
         for j in 0..p {
-            hm[(j, i)] = (gp[j] - gm[j]) / (2.0 * h);
+            hm[(j, i)] = (8.0 * (g1p[j] - g1m[j]) - (g2p[j] - g2m[j])) / (12.0 * h);
         }
     }
     Mat::from_fn(p, p, |i, j| 0.5 * (hm[(i, j)] + hm[(j, i)]))
@@ -347,3 +351,4 @@ fn bad_input_is_a_typed_error() {
     assert!(op.hvp_into(&[1.0], &mut [0.0]).is_err());
     assert_eq!(op.dim(), p);
 }
+
