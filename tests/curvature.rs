@@ -4,9 +4,9 @@
 use crate::reference;
 use faer::{Mat, Side};
 use noether::curvature::{
-    central_difference_hvp, dense_matrix, exact_trace, hutch_plus_plus_trace, hutchinson_trace, lanczos_eigenvalues,
-    orbit_sharpness, parse_grid, power_iteration, sharpness, Curvature, DenseOperator, HessianOperator, HvpOptions,
-    LanczosOptions, LinearOperator, Orbit, SharpnessOptions, TraceMethod,
+    central_difference_hvp, dense_matrix, exact_trace, hutch_plus_plus_trace, hutchinson_trace,
+    lanczos_eigenvalues, orbit_sharpness, parse_grid, power_iteration, sharpness, Curvature, DenseOperator,
+    HessianOperator, HvpOptions, LanczosOptions, LinearOperator, Orbit, SharpnessOptions, TraceMethod,
 };
 use noether::symmetry::Generator;
 use noether::testutil::{max_rel_vec, random_case, rel};
@@ -24,7 +24,7 @@ fn fd_hessian(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, h: f64) -> Ma
     let p = model.arch.n_params();
     let mut m = model.clone();
     let mut hm = Mat::<f64>::zeros(p, p);
-    let mut grad_at = |m: &mut Model<f64>, i: usize, t: f64| {
+    let grad_at = |m: &mut Model<f64>, i: usize, t: f64| {
         m.params[i] = model.params[i] + t;
         let (_, g) = m.loss_and_grad(data, loss, 1 << 16).unwrap();
         m.params[i] = model.params[i];
@@ -91,8 +91,15 @@ fn exact_hvp_matches_finite_difference_hessian_on_tiny_nets() {
 fn rms_normalisation_r_operator_on_a_single_normalised_layer() {
     // One normalised tanh layer feeding a linear read-out: the R-op of u = z/r is the only non-trivial part.
     for loss in [Loss::Mse, Loss::CrossEntropy] {
-        let (model, data) =
-            random_case(&[3, 6, 4], &[Activation::Tanh, Activation::Identity], true, &[true, false], loss, 9, 77);
+        let (model, data) = random_case(
+            &[3, 6, 4],
+            &[Activation::Tanh, Activation::Identity],
+            true,
+            &[true, false],
+            loss,
+            9,
+            77,
+        );
         let fd = fd_hessian(&model, &data, loss, 1e-5);
         let mut op = HessianOperator::new(&model, &data, loss, HESSIAN).unwrap();
         let err = max_rel_vec(&flat(&dense_matrix(&mut op)), &flat(&fd));
@@ -110,7 +117,15 @@ fn exact_hvp_matches_central_differences_on_larger_nets() {
     .into_iter()
     .enumerate()
     {
-        let (model, data) = random_case(&[12, 32, 16, 5], &[act, act, Activation::Identity], true, &norm, loss, 150, 7 + i as u64);
+        let (model, data) = random_case(
+            &[12, 32, 16, 5],
+            &[act, act, Activation::Identity],
+            true,
+            &norm,
+            loss,
+            150,
+            7 + i as u64,
+        );
         for cache in [true, false] {
             let opts = HvpOptions { curvature: Curvature::Hessian, chunk: 64, cache };
             let mut op = HessianOperator::new(&model, &data, loss, opts).unwrap();
@@ -132,7 +147,8 @@ fn gauss_newton_matches_explicit_jacobian_products() {
         (Activation::Relu, Loss::Mse, [false, false, false]),
         (Activation::LeakyRelu { alpha: 0.2 }, Loss::CrossEntropy, [false, true, false]),
     ] {
-        let (model, data) = random_case(&[3, 5, 4, 3], &[act, act, Activation::Identity], true, &norm, loss, 6, 31);
+        let (model, data) =
+            random_case(&[3, 5, 4, 3], &[act, act, Activation::Identity], true, &norm, loss, 6, 31);
         let (p, n, d) = (model.arch.n_params(), data.len(), model.arch.d_out());
         let h = 1e-6;
         let mut m = model.clone();
@@ -185,8 +201,11 @@ fn reference_cases_top_bottom_eigenvalue_and_trace() {
         let bottom = case.json["hessian_bottom_eigenvalue"].as_f64().unwrap();
         let trace = case.json["hessian_trace"].as_f64().unwrap();
         let scale = top.abs().max(bottom.abs());
-        let (e_top, e_bot, e_tr) =
-            (rel(eig.top[0], top, 1e-300), (eig.bottom.unwrap() - bottom).abs() / scale, rel(tr, trace, 1e-300));
+        let (e_top, e_bot, e_tr) = (
+            rel(eig.top[0], top, 1e-300),
+            (eig.bottom.unwrap() - bottom).abs() / scale,
+            rel(tr, trace, 1e-300),
+        );
         eprintln!(
             "{}: top {:.3e}, bottom {:.3e} (of max|λ|), trace {:.3e} rel err; Lanczos {:?}",
             case.name, e_top, e_bot, e_tr, eig.info
@@ -200,14 +219,22 @@ fn reference_cases_top_bottom_eigenvalue_and_trace() {
 fn two_layer_linear_net_gauss_newton_trace_closed_form() {
     // f = U W x, L = mean ½‖UWx − y‖²: Tr G = (1/N) Σ_n [d_out ‖W x_n‖² + ‖U‖²_F ‖x_n‖²]. For this bilinear f the
     // residual term Σ r·∂²f has zero diagonal, so Tr H equals the same number.
-    let (model, data) =
-        random_case(&[5, 4, 3], &[Activation::Identity, Activation::Identity], false, &[false, false], Loss::Mse, 20, 4);
+    let (model, data) = random_case(
+        &[5, 4, 3],
+        &[Activation::Identity, Activation::Identity],
+        false,
+        &[false, false],
+        Loss::Mse,
+        20,
+        4,
+    );
     let (w, u) = (model.weight(0), model.weight(1));
     let u_f2: f64 = (0..u.nrows()).flat_map(|i| (0..u.ncols()).map(move |j| u[(i, j)] * u[(i, j)])).sum();
     let mut want = 0.0;
     for n in 0..data.len() {
         let x: Vec<f64> = (0..data.d_in()).map(|j| data.x[(n, j)]).collect();
-        let wx2: f64 = (0..w.nrows()).map(|i| (0..w.ncols()).map(|j| w[(i, j)] * x[j]).sum::<f64>().powi(2)).sum();
+        let wx2: f64 =
+            (0..w.nrows()).map(|i| (0..w.ncols()).map(|j| w[(i, j)] * x[j]).sum::<f64>().powi(2)).sum();
         want += 3.0 * wx2 + u_f2 * x.iter().map(|v| v * v).sum::<f64>();
     }
     want /= data.len() as f64;
@@ -222,7 +249,17 @@ fn two_layer_linear_net_gauss_newton_trace_closed_form() {
 fn lanczos_finds_repeated_and_extreme_eigenvalues_of_a_known_matrix() {
     // Q diag(λ) Qᵀ with a triple top eigenvalue: plain Lanczos sees it once, the restart must find all three.
     let p = 40;
-    let lam: Vec<f64> = (0..p).map(|i| if i < 3 { 5.0 } else if i == p - 1 { -2.0 } else { (i as f64) / p as f64 }).collect();
+    let lam: Vec<f64> = (0..p)
+        .map(|i| {
+            if i < 3 {
+                5.0
+            } else if i == p - 1 {
+                -2.0
+            } else {
+                (i as f64) / p as f64
+            }
+        })
+        .collect();
     let r = gaussian(p * p, 9);
     let g = Mat::from_fn(p, p, |i, j| r[i * p + j]);
     let q = g.qr().compute_Q();
@@ -230,14 +267,16 @@ fn lanczos_finds_repeated_and_extreme_eigenvalues_of_a_known_matrix() {
     let a = Mat::from_fn(p, p, |i, j| 0.5 * (a[(i, j)] + a[(j, i)]));
     let mut op = DenseOperator::new(a).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let eig = lanczos_eigenvalues(&mut op, 4, true, &LanczosOptions { max_iter: 200, tol: 1e-10 }, &mut rng).unwrap();
+    let eig = lanczos_eigenvalues(&mut op, 4, true, &LanczosOptions { max_iter: 200, tol: 1e-10 }, &mut rng)
+        .unwrap();
     let want = [5.0, 5.0, 5.0, (p - 2) as f64 / p as f64];
     for (got, w) in eig.top.iter().zip(want) {
         assert!((got - w).abs() < 1e-9, "top {:?} vs {want:?} ({:?})", eig.top, eig.info);
     }
     assert!((eig.bottom.unwrap() + 2.0).abs() < 1e-9);
     assert_eq!(eig.info.hvps, op.products());
-    let (rho, _, info) = power_iteration(&mut op, &LanczosOptions { max_iter: 5000, tol: 1e-8 }, &mut rng).unwrap();
+    let (rho, _, info) =
+        power_iteration(&mut op, &LanczosOptions { max_iter: 5000, tol: 1e-8 }, &mut rng).unwrap();
     assert!(info.converged && (rho - 5.0).abs() < 1e-8, "power iteration {rho} {info:?}");
 }
 
@@ -246,8 +285,15 @@ fn hutchinson_interval_contains_the_exact_trace() {
     // Not flaky: every probe comes from a ChaCha RNG with a fixed seed, so the outcome is bit-identical on every
     // run. Beyond the single seed, the empirical coverage of the stated 95% interval over 40 seeds must be
     // plausible (≥ 32 of 40; a binomial(40, 0.95) falls below 33 with probability < 1%).
-    let (model, data) =
-        random_case(&[4, 6, 3], &[Activation::Tanh, Activation::Identity], true, &[false, false], Loss::CrossEntropy, 25, 12);
+    let (model, data) = random_case(
+        &[4, 6, 3],
+        &[Activation::Tanh, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::CrossEntropy,
+        25,
+        12,
+    );
     let mut op = HessianOperator::new(&model, &data, Loss::CrossEntropy, HESSIAN).unwrap();
     let exact = exact_trace(&mut op).trace;
     let (mut covered, mut covered_pp) = (0, 0);
@@ -268,8 +314,15 @@ fn hutchinson_interval_contains_the_exact_trace() {
 
 #[test]
 fn sharpness_changes_along_a_rescaling_orbit_at_constant_loss() {
-    let (model, data) =
-        random_case(&[3, 5, 2], &[Activation::Relu, Activation::Identity], true, &[false, false], Loss::Mse, 30, 21);
+    let (model, data) = random_case(
+        &[3, 5, 2],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::Mse,
+        30,
+        21,
+    );
     let orbit = Orbit::Generator(Generator::Rescale { layer: 0, unit: 1 });
     let grid = parse_grid("-1:1:5").unwrap();
     let opts = SharpnessOptions {
@@ -288,18 +341,32 @@ fn sharpness_changes_along_a_rescaling_orbit_at_constant_loss() {
         let fd = fd_hessian(&moved, &data, Loss::Mse, 1e-5);
         let ev = eigenvalues(&fd);
         let (top, tr) = (ev[ev.len() - 1], (0..fd.nrows()).map(|i| fd[(i, i)]).sum::<f64>());
-        assert!(rel(pt.top_eigenvalue, top, 1e-300) < 1e-7, "λ={}: top {} vs {top}", pt.lambda, pt.top_eigenvalue);
+        assert!(
+            rel(pt.top_eigenvalue, top, 1e-300) < 1e-7,
+            "λ={}: top {} vs {top}",
+            pt.lambda,
+            pt.top_eigenvalue
+        );
         assert!(rel(pt.trace.unwrap(), tr, 1e-300) < 1e-7, "λ={}: trace {:?} vs {tr}", pt.lambda, pt.trace);
     }
     let tops: Vec<f64> = curve.iter().map(|p| p.top_eigenvalue).collect();
-    let spread = tops.iter().cloned().fold(f64::NEG_INFINITY, f64::max) - tops.iter().cloned().fold(f64::INFINITY, f64::min);
+    let spread = tops.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+        - tops.iter().cloned().fold(f64::INFINITY, f64::min);
     assert!(spread > 1e-2 * tops[2], "sharpness should change along the orbit: {tops:?}");
 }
 
 #[test]
 fn hessian_transforms_by_congruence_along_an_orbit() {
     // H(e^{λA}θ) = e^{−λA} H(θ) e^{−λA}: for a rescaling, entry (i, j) scales by e^{−λ(a_i + a_j)}.
-    let (model, data) = random_case(&[3, 4, 2], &[Activation::LeakyRelu { alpha: 0.1 }, Activation::Identity], true, &[false, false], Loss::CrossEntropy, 15, 5);
+    let (model, data) = random_case(
+        &[3, 4, 2],
+        &[Activation::LeakyRelu { alpha: 0.1 }, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::CrossEntropy,
+        15,
+        5,
+    );
     let g = Generator::Rescale { layer: 0, unit: 2 };
     let lambda = 0.7;
     let mut moved = model.clone();
@@ -314,8 +381,15 @@ fn hessian_transforms_by_congruence_along_an_orbit() {
 
 #[test]
 fn sharpness_observer_call_and_subset() {
-    let (model, data) =
-        random_case(&[4, 8, 3], &[Activation::Relu, Activation::Identity], true, &[false, false], Loss::CrossEntropy, 200, 3);
+    let (model, data) = random_case(
+        &[4, 8, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false, false],
+        Loss::CrossEntropy,
+        200,
+        3,
+    );
     let opts = SharpnessOptions { top: 3, bottom: true, ..Default::default() };
     let s = sharpness(&model, &data, Loss::CrossEntropy, &opts).unwrap();
     assert!(s.top_eigenvalues.windows(2).all(|w| w[0] >= w[1]), "{:?}", s.top_eigenvalues);
@@ -327,28 +401,39 @@ fn sharpness_observer_call_and_subset() {
     }
     // Same seed, same subset, bit-identical result.
     let sub = SharpnessOptions { subset: noether::curvature::Subset::Random { n: 50 }, seed: 9, ..opts };
-    let (a, b) = (sharpness(&model, &data, Loss::CrossEntropy, &sub).unwrap(), sharpness(&model, &data, Loss::CrossEntropy, &sub).unwrap());
+    let (a, b) = (
+        sharpness(&model, &data, Loss::CrossEntropy, &sub).unwrap(),
+        sharpness(&model, &data, Loss::CrossEntropy, &sub).unwrap(),
+    );
     assert_eq!(a, b);
     assert_eq!(a.samples, 50);
 }
 
 #[test]
 fn bad_input_is_a_typed_error() {
-    let (model, data) =
-        random_case(&[3, 4, 2], &[Activation::Tanh, Activation::Identity], false, &[false, false], Loss::Mse, 10, 1);
+    let (model, data) = random_case(
+        &[3, 4, 2],
+        &[Activation::Tanh, Activation::Identity],
+        false,
+        &[false, false],
+        Loss::Mse,
+        10,
+        1,
+    );
     let p = model.arch.n_params();
-    let err = sharpness(&model, &data, Loss::Mse, &SharpnessOptions { top: p + 1, ..Default::default() }).unwrap_err();
+    let err = sharpness(&model, &data, Loss::Mse, &SharpnessOptions { top: p + 1, ..Default::default() })
+        .unwrap_err();
     assert!(err.to_string().contains(&format!("P = {p}")), "{err}");
     for bad in ["1:2", "a:1:3", "0:1:x", "0:1:0", "0:inf:3", ""] {
         assert!(parse_grid(bad).is_err(), "{bad}");
     }
     assert_eq!(parse_grid("-1:1:3").unwrap(), vec![-1.0, 0.0, 1.0]);
     let orbit = Orbit::Generator(Generator::Rescale { layer: 0, unit: 0 });
-    let err = orbit_sharpness(&model, &data, Loss::Mse, &orbit, &[0.0], &SharpnessOptions::default()).unwrap_err();
+    let err =
+        orbit_sharpness(&model, &data, Loss::Mse, &orbit, &[0.0], &SharpnessOptions::default()).unwrap_err();
     assert!(matches!(err, noether::Error::NoSymmetry(_)), "{err}");
     assert!(HessianOperator::new(&model, &data, Loss::CrossEntropy, HESSIAN).is_err());
     let mut op = HessianOperator::new(&model, &data, Loss::Mse, HESSIAN).unwrap();
     assert!(op.hvp_into(&[1.0], &mut [0.0]).is_err());
     assert_eq!(op.dim(), p);
 }
-

@@ -33,7 +33,11 @@ impl TraceMethod {
             "exact" => Ok(TraceMethod::Exact),
             "hutchinson" => Ok(TraceMethod::Hutchinson),
             "hutch++" | "hutchpp" | "hutch_plus_plus" => Ok(TraceMethod::HutchPlusPlus),
-            _ => Err(Error::Unknown { kind: "trace method", name: s.into(), expected: "exact, hutchinson, hutch++".into() }),
+            _ => Err(Error::Unknown {
+                kind: "trace method",
+                name: s.into(),
+                expected: "exact, hutchinson, hutch++".into(),
+            }),
         }
     }
     /// The name accepted by [`TraceMethod::parse`].
@@ -99,9 +103,15 @@ pub fn exact_trace(op: &mut impl LinearOperator) -> TraceEstimate {
 
 /// Hutchinson's estimate with `samples` Rademacher probes (one product each) and its 95% interval (module doc).
 /// Errors when `samples < 2` (no standard error).
-pub fn hutchinson_trace<R: Rng>(op: &mut impl LinearOperator, samples: usize, rng: &mut R) -> Result<TraceEstimate> {
+pub fn hutchinson_trace<R: Rng>(
+    op: &mut impl LinearOperator,
+    samples: usize,
+    rng: &mut R,
+) -> Result<TraceEstimate> {
     if samples < 2 {
-        return Err(Error::Config(format!("Hutchinson needs at least 2 probes for an error bar, got {samples}")));
+        return Err(Error::Config(format!(
+            "Hutchinson needs at least 2 probes for an error bar, got {samples}"
+        )));
     }
     let p = op.dim();
     let start = op.products();
@@ -119,7 +129,11 @@ pub fn hutchinson_trace<R: Rng>(op: &mut impl LinearOperator, samples: usize, rn
 
 /// Hutch++ with about `products` operator products (k = ⌊products/3⌋ ≥ 2 each for sketch, deflation and
 /// residual probes) and the 95% interval of its Hutchinson part (module doc). Errors when `products < 6`.
-pub fn hutch_plus_plus_trace<R: Rng>(op: &mut impl LinearOperator, products: usize, rng: &mut R) -> Result<TraceEstimate> {
+pub fn hutch_plus_plus_trace<R: Rng>(
+    op: &mut impl LinearOperator,
+    products: usize,
+    rng: &mut R,
+) -> Result<TraceEstimate> {
     let k = products / 3;
     if k < 2 {
         return Err(Error::Config(format!("Hutch++ needs at least 6 products, got {products}")));

@@ -124,7 +124,8 @@ impl<'a> HessianOperator<'a> {
             a: (0..L)
                 .map(|l| {
                     let ly = arch.layers[l];
-                    let need = opts.curvature == Curvature::Hessian && (ly.norm || !is_piecewise_linear(ly.activation));
+                    let need = opts.curvature == Curvature::Hessian
+                        && (ly.norm || !is_piecewise_linear(ly.activation));
                     mat(ly.d_out, need)
                 })
                 .collect(),
@@ -172,14 +173,25 @@ impl<'a> HessianOperator<'a> {
             let t = if self.opts.cache {
                 c
             } else {
-                Self::prepare(self.model, self.data, self.loss, self.opts.curvature, &mut self.tapes[0], self.chunks[c].clone())?;
+                Self::prepare(
+                    self.model,
+                    self.data,
+                    self.loss,
+                    self.opts.curvature,
+                    &mut self.tapes[0],
+                    self.chunks[c].clone(),
+                )?;
                 0
             };
             let tape = &self.tapes[t];
             r_forward(&mut self.ws, self.model, tape, v);
             match self.opts.curvature {
-                Curvature::Hessian => r_backward_hessian(&mut self.ws, self.model, tape, self.loss, v, out, scale),
-                Curvature::GaussNewton => r_backward_gauss_newton(&mut self.ws, self.model, tape, self.loss, out, scale),
+                Curvature::Hessian => {
+                    r_backward_hessian(&mut self.ws, self.model, tape, self.loss, v, out, scale)
+                }
+                Curvature::GaussNewton => {
+                    r_backward_gauss_newton(&mut self.ws, self.model, tape, self.loss, out, scale)
+                }
             }
         }
         self.products += 1;
@@ -268,7 +280,14 @@ fn top_r_adjoint(ws: &mut Workspace, tape: &Tape<f64>, loss: Loss, last: usize) 
 }
 
 /// Accumulates `scale · Rδᵀ h_{l−1}` (and the bias sums) into the layer-l block of `out`.
-fn add_weight_block(model: &Model<f64>, l: usize, rdelta: MatRef<'_, f64>, x: MatRef<'_, f64>, out: &mut [f64], scale: f64) {
+fn add_weight_block(
+    model: &Model<f64>,
+    l: usize,
+    rdelta: MatRef<'_, f64>,
+    x: MatRef<'_, f64>,
+    out: &mut [f64],
+    scale: f64,
+) {
     let arch = &model.arch;
     let ly = arch.layers[l];
     let gw = MatMut::from_row_major_slice_mut(&mut out[arch.weight_range(l)], ly.d_out, ly.d_in);
@@ -349,7 +368,8 @@ fn r_backward_hessian(
                 }
                 let (s, rs) = (s / d, rs / d);
                 for j in 0..ly.d_out {
-                    ra[(n, j)] = (ra[(n, j)] - src_r[(n, j)] * s - u[(n, j)] * rs - delta[(n, j)] * rr[n]) / r[n];
+                    ra[(n, j)] =
+                        (ra[(n, j)] - src_r[(n, j)] * s - u[(n, j)] * rs - delta[(n, j)] * rr[n]) / r[n];
                 }
             }
         }
@@ -417,7 +437,13 @@ fn r_backward_gauss_newton(
         add_weight_block(model, l, rdelta, tape.input(l), out, scale);
         if l > 0 {
             let (lo, hi) = ws.ra.split_at_mut(l);
-            gemm(lo[l - 1].as_mut().subrows_mut(0, b), false, hi[0].as_ref().subrows(0, b), model.weight(l), 1.0);
+            gemm(
+                lo[l - 1].as_mut().subrows_mut(0, b),
+                false,
+                hi[0].as_ref().subrows(0, b),
+                model.weight(l),
+                1.0,
+            );
         }
     }
 }

@@ -90,7 +90,7 @@ pub fn lanczos_eigenvalues<R: Rng>(
             "asked for the top {k} eigenvalues, but the matrix has dimension P = {p}; ask for 1 ≤ k ≤ {p}"
         )));
     }
-    if !(opts.tol > 0.0) {
+    if opts.tol.is_nan() || opts.tol <= 0.0 {
         return Err(Error::Config(format!("Lanczos tolerance must be positive, got {}", opts.tol)));
     }
     let max_iter = opts.max_iter.max(k + usize::from(bottom)).min(p);
@@ -121,9 +121,10 @@ pub fn lanczos_eigenvalues<R: Rng>(
                 0.0
             }
         });
-        let evd = t
-            .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| Error::Numerical { what: "Lanczos tridiagonal eigenproblem", reason: format!("{e:?}") })?;
+        let evd = t.self_adjoint_eigen(Side::Lower).map_err(|e| Error::Numerical {
+            what: "Lanczos tridiagonal eigenproblem",
+            reason: format!("{e:?}"),
+        })?;
         let (s, u) = (evd.S(), evd.U());
         let theta: Vec<f64> = (0..m).map(|i| s[i]).collect();
         let scale = theta.iter().fold(0.0f64, |acc, x| acc.max(x.abs())).max(f64::MIN_POSITIVE);
@@ -183,7 +184,11 @@ pub fn lanczos_eigenvalues<R: Rng>(
     if result.top.len() < k {
         return Err(Error::Numerical {
             what: "Lanczos",
-            reason: format!("only {} Ritz values after {} iterations; raise max_iter", result.top.len(), max_iter),
+            reason: format!(
+                "only {} Ritz values after {} iterations; raise max_iter",
+                result.top.len(),
+                max_iter
+            ),
         });
     }
     Ok(result)

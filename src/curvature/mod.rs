@@ -53,10 +53,11 @@ impl DenseOperator {
     /// Wraps a square matrix.
     pub fn new(matrix: Mat<f64>) -> Result<Self> {
         if matrix.nrows() != matrix.ncols() {
-            return Err(Error::shape("dense operator (must be square)", &[matrix.nrows(), matrix.nrows()], &[
-                matrix.nrows(),
-                matrix.ncols(),
-            ]));
+            return Err(Error::shape(
+                "dense operator (must be square)",
+                &[matrix.nrows(), matrix.nrows()],
+                &[matrix.nrows(), matrix.ncols()],
+            ));
         }
         Ok(Self { matrix, products: 0 })
     }
@@ -172,7 +173,12 @@ pub struct Sharpness {
 /// Top-k eigenvalues (Lanczos) and trace of the Hessian of the mean loss `(1/N) Σ ℓ_n` on `data` (or on the seeded
 /// subset of `opts.subset`): the call a training observer makes every k steps. Cost: Lanczos iterations plus trace
 /// products, each one HVP (≈ 1.5–2.5 gradients). Errors on bad shapes, k = 0 or k > P, bad trace options.
-pub fn sharpness(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, opts: &SharpnessOptions) -> Result<Sharpness> {
+pub fn sharpness(
+    model: &Model<f64>,
+    data: &Dataset<f64>,
+    loss: Loss,
+    opts: &SharpnessOptions,
+) -> Result<Sharpness> {
     let p = model.arch.n_params();
     if opts.top == 0 || opts.top > p {
         return Err(Error::Config(format!(
@@ -188,7 +194,9 @@ pub fn sharpness(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, opts: &Sha
         None => None,
         Some(TraceMethod::Exact) => Some(exact_trace(&mut op)),
         Some(TraceMethod::Hutchinson) => Some(hutchinson_trace(&mut op, opts.trace_samples, &mut rng)?),
-        Some(TraceMethod::HutchPlusPlus) => Some(hutch_plus_plus_trace(&mut op, opts.trace_samples, &mut rng)?),
+        Some(TraceMethod::HutchPlusPlus) => {
+            Some(hutch_plus_plus_trace(&mut op, opts.trace_samples, &mut rng)?)
+        }
     };
     let loss_value = model.loss(&data, loss, opts.hvp.chunk.max(1))?;
     Ok(Sharpness {

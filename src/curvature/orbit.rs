@@ -36,7 +36,11 @@ impl Orbit {
             Orbit::Generator(g) => g.check(arch),
             Orbit::Joint { generators, coefficients } => {
                 if generators.len() != coefficients.len() {
-                    return Err(Error::shape("joint orbit coefficients", &[generators.len()], &[coefficients.len()]));
+                    return Err(Error::shape(
+                        "joint orbit coefficients",
+                        &[generators.len()],
+                        &[coefficients.len()],
+                    ));
                 }
                 if generators.is_empty() {
                     return Err(Error::NoSymmetry("the joint orbit has no generators".into()));
@@ -124,7 +128,13 @@ pub fn orbit_sharpness(
             orbit.act_in_place(&model.arch, &mut moved.params, lambda);
             moved.check_finite()?;
             let s = sharpness(&moved, data, loss, opts)?;
-            Ok(OrbitPoint { lambda, loss: s.loss, top_eigenvalue: s.top_eigenvalues[0], trace: s.trace, sharpness: s })
+            Ok(OrbitPoint {
+                lambda,
+                loss: s.loss,
+                top_eigenvalue: s.top_eigenvalues[0],
+                trace: s.trace,
+                sharpness: s,
+            })
         })
         .collect()
 }
