@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     probes: usize,
     /// Sharpness along a symmetry orbit e^{λA}θ over λ = LO..HI (N points), e.g. `--orbit -1:1:21`.
-    #[arg(long, value_name = "LO:HI:N")]
+    #[arg(long, value_name = "LO:HI:N", allow_hyphen_values = true)]
     orbit: Option<String>,
     /// Orbit generator: rescale:LAYER:UNIT, scale:LAYER or double_rotation:LAYER (B = I). Default: the model's first symmetry.
     #[arg(long)]
