@@ -1,5 +1,6 @@
-//! Criterion benchmarks, one module per library area (STYLE.md §10).
+//! Criterion benchmarks, one module per library area (STYLE.md §10). Each module exposes a group `benches`.
 
+mod curvature;
 mod step;
 
-criterion::criterion_main!(step::benches);
+criterion::criterion_main!(step::benches, curvature::benches);

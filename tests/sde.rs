@@ -41,12 +41,21 @@ fn mean_and_stderr(v: &[f64]) -> (f64, f64) {
 
 #[test]
 fn sgd_and_sde_have_the_predicted_mean_drift_of_every_charge() {
-    let (model, data) = random_case(&[3, 5, 2], &[Activation::Relu, Activation::Identity], true, &[false; 2], Loss::Mse, 40, 21);
+    let (model, data) = random_case(
+        &[3, 5, 2],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        40,
+        21,
+    );
     let (s, eta, reps) = (4usize, 0.05, 6000u64);
     let grads = per_sample_grads(&model, &data, Loss::Mse).unwrap();
     let sigma = covariance_centred(&grads);
     let p = model.arch.n_params();
-    let gbar: Vec<f64> = (0..p).map(|i| grads.iter().map(|g| g[i]).sum::<f64>() / grads.len() as f64).collect();
+    let gbar: Vec<f64> =
+        (0..p).map(|i| grads.iter().map(|g| g[i]).sum::<f64>() / grads.len() as f64).collect();
     let gens: Vec<Generator> = enumerate(&model.arch).iter().map(|s| s.generator(&model.arch)).collect();
     // Tr[AΣ] = Σ_i (A e_i)ᵀ Σ e_i, from the explicit P×P covariance.
     let tr_a_sigma = |g: &Generator| -> f64 {
@@ -60,12 +69,20 @@ fn sgd_and_sde_have_the_predicted_mean_drift_of_every_charge() {
             .sum()
     };
     let trace_sigma: f64 = (0..p).map(|i| sigma[(i, i)]).sum();
-    for method in [Method::Sgd { batch_size: s, sampling: Sampling::WithReplacement }, Method::Sde { batch_size: s }] {
+    for method in
+        [Method::Sgd { batch_size: s, sampling: Sampling::WithReplacement }, Method::Sde { batch_size: s }]
+    {
         let cfg = config(method.clone(), eta);
         let mut dc = vec![Vec::with_capacity(reps as usize); gens.len()];
         let mut noise = Vec::with_capacity(reps as usize);
         for r in 0..reps {
-            let mut tr = Trainer::new(model.clone(), TrainData::Finite(data.clone()), &cfg, ChaCha8Rng::seed_from_u64(r)).unwrap();
+            let mut tr = Trainer::new(
+                model.clone(),
+                TrainData::Finite(data.clone()),
+                &cfg,
+                ChaCha8Rng::seed_from_u64(r),
+            )
+            .unwrap();
             tr.step().unwrap();
             for (k, g) in gens.iter().enumerate() {
                 dc[k].push(g.charge(&model.arch, &tr.model.params) - g.charge(&model.arch, &model.params));
@@ -75,10 +92,19 @@ fn sgd_and_sde_have_the_predicted_mean_drift_of_every_charge() {
         for (k, g) in gens.iter().enumerate() {
             let predicted = eta * eta * (tr_a_sigma(g) / s as f64 + g.quad(&model.arch, &gbar));
             let (m, se) = mean_and_stderr(&dc[k]);
-            assert!((m - predicted).abs() <= 4.5 * se, "{} {}: mean ΔC {m:e} vs predicted {predicted:e} (stderr {se:e})", method.short(), g.label());
+            assert!(
+                (m - predicted).abs() <= 4.5 * se,
+                "{} {}: mean ΔC {m:e} vs predicted {predicted:e} (stderr {se:e})",
+                method.short(),
+                g.label()
+            );
         }
         let (m, se) = mean_and_stderr(&noise);
         let predicted = trace_sigma / s as f64;
-        assert!((m - predicted).abs() <= 4.5 * se, "{}: E‖ĝ − ∇L‖² {m} vs Tr Σ/S {predicted} (stderr {se})", method.short());
+        assert!(
+            (m - predicted).abs() <= 4.5 * se,
+            "{}: E‖ĝ − ∇L‖² {m} vs Tr Σ/S {predicted} (stderr {se})",
+            method.short()
+        );
     }
 }
