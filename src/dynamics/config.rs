@@ -121,6 +121,20 @@ pub struct ObserveSpec {
     /// Log every rescaling unit's charge (can be many columns).
     #[serde(default = "yes")]
     pub unit_charges: bool,
+    /// Log the top Hessian eigenvalue and trace every this many steps (0 = never; must divide into logged
+    /// steps, other logged rows get NaN). Costs Lanczos iterations plus trace probes, each one HVP.
+    #[serde(default)]
+    pub sharpness_every: u64,
+    /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`.
+    #[serde(default = "default_trace")]
+    pub sharpness_trace: String,
+    /// Samples (a fixed seeded subset) the sharpness observer uses; 0 = all.
+    #[serde(default)]
+    pub sharpness_subset: usize,
+}
+
+fn default_trace() -> String {
+    "hutchinson".into()
 }
 
 fn default_pair_entries() -> usize {
@@ -132,7 +146,13 @@ fn yes() -> bool {
 
 impl Default for ObserveSpec {
     fn default() -> Self {
-        Self { pair_entries: default_pair_entries(), unit_charges: true }
+        Self {
+            pair_entries: default_pair_entries(),
+            unit_charges: true,
+            sharpness_every: 0,
+            sharpness_trace: default_trace(),
+            sharpness_subset: 0,
+        }
     }
 }
 
@@ -199,6 +219,9 @@ impl TrainConfig {
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::Config(format!("weight_decay must be ≥ 0, got {}", self.weight_decay)));
+        }
+        if self.observe.sharpness_trace != "none" {
+            crate::curvature::TraceMethod::parse(&self.observe.sharpness_trace)?;
         }
         if self.log_every == 0 {
             return Err(Error::Config("log_every must be at least 1".into()));

@@ -7,7 +7,7 @@ mod schedule;
 mod trainer;
 
 pub use config::{DataSpec, Method, ObserveSpec, Precision, TrainConfig, TrainData};
-pub use observer::{Basics, Charges, Observer, Snapshot};
+pub use observer::{Basics, Charges, Observer, SharpnessObserver, Snapshot};
 pub use schedule::Schedule;
 pub use trainer::{Trainer, CHUNK};
 
@@ -151,13 +151,32 @@ pub fn run<T: Real>(
     })
 }
 
-/// The standard observers of a config: [`Basics`] and [`Charges`].
+/// The standard observers of a config: [`Basics`], [`Charges`] and, when asked, [`SharpnessObserver`].
 pub fn default_observers<'a, T: Real>(
     config: &TrainConfig,
     model: &crate::model::Model<T>,
-) -> Vec<Box<dyn Observer<T> + 'a>> {
-    vec![
-        Box::new(Basics),
-        Box::new(Charges::new(model, config.observe.unit_charges, config.observe.pair_entries)),
-    ]
+) -> Result<Vec<Box<dyn Observer<T> + 'a>>> {
+    let o = &config.observe;
+    let mut v: Vec<Box<dyn Observer<T> + 'a>> =
+        vec![Box::new(Basics), Box::new(Charges::new(model, o.unit_charges, o.pair_entries))];
+    if o.sharpness_every > 0 {
+        let trace = if o.sharpness_trace == "none" {
+            None
+        } else {
+            Some(crate::curvature::TraceMethod::parse(&o.sharpness_trace)?)
+        };
+        let opts = crate::curvature::SharpnessOptions {
+            trace,
+            trace_samples: 30,
+            subset: if o.sharpness_subset > 0 {
+                crate::curvature::Subset::Random { n: o.sharpness_subset }
+            } else {
+                crate::curvature::Subset::All
+            },
+            seed: config.seed,
+            ..Default::default()
+        };
+        v.push(Box::new(SharpnessObserver::new(o.sharpness_every, opts)));
+    }
+    Ok(v)
 }

@@ -108,3 +108,34 @@ impl<T: Real> Observer<T> for Charges {
         Ok(())
     }
 }
+
+/// Sharpness every `every` steps: `sharpness_top` (largest Hessian eigenvalue, Lanczos) and `hessian_trace`
+/// of the mean loss on the logging data (or a fixed seeded subset); NaN on the other logged rows.
+pub struct SharpnessObserver {
+    every: u64,
+    opts: crate::curvature::SharpnessOptions,
+}
+
+impl SharpnessObserver {
+    /// An observer computing every `every` steps with the given options.
+    pub fn new(every: u64, opts: crate::curvature::SharpnessOptions) -> Self {
+        Self { every: every.max(1), opts }
+    }
+}
+
+impl<T: Real> Observer<T> for SharpnessObserver {
+    fn columns(&self, _: &Model<T>) -> Vec<String> {
+        vec!["sharpness_top".into(), "hessian_trace".into()]
+    }
+    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
+        if s.step % self.every != 0 {
+            row.extend([f64::NAN, f64::NAN]);
+            return Ok(());
+        }
+        let (m, d) = (s.model.cast::<f64>(), s.data.cast::<f64>());
+        let sh = crate::curvature::sharpness(&m, &d, s.loss, &self.opts)?;
+        row.push(sh.top_eigenvalues.first().copied().unwrap_or(f64::NAN));
+        row.push(sh.trace.unwrap_or(f64::NAN));
+        Ok(())
+    }
+}

@@ -71,7 +71,7 @@ fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<E
     let file = std::fs::File::create(out.join("metrics.csv"))
         .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
     let mut sink = CsvSink { w: std::io::BufWriter::new(file) };
-    let mut observers = default_observers(config, &trainer.model);
+    let mut observers = default_observers(config, &trainer.model)?;
     let pb = progress::bar(config.steps, format!("{} {}", trainer.method().short(), out.display()), global);
     let summary = dynamics::run(
         &mut trainer,
