@@ -53,54 +53,76 @@ pub fn sym_fn(u: &Mat<f64>, s: &[f64], f: impl Fn(f64) -> f64) -> Mat<f64> {
 /// The solution of `P M_out P = M_in` and how it was obtained.
 #[derive(Clone, Debug)]
 pub struct Balancing {
-    /// P (SPD); identity on directions without any noise. None when no equilibrium exists.
+    /// P (SPD): the geometric-mean solution on the two-sided subspace V, identity on V^⊥. None only when
+    /// there is noise but no two-sided direction at all.
     pub p: Option<Mat<f64>>,
-    /// `ok` (solved, possibly on a subspace), `dead` (no noise at all) or `no_equilibrium` (one-sided direction).
+    /// `ok` (solved; directions without any noise, if any, are left alone), `dead` (no noise at all) or
+    /// `no_equilibrium` (some direction has noise on one side only: λ* = ±∞ there; solved on V).
     pub status: Status,
-    /// Dimension of the subspace carrying noise (range of `M_in + M_out`); `< d` means solved on that subspace.
+    /// dim V, `V = range(M_in) ∩ range(M_out)` (= d when both are full rank).
     pub rank: usize,
 }
 
-/// Geometric-mean solution of `P M_out P = M_in` for PSD `M_in`, `M_out`. On the range K of `M_in + M_out`
-/// (rank r): if both restricted moments are positive definite, `P = U_K P_K U_Kᵀ + (I − U_KU_Kᵀ)`; if one is
-/// singular on K, some direction has noise on one side only and there is no equilibrium. `zero` is unused for
-/// scale (the cut is [`RANK_RTOL`] relative) but a trace `≤ zero` means dead.
+/// Orthonormal basis (columns) of the eigenvectors of a symmetric matrix whose eigenvalue is `≤ cut`
+/// (`small = true`) or `> cut` (`small = false`).
+fn eigen_basis(m: &Mat<f64>, cut: f64, small: bool) -> Result<Mat<f64>> {
+    let (u, s) = sym_eigen(m)?;
+    let keep: Vec<usize> = (0..s.len()).filter(|&k| (s[k] <= cut) == small).collect();
+    Ok(Mat::from_fn(u.nrows(), keep.len(), |i, k| u[(i, keep[k])]))
+}
+
+/// Geometric-mean solution of `P M_out P = M_in` for PSD `M_in`, `M_out`, on the two-sided subspace
+/// `V = range(M_in) ∩ range(M_out)` (null spaces cut at [`RANK_RTOL`] × the largest eigenvalue of
+/// `M_in + M_out`): `P = U_V P_V U_Vᵀ + (I − U_VU_Vᵀ)` with `P_V (U_VᵀM_outU_V) P_V = U_VᵀM_inU_V`. This is the
+/// equilibrium of the rotations acting on V; directions outside V carry no noise (dead) or one-sided noise
+/// (no finite equilibrium), and are left unchanged. A trace `≤ zero` counts as no noise.
 pub fn balancing_matrix(m_in: &Mat<f64>, m_out: &Mat<f64>, zero: f64) -> Result<Balancing> {
     let d = m_in.nrows();
-    let sum = m_in + m_out;
-    let (u, s) = sym_eigen(&sum)?;
+    let (_, s) = sym_eigen(&(m_in + m_out))?;
     let smax = s.iter().cloned().fold(0.0, f64::max);
-    if smax <= zero.max(0.0) || smax == 0.0 {
+    if smax <= zero.max(0.0) {
         return Ok(Balancing { p: Some(Mat::identity(d, d)), status: Status::Dead, rank: 0 });
     }
-    let keep: Vec<usize> = (0..d).filter(|&k| s[k] > RANK_RTOL * smax).collect();
-    let r = keep.len();
-    let uk = Mat::from_fn(d, r, |i, k| u[(i, keep[k])]);
-    let a = uk.transpose() * m_in * &uk;
-    let b = uk.transpose() * m_out * &uk;
-    let (ua, sa) = sym_eigen(&a)?;
-    let (ub, sb) = sym_eigen(&b)?;
     let cut = RANK_RTOL * smax;
-    if sa.iter().any(|&v| v <= cut) || sb.iter().any(|&v| v <= cut) {
-        return Ok(Balancing { p: None, status: Status::NoEquilibrium, rank: r });
+    let (ni, no) = (eigen_basis(m_in, cut, true)?, eigen_basis(m_out, cut, true)?);
+    let dead = eigen_basis(&(m_in + m_out), cut, true)?.ncols();
+    // V^⊥ = N_in + N_out = range(N_inN_inᵀ + N_outN_outᵀ).
+    let proj = &ni * ni.transpose() + &no * no.transpose();
+    let uv = eigen_basis(&proj, 0.5, true)?;
+    let r = uv.ncols();
+    let status = if d - r > dead { Status::NoEquilibrium } else { Status::Ok };
+    if r == 0 {
+        return Ok(Balancing { p: None, status, rank: 0 });
     }
-    let _ = ua;
-    let b_half = sym_fn(&ub, &sb, f64::sqrt);
+    let a = uv.transpose() * m_in * &uv;
+    let b = uv.transpose() * m_out * &uv;
+    let (ub, sb) = sym_eigen(&b)?;
+    let b_half = sym_fn(&ub, &sb, |x| x.max(0.0).sqrt());
     let b_ihalf = sym_fn(&ub, &sb, |x| 1.0 / x.sqrt());
     let c = &b_half * &a * &b_half;
     let (uc, sc) = sym_eigen(&c)?;
     let c_half = sym_fn(&uc, &sc, |x| x.max(0.0).sqrt());
-    let pk = &b_ihalf * &c_half * &b_ihalf;
-    let mut p = &uk * &pk * uk.transpose();
-    // identity on the complement of K
-    let proj = &uk * uk.transpose();
+    let pv = &b_ihalf * &c_half * &b_ihalf;
+    let mut p = &uv * &pv * uv.transpose();
+    let pr = &uv * uv.transpose();
     for i in 0..d {
         for j in 0..d {
-            p[(i, j)] += if i == j { 1.0 } else { 0.0 } - proj[(i, j)];
+            p[(i, j)] += if i == j { 1.0 } else { 0.0 } - pr[(i, j)];
         }
     }
     let p = Mat::from_fn(d, d, |i, j| 0.5 * (p[(i, j)] + p[(j, i)]));
-    Ok(Balancing { p: Some(p), status: Status::Ok, rank: r })
+    Ok(Balancing { p: Some(p), status, rank: r })
+}
+
+/// Orthonormal basis of the two-sided subspace `V = range(M_in) ∩ range(M_out)` (see [`balancing_matrix`]).
+pub fn two_sided_basis(m_in: &Mat<f64>, m_out: &Mat<f64>) -> Mat<f64> {
+    let d = m_in.nrows();
+    let smax = sym_eigen(&(m_in + m_out)).map(|(_, s)| s.iter().cloned().fold(0.0, f64::max)).unwrap_or(0.0);
+    let cut = RANK_RTOL * smax;
+    let basis = |m: &Mat<f64>| eigen_basis(m, cut, true).unwrap_or_else(|_| Mat::zeros(d, 0));
+    let (ni, no) = (basis(m_in), basis(m_out));
+    let proj = &ni * ni.transpose() + &no * no.transpose();
+    eigen_basis(&proj, 0.5, true).unwrap_or_else(|_| Mat::zeros(d, 0))
 }
 
 /// `(Q, Q⁻¹) = (P^{1/2}, P^{−1/2})`.

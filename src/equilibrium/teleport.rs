@@ -6,7 +6,7 @@
 //! needs fresh moments because rotations mix units. Sweeps repeat (block-coordinate descent of the target
 //! trace, which decreases at every block step) until every orbit's relative residual is below `tol`.
 
-use super::double_rotation::{balancing_matrix, sqrt_pair, sym_eigen, target_moments};
+use super::double_rotation::{balancing_matrix, sqrt_pair, sym_eigen, target_moments, two_sided_basis};
 use super::rescale::{apply_in_place, DiagProblem};
 use super::{Status, Time, NOISE_RTOL};
 use crate::data::Dataset;
@@ -159,9 +159,20 @@ fn residual(b: &Balance, zero: f64) -> f64 {
         }
     }
     for (_, mi, mo) in &b.pairs {
-        let s = frob(&(mi + mo));
+        // Only the two-sided subspace V can balance: measure U_Vᵀ(M_in − M_out)U_V.
+        let Ok(bal) = balancing_matrix(mi, mo, zero) else { return f64::INFINITY };
+        if bal.rank == 0 {
+            continue;
+        }
+        let (mi, mo) = if bal.rank < mi.nrows() {
+            let uv = two_sided_basis(mi, mo);
+            (uv.transpose() * mi * &uv, uv.transpose() * mo * &uv)
+        } else {
+            (mi.clone(), mo.clone())
+        };
+        let s = frob(&(&mi + &mo));
         if s > zero {
-            r = r.max(frob(&(mi - mo)) / s);
+            r = r.max(frob(&(&mi - &mo)) / s);
         }
     }
     r
@@ -238,9 +249,10 @@ pub fn teleport<T: Real>(
             let bal = balancing_matrix(&mi, &mo, zero)?;
             pair_status[l] = bal.status;
             let Some(p) = bal.p else { continue };
-            if bal.status == Status::Ok && bal.rank < mi.nrows() && sweeps == 1 {
+            if bal.rank < mi.nrows() && sweeps == 1 {
                 notes.push(format!(
-                    "pair ({l}, {}): noise spans {} of {} directions; balanced on that subspace, the rest left unchanged",
+                    "pair ({l}, {}): incoming and outgoing noise share {} of {} directions; balanced on that subspace, the \
+                     rest (no noise or one-sided noise) left unchanged",
                     l + 1,
                     bal.rank,
                     mi.nrows()
@@ -255,7 +267,10 @@ pub fn teleport<T: Real>(
     }
     for &l in &pair_layers {
         if pair_status[l] == Status::NoEquilibrium {
-            notes.push(format!("pair ({l}, {}): some direction has noise on one side only; not moved", l + 1));
+            notes.push(format!(
+                "pair ({l}, {}): some direction has noise on one side only (λ* = ±∞ there: no finite equilibrium)",
+                l + 1
+            ));
         }
     }
     if res > tol {
