@@ -4,9 +4,11 @@
 use crate::reference;
 use faer::linalg::solvers::Solve;
 use faer::Mat;
-use noether::data::{Sampling, Teacher, TeacherMap, Anisotropy, Targets};
+use noether::data::{Anisotropy, Sampling, Targets, Teacher, TeacherMap};
 use noether::equilibrium::teleport::{teleport, TeleportOptions, TeleportTarget};
-use noether::equilibrium::{analysis, generator_equilibrium, noether_flow, AnalyzeOptions, Equilibrium, Status, Time};
+use noether::equilibrium::{
+    analysis, generator_equilibrium, noether_flow, AnalyzeOptions, Equilibrium, Status, Time,
+};
 use noether::stats::{moments, per_sample_grad_sq_norms, per_sample_quad, MomentOptions, Moments};
 use noether::symmetry::{enumerate, random_symmetric, Generator};
 use noether::testutil::{covariance_centred, per_sample_grads, random_case, rel};
@@ -34,7 +36,8 @@ impl Brute {
     /// Σ over indices `set` of the diagonal of Σ (centred) or M_1 (uncentred).
     fn diag_sum(&self, set: impl IntoIterator<Item = usize>, centred: bool) -> f64 {
         let set: Vec<usize> = set.into_iter().collect();
-        let u: f64 = self.grads.iter().map(|g| set.iter().map(|&k| g[k] * g[k]).sum::<f64>()).sum::<f64>() / self.n;
+        let u: f64 =
+            self.grads.iter().map(|g| set.iter().map(|&k| g[k] * g[k]).sum::<f64>()).sum::<f64>() / self.n;
         u - if centred { set.iter().map(|&k| self.mean[k] * self.mean[k]).sum::<f64>() } else { 0.0 }
     }
     /// E[g_nᵀAg_n] − (centred) ḡᵀAḡ.
@@ -59,8 +62,18 @@ fn settings() -> Vec<(Vec<Activation>, bool, Vec<bool>, Loss)> {
         }
     }
     // Mixed chains: identity pair after relu, normalised blocks (scale symmetry).
-    v.push((vec![Activation::Relu, Activation::Identity, Activation::Identity], true, vec![false; 3], Loss::Mse));
-    v.push((vec![Activation::Identity, Activation::Relu, Activation::Identity], false, vec![true, false, false], Loss::CrossEntropy));
+    v.push((
+        vec![Activation::Relu, Activation::Identity, Activation::Identity],
+        true,
+        vec![false; 3],
+        Loss::Mse,
+    ));
+    v.push((
+        vec![Activation::Identity, Activation::Relu, Activation::Identity],
+        false,
+        vec![true, false, false],
+        Loss::CrossEntropy,
+    ));
     v
 }
 
@@ -92,7 +105,10 @@ fn every_statistic_matches_the_brute_force_per_sample_loop() {
                 for j in 0..ly.d_out {
                     let want = b.diag_sum(noether::symmetry::rescale::incoming(arch, l, j), centred);
                     let got = m.layers[l].rows[j] - if centred { m.grad_row_sq(l, j) } else { 0.0 };
-                    assert!(close(got, want, scale, tol), "{ctx}: row l={l} j={j} centred={centred}: {got} vs {want}");
+                    assert!(
+                        close(got, want, scale, tol),
+                        "{ctx}: row l={l} j={j} centred={centred}: {got} vs {want}"
+                    );
                 }
                 for i in 0..ly.d_in {
                     let set = (0..ly.d_out).map(|j| arch.weight_index(l, j, i));
@@ -103,9 +119,15 @@ fn every_statistic_matches_the_brute_force_per_sample_loop() {
                 if l + 1 < arch.n_layers() {
                     for j in 0..ly.d_out {
                         let want = b.diag_sum(noether::symmetry::rescale::outgoing(arch, l, j), centred);
-                        assert!(close(m.noise_out(l, j, centred), want, scale, tol), "{ctx}: noise_out l={l} j={j}");
+                        assert!(
+                            close(m.noise_out(l, j, centred), want, scale, tol),
+                            "{ctx}: noise_out l={l} j={j}"
+                        );
                         let want = b.diag_sum(noether::symmetry::rescale::incoming(arch, l, j), centred);
-                        assert!(close(m.noise_in(l, j, centred), want, scale, tol), "{ctx}: noise_in l={l} j={j}");
+                        assert!(
+                            close(m.noise_in(l, j, centred), want, scale, tol),
+                            "{ctx}: noise_in l={l} j={j}"
+                        );
                     }
                 }
                 if m.layers[l].elementwise.is_some() {
@@ -119,16 +141,35 @@ fn every_statistic_matches_the_brute_force_per_sample_loop() {
                 }
                 if noether::stats::linear_pair(arch, l) {
                     let (mi, mo) = (m.m_in(l, centred).unwrap(), m.m_out(l, centred).unwrap());
-                    let inc: Vec<Vec<usize>> = (0..ly.d_out).map(|j| noether::symmetry::rescale::incoming(arch, l, j).collect()).collect();
-                    let out: Vec<Vec<usize>> = (0..ly.d_out).map(|j| noether::symmetry::rescale::outgoing(arch, l, j).collect()).collect();
+                    let inc: Vec<Vec<usize>> = (0..ly.d_out)
+                        .map(|j| noether::symmetry::rescale::incoming(arch, l, j).collect())
+                        .collect();
+                    let out: Vec<Vec<usize>> = (0..ly.d_out)
+                        .map(|j| noether::symmetry::rescale::outgoing(arch, l, j).collect())
+                        .collect();
                     let mom = |a: &[usize], c: &[usize]| {
-                        let u: f64 = b.grads.iter().map(|g| a.iter().zip(c).map(|(&p, &q)| g[p] * g[q]).sum::<f64>()).sum::<f64>() / b.n;
-                        u - if centred { a.iter().zip(c).map(|(&p, &q)| b.mean[p] * b.mean[q]).sum::<f64>() } else { 0.0 }
+                        let u: f64 = b
+                            .grads
+                            .iter()
+                            .map(|g| a.iter().zip(c).map(|(&p, &q)| g[p] * g[q]).sum::<f64>())
+                            .sum::<f64>()
+                            / b.n;
+                        u - if centred {
+                            a.iter().zip(c).map(|(&p, &q)| b.mean[p] * b.mean[q]).sum::<f64>()
+                        } else {
+                            0.0
+                        }
                     };
                     for p in 0..ly.d_out {
                         for q in 0..ly.d_out {
-                            assert!(close(mi[(p, q)], mom(&inc[p], &inc[q]), scale, tol), "{ctx}: M_in({p},{q})");
-                            assert!(close(mo[(p, q)], mom(&out[p], &out[q]), scale, tol), "{ctx}: M_out({p},{q})");
+                            assert!(
+                                close(mi[(p, q)], mom(&inc[p], &inc[q]), scale, tol),
+                                "{ctx}: M_in({p},{q})"
+                            );
+                            assert!(
+                                close(mo[(p, q)], mom(&out[p], &out[q]), scale, tol),
+                                "{ctx}: M_out({p},{q})"
+                            );
                         }
                     }
                 }
@@ -157,7 +198,15 @@ fn every_statistic_matches_the_brute_force_per_sample_loop() {
 
 #[test]
 fn f32_statistics_agree_with_f64() {
-    let (model, data) = random_case(&[6, 8, 5, 3], &[Activation::Relu, Activation::Relu, Activation::Identity], true, &[false; 3], Loss::Mse, 50, 7);
+    let (model, data) = random_case(
+        &[6, 8, 5, 3],
+        &[Activation::Relu, Activation::Relu, Activation::Identity],
+        true,
+        &[false; 3],
+        Loss::Mse,
+        50,
+        7,
+    );
     let m64 = moments(&model, &data, Loss::Mse, &ALL).unwrap();
     let m32 = moments(&model.cast::<f32>(), &data.cast::<f32>(), Loss::Mse, &ALL).unwrap();
     assert!(rel(m32.trace_sigma(), m64.trace_sigma(), 1e-300) < 1e-4);
@@ -167,7 +216,11 @@ fn f32_statistics_agree_with_f64() {
 }
 
 fn arr(v: &serde_json::Value) -> Vec<Vec<f64>> {
-    v.as_array().unwrap().iter().map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect())
+        .collect()
 }
 
 #[test]
@@ -181,7 +234,10 @@ fn analysis_matches_every_reference_case() {
         assert!(rel(a.trace_sigma, j["trace_sigma"].as_f64().unwrap(), 1e-300) < tol, "{name}: Tr Σ");
         let want = j["neurons"].as_array().unwrap();
         assert_eq!(a.neurons.len(), want.len(), "{name}: neuron count");
-        let scale = want.iter().map(|w| w["noise_in"].as_f64().unwrap().max(w["noise_out"].as_f64().unwrap())).fold(0.0, f64::max);
+        let scale = want
+            .iter()
+            .map(|w| w["noise_in"].as_f64().unwrap().max(w["noise_out"].as_f64().unwrap()))
+            .fold(0.0, f64::max);
         for (got, w) in a.neurons.iter().zip(want) {
             let ctx = format!("{name} l={} j={}", got.layer, got.unit);
             assert_eq!(got.layer as u64, w["layer"].as_u64().unwrap());
@@ -213,19 +269,32 @@ fn analysis_matches_every_reference_case() {
                 assert!(close(*g, *w, 1.0, tol), "{name}: joint λ[{k}] {g} vs {w}");
             }
             let wt = je["trace_sigma_at_star"].as_f64().unwrap();
-            assert!(rel(got.trace_sigma_at_star, wt, 1e-300) < tol, "{name}: Tr Σ* {} vs {wt}", got.trace_sigma_at_star);
+            assert!(
+                rel(got.trace_sigma_at_star, wt, 1e-300) < tol,
+                "{name}: Tr Σ* {} vs {wt}",
+                got.trace_sigma_at_star
+            );
             assert!(got.max_rel_residual < 1e-12, "{name}: joint residual {}", got.max_rel_residual);
         }
         if let Some(pairs) = j.get("double_rotation").and_then(|v| v.as_array()) {
             assert_eq!(a.pairs.len(), pairs.len(), "{name}: pairs");
             for (got, w) in a.pairs.iter().zip(pairs) {
                 assert_eq!(got.layer as u64, w["layer"].as_u64().unwrap());
-                for (g, key) in [(&got.m_in, "M_in"), (&got.m_out, "M_out"), (got.p.as_ref().unwrap(), "P"), (&got.matrix_charge, "matrix_charge")] {
+                for (g, key) in [
+                    (&got.m_in, "M_in"),
+                    (&got.m_out, "M_out"),
+                    (got.p.as_ref().unwrap(), "P"),
+                    (&got.matrix_charge, "matrix_charge"),
+                ] {
                     let wm = arr(&w[key]);
                     let s = wm.iter().flatten().map(|v| v.abs()).fold(0.0, f64::max);
                     for (r, (gr, wr)) in g.iter().zip(&wm).enumerate() {
                         for (c, (gv, wv)) in gr.iter().zip(wr).enumerate() {
-                            assert!(close(*gv, *wv, s, tol), "{name} pair {}: {key}[{r}][{c}] {gv} vs {wv}", got.layer);
+                            assert!(
+                                close(*gv, *wv, s, tol),
+                                "{name} pair {}: {key}[{r}][{c}] {gv} vs {wv}",
+                                got.layer
+                            );
                         }
                     }
                 }
@@ -274,10 +343,19 @@ fn covariance_transforms_as_e_minus_lambda_a() {
                 let s1 = covariance_centred(&per_sample_grads(&moved, &data, loss).unwrap());
                 let e = exp_matrix(arch, &g, -lambda);
                 let want = &e * &sigma * &e;
-                let wmax = (0..want.nrows()).flat_map(|i| (0..want.ncols()).map(move |j| (i, j))).map(|(i, j)| want[(i, j)].abs()).fold(smax, f64::max);
+                let wmax = (0..want.nrows())
+                    .flat_map(|i| (0..want.ncols()).map(move |j| (i, j)))
+                    .map(|(i, j)| want[(i, j)].abs())
+                    .fold(smax, f64::max);
                 for i in 0..want.nrows() {
                     for j in 0..want.ncols() {
-                        assert!((s1[(i, j)] - want[(i, j)]).abs() <= 1e-11 * wmax, "{} {loss:?}: Σ'({i},{j}) {} vs {}", g.label(), s1[(i, j)], want[(i, j)]);
+                        assert!(
+                            (s1[(i, j)] - want[(i, j)]).abs() <= 1e-11 * wmax,
+                            "{} {loss:?}: Σ'({i},{j}) {} vs {}",
+                            g.label(),
+                            s1[(i, j)],
+                            want[(i, j)]
+                        );
                     }
                 }
             }
@@ -288,16 +366,27 @@ fn covariance_transforms_as_e_minus_lambda_a() {
 #[test]
 fn single_generator_equilibrium_zeroes_its_flow() {
     // G(λ*) = 0 for rescale (closed form) and for random double-rotation directions (root finder), both clocks.
-    let (model, data) = random_case(&[4, 5, 4, 3], &[Activation::Identity, Activation::Relu, Activation::Identity], true, &[false; 3], Loss::Mse, 30, 5);
+    let (model, data) = random_case(
+        &[4, 5, 4, 3],
+        &[Activation::Identity, Activation::Relu, Activation::Identity],
+        true,
+        &[false; 3],
+        Loss::Mse,
+        30,
+        5,
+    );
     let m = moments(&model, &data, Loss::Mse, &ALL).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     for time in [Time::Continuous, Time::discrete(4, Sampling::WithoutReplacement, 30).unwrap()] {
-        let mut gens = vec![Generator::Rescale { layer: 0, unit: 2 }, Generator::Rescale { layer: 1, unit: 1 }];
+        let mut gens =
+            vec![Generator::Rescale { layer: 0, unit: 2 }, Generator::Rescale { layer: 1, unit: 1 }];
         for _ in 0..3 {
             gens.push(Generator::DoubleRotation { layer: 0, b: random_symmetric(5, &mut rng) });
         }
         for g in gens {
-            let Equilibrium::Unique { lambda } = generator_equilibrium(&m, &g, time).unwrap() else { panic!("{}", g.label()) };
+            let Equilibrium::Unique { lambda } = generator_equilibrium(&m, &g, time).unwrap() else {
+                panic!("{}", g.label())
+            };
             let mut moved = model.clone();
             g.act_in_place(&model.arch, &mut moved.params, lambda);
             let m1 = moments(&moved, &data, Loss::Mse, &ALL).unwrap();
@@ -311,7 +400,15 @@ fn single_generator_equilibrium_zeroes_its_flow() {
 
 #[test]
 fn flow_predictions_follow_the_formulas() {
-    let (model, data) = random_case(&[4, 5, 3], &[Activation::Relu, Activation::Identity], true, &[false; 2], Loss::CrossEntropy, 20, 8);
+    let (model, data) = random_case(
+        &[4, 5, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::CrossEntropy,
+        20,
+        8,
+    );
     let m = moments(&model, &data, Loss::CrossEntropy, &ALL).unwrap();
     let b = Brute::new(&model, &data, Loss::CrossEntropy);
     let g = Generator::Rescale { layer: 0, unit: 1 };
@@ -344,7 +441,9 @@ fn tr_a_sigma_rel(m: &Moments, arch: &Architecture, rng: &mut ChaCha8Rng) -> f64
     for s in enumerate(arch) {
         let mut g = s.generator(arch);
         let (pos, neg) = match &mut g {
-            Generator::Rescale { layer, unit } => (m.noise_in(*layer, *unit, true), m.noise_out(*layer, *unit, true)),
+            Generator::Rescale { layer, unit } => {
+                (m.noise_in(*layer, *unit, true), m.noise_out(*layer, *unit, true))
+            }
             Generator::DoubleRotation { layer, b } => {
                 *b = random_symmetric(b.nrows(), rng);
                 let n = |x: &Mat<f64>| noether::stats::frobenius(x, x).sqrt();
@@ -363,36 +462,69 @@ fn tr_a_sigma_rel(m: &Moments, arch: &Architecture, rng: &mut ChaCha8Rng) -> f64
 fn teleport_reaches_the_noise_equilibrium_without_changing_the_function() {
     let cases: Vec<(Vec<usize>, Vec<Activation>, bool, Loss)> = vec![
         (vec![5, 7, 6, 3], vec![Activation::Relu, Activation::Relu, Activation::Identity], true, Loss::Mse),
-        (vec![5, 6, 4], vec![Activation::LeakyRelu { alpha: 0.1 }, Activation::Identity], true, Loss::CrossEntropy),
+        (
+            vec![5, 6, 4],
+            vec![Activation::LeakyRelu { alpha: 0.1 }, Activation::Identity],
+            true,
+            Loss::CrossEntropy,
+        ),
         (vec![6, 3, 3, 5], vec![Activation::Identity; 3], false, Loss::Mse),
-        (vec![5, 6, 4, 4], vec![Activation::Relu, Activation::Identity, Activation::Identity], true, Loss::Mse),
+        (
+            vec![5, 6, 4, 4],
+            vec![Activation::Relu, Activation::Identity, Activation::Identity],
+            true,
+            Loss::Mse,
+        ),
     ];
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for (seed, (dims, acts, bias, loss)) in cases.into_iter().enumerate() {
-        let (model, data) = random_case(&dims, &acts, bias, &vec![false; acts.len()], loss, 40, 70 + seed as u64);
+        let (model, data) =
+            random_case(&dims, &acts, bias, &vec![false; acts.len()], loss, 40, 70 + seed as u64);
         let (moved, rep) = teleport(&model, &data, loss, &TeleportOptions::default()).unwrap();
         let ctx = format!("{dims:?} {acts:?}");
         assert!(rep.converged, "{ctx}: {rep:?}");
         let m1 = moments(&moved, &data, loss, &ALL).unwrap();
         let r = tr_a_sigma_rel(&m1, &moved.arch, &mut rng);
         assert!(r < 1e-10, "{ctx}: max relative Tr[A_jΣ] at θ* = {r:e}");
-        assert!(rep.max_output_change <= 1e-10 * rep.max_output_abs, "{ctx}: output change {}", rep.max_output_change);
+        assert!(
+            rep.max_output_change <= 1e-10 * rep.max_output_abs,
+            "{ctx}: output change {}",
+            rep.max_output_change
+        );
         assert!(rel(rep.loss_after, rep.loss_before, 1e-300) < 1e-12, "{ctx}: loss moved");
-        assert!(rep.trace_sigma_after < rep.trace_sigma_before, "{ctx}: Tr Σ {} → {}", rep.trace_sigma_before, rep.trace_sigma_after);
+        assert!(
+            rep.trace_sigma_after < rep.trace_sigma_before,
+            "{ctx}: Tr Σ {} → {}",
+            rep.trace_sigma_before,
+            rep.trace_sigma_after
+        );
         assert!(rel(rep.trace_sigma_after, m1.trace_sigma(), 1e-300) < 1e-12);
         // The noise target never has more noise than the joint-rescaling optimum (rotations include rescalings).
         let a = analysis(&model, &data, loss, &AnalyzeOptions::default()).unwrap();
         let js = a.joint_equilibrium.unwrap().trace_sigma_at_star;
-        assert!(rep.trace_sigma_after <= js * (1.0 + 1e-12), "{ctx}: {} > joint rescaling {js}", rep.trace_sigma_after);
+        assert!(
+            rep.trace_sigma_after <= js * (1.0 + 1e-12),
+            "{ctx}: {} > joint rescaling {js}",
+            rep.trace_sigma_after
+        );
         // Norm target: ‖θ‖² goes down, the function does not change, norms balance.
-        let (nm, nrep) = teleport(&model, &data, loss, &TeleportOptions { target: TeleportTarget::Norm, ..Default::default() }).unwrap();
+        let (nm, nrep) = teleport(
+            &model,
+            &data,
+            loss,
+            &TeleportOptions { target: TeleportTarget::Norm, ..Default::default() },
+        )
+        .unwrap();
         assert!(nrep.converged && nrep.param_norm_sq_after < nrep.param_norm_sq_before, "{ctx}: {nrep:?}");
         assert!(nrep.max_output_change <= 1e-10 * nrep.max_output_abs);
         for l in 0..nm.arch.n_layers() - 1 {
             if noether::stats::rescalable(&nm.arch, l) {
                 for j in 0..nm.arch.layers[l].d_out {
                     let c = Generator::Rescale { layer: l, unit: j }.charge(&nm.arch, &nm.params);
-                    assert!(c.abs() < 1e-10 * nrep.param_norm_sq_after, "{ctx}: norm charge l={l} j={j} = {c}");
+                    assert!(
+                        c.abs() < 1e-10 * nrep.param_norm_sq_after,
+                        "{ctx}: norm charge l={l} j={j} = {c}"
+                    );
                 }
             }
         }
@@ -401,9 +533,23 @@ fn teleport_reaches_the_noise_equilibrium_without_changing_the_function() {
 
 #[test]
 fn discrete_target_balances_the_minibatch_second_moment() {
-    let (model, data) = random_case(&[5, 7, 6, 3], &[Activation::Relu, Activation::Relu, Activation::Identity], true, &[false; 3], Loss::Mse, 40, 3);
+    let (model, data) = random_case(
+        &[5, 7, 6, 3],
+        &[Activation::Relu, Activation::Relu, Activation::Identity],
+        true,
+        &[false; 3],
+        Loss::Mse,
+        40,
+        3,
+    );
     let time = Time::discrete(8, Sampling::WithReplacement, 40).unwrap();
-    let (moved, rep) = teleport(&model, &data, Loss::Mse, &TeleportOptions { target: TeleportTarget::Noise(time), ..Default::default() }).unwrap();
+    let (moved, rep) = teleport(
+        &model,
+        &data,
+        Loss::Mse,
+        &TeleportOptions { target: TeleportTarget::Noise(time), ..Default::default() },
+    )
+    .unwrap();
     assert!(rep.converged);
     let m = moments(&moved, &data, Loss::Mse, &ALL).unwrap();
     for l in 0..2 {
@@ -421,7 +567,11 @@ fn discrete_target_balances_the_minibatch_second_moment() {
 fn teacher_residual(n: usize, seed: u64) -> f64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let d = 3;
-    let teacher = Teacher { sigma_x: Anisotropy::condition(4.0), sigma_eps: Anisotropy { phi: 3.0, scale: 0.5, variances: None }, map: TeacherMap::Random };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::condition(4.0),
+        sigma_eps: Anisotropy { phi: 3.0, scale: 0.5, variances: None },
+        map: TeacherMap::Random,
+    };
     let ts = teacher.build(d, d, &mut rng).unwrap();
     let data: Dataset<f64> = ts.sample(n, &mut rng);
     let Targets::Dense(y) = &data.y else { unreachable!() };
@@ -474,18 +624,45 @@ fn two_layer_linear_teleport_satisfies_the_population_balance() {
 
 #[test]
 fn bad_inputs_are_typed_errors() {
-    let (model, data) = random_case(&[4, 5, 3], &[Activation::Tanh, Activation::Identity], true, &[false; 2], Loss::Mse, 10, 1);
+    let (model, data) = random_case(
+        &[4, 5, 3],
+        &[Activation::Tanh, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        10,
+        1,
+    );
     // no symmetry of the family
-    assert!(matches!(teleport(&model, &data, Loss::Mse, &TeleportOptions::default()), Err(noether::Error::NoSymmetry(_))));
+    assert!(matches!(
+        teleport(&model, &data, Loss::Mse, &TeleportOptions::default()),
+        Err(noether::Error::NoSymmetry(_))
+    ));
     let m = moments(&model, &data, Loss::Mse, &ALL).unwrap();
     assert!(m.generator_trace(&Generator::Rescale { layer: 0, unit: 0 }, true).is_err());
     assert!(m.m_in(0, true).is_err());
     // data width mismatch
-    let (_, wide) = random_case(&[6, 5, 3], &[Activation::Tanh, Activation::Identity], true, &[false; 2], Loss::Mse, 10, 1);
+    let (_, wide) = random_case(
+        &[6, 5, 3],
+        &[Activation::Tanh, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        10,
+        1,
+    );
     assert!(matches!(moments(&model, &wide, Loss::Mse, &ALL), Err(noether::Error::ShapeMismatch { .. })));
     assert!(analysis(&model, &wide, Loss::Mse, &AnalyzeOptions::default()).is_err());
     // labels out of range
-    let (cm, mut cd) = random_case(&[4, 5, 3], &[Activation::Relu, Activation::Identity], true, &[false; 2], Loss::CrossEntropy, 10, 1);
+    let (cm, mut cd) = random_case(
+        &[4, 5, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::CrossEntropy,
+        10,
+        1,
+    );
     if let Targets::Classes(c) = &mut cd.y {
         c[3] = 7;
     }
@@ -509,7 +686,15 @@ fn bad_inputs_are_typed_errors() {
 fn bottleneck_pair_has_one_sided_directions_and_is_balanced_on_the_rest() {
     // Hidden width 4 > output width 3: δ_1 = W_2ᵀδ_2 spans 3 directions, so M_in has rank 3 and the direction
     // killed by W_2 carries outgoing noise only (λ* = −∞ there). Teleport balances the other 3 directions.
-    let (model, data) = random_case(&[5, 6, 4, 3], &[Activation::Relu, Activation::Identity, Activation::Identity], true, &[false; 3], Loss::Mse, 40, 73);
+    let (model, data) = random_case(
+        &[5, 6, 4, 3],
+        &[Activation::Relu, Activation::Identity, Activation::Identity],
+        true,
+        &[false; 3],
+        Loss::Mse,
+        40,
+        73,
+    );
     let a = analysis(&model, &data, Loss::Mse, &AnalyzeOptions::default()).unwrap();
     assert_eq!((a.pairs[0].status, a.pairs[0].rank), (Status::NoEquilibrium, 3));
     let (moved, rep) = teleport(&model, &data, Loss::Mse, &TeleportOptions::default()).unwrap();
@@ -529,7 +714,15 @@ fn bottleneck_pair_has_one_sided_directions_and_is_balanced_on_the_rest() {
 fn dead_and_one_sided_units_get_a_status() {
     // Unit 1 of layer 0: zero incoming row and bias → relu output 0 everywhere → dead (no noise either side).
     // Unit 2: zero outgoing column → δ = 0 so no incoming noise, outgoing noise remains → λ* = −∞.
-    let (mut model, data) = random_case(&[4, 5, 3], &[Activation::Relu, Activation::Identity], true, &[false; 2], Loss::Mse, 20, 2);
+    let (mut model, data) = random_case(
+        &[4, 5, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[false; 2],
+        Loss::Mse,
+        20,
+        2,
+    );
     let arch = model.arch.clone();
     for k in noether::symmetry::rescale::incoming(&arch, 0, 1) {
         model.params[k] = 0.0;
@@ -541,13 +734,26 @@ fn dead_and_one_sided_units_get_a_status() {
     assert_eq!(a.neurons[1].status, Status::Dead);
     assert_eq!(a.neurons[1].lambda_star, None);
     assert_eq!(a.neurons[2].status, Status::NoEquilibrium);
-    let eq = generator_equilibrium(&moments(&model, &data, Loss::Mse, &ALL).unwrap(), &Generator::Rescale { layer: 0, unit: 2 }, Time::Continuous).unwrap();
+    let eq = generator_equilibrium(
+        &moments(&model, &data, Loss::Mse, &ALL).unwrap(),
+        &Generator::Rescale { layer: 0, unit: 2 },
+        Time::Continuous,
+    )
+    .unwrap();
     assert_eq!(eq, Equilibrium::NoEquilibrium { direction: -1.0 });
     let je = a.joint_equilibrium.unwrap();
     assert_eq!((je.lambda[1], je.lambda[2]), (0.0, 0.0));
     assert!(je.max_rel_residual < 1e-12);
     // Scale symmetry: unbounded.
-    let (nm, nd) = random_case(&[4, 5, 3], &[Activation::Relu, Activation::Identity], true, &[true, false], Loss::Mse, 20, 2);
+    let (nm, nd) = random_case(
+        &[4, 5, 3],
+        &[Activation::Relu, Activation::Identity],
+        true,
+        &[true, false],
+        Loss::Mse,
+        20,
+        2,
+    );
     let a = analysis(&nm, &nd, Loss::Mse, &AnalyzeOptions::default()).unwrap();
     assert_eq!(a.scales[0].status, Status::Unbounded);
     assert!(a.scales[0].tr_a_sigma > 0.0);

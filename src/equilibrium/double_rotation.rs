@@ -19,7 +19,9 @@ pub fn target_moments(m: &Moments, l: usize, time: Time) -> Result<(Mat<f64>, Ma
         Time::Continuous => Ok((ci, co)),
         Time::Discrete { .. } => {
             let (ui, uo) = (m.m_in(l, false)?, m.m_out(l, false)?);
-            let comb = |c: &Mat<f64>, u: &Mat<f64>| Mat::from_fn(c.nrows(), c.ncols(), |i, j| time.target(c[(i, j)], u[(i, j)]));
+            let comb = |c: &Mat<f64>, u: &Mat<f64>| {
+                Mat::from_fn(c.nrows(), c.ncols(), |i, j| time.target(c[(i, j)], u[(i, j)]))
+            };
             Ok((comb(&ci, &ui), comb(&co, &uo)))
         }
     }
@@ -129,7 +131,10 @@ pub fn two_sided_basis(m_in: &Mat<f64>, m_out: &Mat<f64>) -> Mat<f64> {
 pub fn sqrt_pair(p: &Mat<f64>) -> Result<(Mat<f64>, Mat<f64>)> {
     let (u, s) = sym_eigen(p)?;
     if s.iter().any(|&v| v <= 0.0 || !v.is_finite()) {
-        return Err(Error::Numerical { what: "P^{1/2}", reason: format!("P is not positive definite (eigenvalues {s:?})") });
+        return Err(Error::Numerical {
+            what: "P^{1/2}",
+            reason: format!("P is not positive definite (eigenvalues {s:?})"),
+        });
     }
     Ok((sym_fn(&u, &s, f64::sqrt), sym_fn(&u, &s, |x| 1.0 / x.sqrt())))
 }

@@ -50,7 +50,9 @@ impl Time {
             return Err(Error::Config("batch size must be positive; pass e.g. --batch-size 32".into()));
         }
         if sampling == Sampling::WithoutReplacement && batch_size > n {
-            return Err(Error::Config(format!("batch size {batch_size} exceeds the {n} samples without replacement")));
+            return Err(Error::Config(format!(
+                "batch size {batch_size} exceeds the {n} samples without replacement"
+            )));
         }
         Ok(Time::Discrete { batch_size, factor: sampling.finite_population_factor(n, batch_size) })
     }
@@ -183,7 +185,9 @@ pub fn spectral_lambda(terms: &[(f64, f64)], zero: f64) -> Equilibrium {
         if !(next > lo && next < hi) {
             next = 0.5 * (lo + hi);
         }
-        if (next - lam).abs() <= 2.0 * f64::EPSILON * lam.abs().max(1e-300) || hi - lo <= f64::EPSILON * lam.abs() {
+        if (next - lam).abs() <= 2.0 * f64::EPSILON * lam.abs().max(1e-300)
+            || hi - lo <= f64::EPSILON * lam.abs()
+        {
             lam = next;
             break;
         }
@@ -207,9 +211,17 @@ pub struct NoetherFlow {
 
 /// `Tr[AΣ]`, `(η/S)Tr[AΣ]` and the expected per-step drift `η²(f·Tr[AΣ]/S + ∇LᵀA∇L)` of a generator, from the
 /// moments. `f = sampling.finite_population_factor(N, S)`. Errors on a generator that is not a symmetry.
-pub fn noether_flow(m: &Moments, generator: &Generator, lr: f64, batch_size: usize, sampling: Sampling) -> Result<NoetherFlow> {
+pub fn noether_flow(
+    m: &Moments,
+    generator: &Generator,
+    lr: f64,
+    batch_size: usize,
+    sampling: Sampling,
+) -> Result<NoetherFlow> {
     if batch_size == 0 || !(lr.is_finite() && lr > 0.0) {
-        return Err(Error::Config(format!("need lr > 0 and batch size > 0, got lr = {lr}, S = {batch_size}")));
+        return Err(Error::Config(format!(
+            "need lr > 0 and batch size > 0, got lr = {lr}, S = {batch_size}"
+        )));
     }
     let tr_a_sigma = m.generator_trace(generator, true)?;
     let grad_quad = generator.quad(&m.arch, &m.grad);
@@ -264,7 +276,14 @@ pub struct AnalyzeOptions {
 
 impl Default for AnalyzeOptions {
     fn default() -> Self {
-        Self { time: Time::Continuous, lr: 0.1, batch_size: 1, sampling: Sampling::WithReplacement, chunk: 4096, tol: 1e-13 }
+        Self {
+            time: Time::Continuous,
+            lr: 0.1,
+            batch_size: 1,
+            sampling: Sampling::WithReplacement,
+            chunk: 4096,
+            tol: 1e-13,
+        }
     }
 }
 
@@ -382,8 +401,18 @@ fn rows_of(m: &faer::Mat<f64>) -> Vec<Vec<f64>> {
 
 /// Full noise analysis of a model on a data set: one statistics pass, then every symmetry's charge, noise,
 /// Noether flow and equilibrium, the linear pairs' geometric-mean solutions and the joint rescaling equilibrium.
-pub fn analysis<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss, opts: &AnalyzeOptions) -> Result<Analysis> {
-    let m = moments(model, data, loss, &MomentOptions { elementwise: true, pair_grams: true, chunk: opts.chunk })?;
+pub fn analysis<T: Real>(
+    model: &Model<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    opts: &AnalyzeOptions,
+) -> Result<Analysis> {
+    let m = moments(
+        model,
+        data,
+        loss,
+        &MomentOptions { elementwise: true, pair_grams: true, chunk: opts.chunk },
+    )?;
     analysis_from_moments(&m, &model.params, opts)
 }
 

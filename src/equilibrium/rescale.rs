@@ -85,7 +85,9 @@ impl DiagProblem {
             layers.push(match (rows_free, cols_free) {
                 (false, false) => LayerDiag::Const(time.target(m.layer_trace_sigma(l), lm.sq_norm)),
                 (true, false) => LayerDiag::Rows(
-                    (0..ly.d_out).map(|j| clamp(time.target(m.noise_in(l, j, true), m.noise_in(l, j, false)))).collect(),
+                    (0..ly.d_out)
+                        .map(|j| clamp(time.target(m.noise_in(l, j, true), m.noise_in(l, j, false))))
+                        .collect(),
                 ),
                 (false, true) => LayerDiag::Cols(
                     (0..ly.d_in)
@@ -94,10 +96,17 @@ impl DiagProblem {
                     if ly.bias { (0..ly.d_out).map(bias_t).sum() } else { 0.0 },
                 ),
                 (true, true) => {
-                    let c = m.weight_diag(l, true)?;
-                    let u = m.weight_diag(l, false)?;
+                    let e = lm.elementwise.as_ref().ok_or_else(|| {
+                        crate::error::Error::Config(format!(
+                            "element-wise moments of layer {l} were not computed (MomentOptions::elementwise)"
+                        ))
+                    })?;
+                    let w = m.arch.weight_range(l).start;
                     LayerDiag::Full(
-                        Mat::from_fn(ly.d_out, ly.d_in, |j, i| clamp(time.target(c[(j, i)], u[(j, i)]))),
+                        Mat::from_fn(ly.d_out, ly.d_in, |j, i| {
+                            let (u, g) = (e[(j, i)], m.grad[w + j * ly.d_in + i]);
+                            clamp(time.target(u - g * g, u))
+                        }),
                         if ly.bias { (0..ly.d_out).map(bias_t).collect() } else { vec![0.0; ly.d_out] },
                     )
                 }
@@ -119,10 +128,16 @@ impl DiagProblem {
                 match (rows_free, cols_free) {
                     (false, false) => LayerDiag::Const(arch.layer_range(l).map(sq).sum()),
                     (true, false) => LayerDiag::Rows(
-                        (0..ly.d_out).map(|j| (0..ly.d_in).map(|i| sq(arch.weight_index(l, j, i))).sum::<f64>() + bias(j)).collect(),
+                        (0..ly.d_out)
+                            .map(|j| {
+                                (0..ly.d_in).map(|i| sq(arch.weight_index(l, j, i))).sum::<f64>() + bias(j)
+                            })
+                            .collect(),
                     ),
                     (false, true) => LayerDiag::Cols(
-                        (0..ly.d_in).map(|i| (0..ly.d_out).map(|j| sq(arch.weight_index(l, j, i))).sum()).collect(),
+                        (0..ly.d_in)
+                            .map(|i| (0..ly.d_out).map(|j| sq(arch.weight_index(l, j, i))).sum())
+                            .collect(),
                         (0..ly.d_out).map(bias).sum(),
                     ),
                     (true, true) => LayerDiag::Full(
@@ -136,6 +151,7 @@ impl DiagProblem {
     }
 
     /// `F(λ)`.
+    #[allow(clippy::needless_range_loop)]
     pub fn objective(&self, lambda: &[Vec<f64>]) -> f64 {
         let e = |v: &[f64], s: f64| v.iter().map(|x| (s * x).exp()).collect::<Vec<_>>();
         let mut f = 0.0;
@@ -143,7 +159,9 @@ impl DiagProblem {
             f += match d {
                 LayerDiag::Const(c) => *c,
                 LayerDiag::Rows(r) => r.iter().zip(e(&lambda[l], -2.0)).map(|(a, b)| a * b).sum(),
-                LayerDiag::Cols(c, rest) => c.iter().zip(e(&lambda[l - 1], 2.0)).map(|(a, b)| a * b).sum::<f64>() + rest,
+                LayerDiag::Cols(c, rest) => {
+                    c.iter().zip(e(&lambda[l - 1], 2.0)).map(|(a, b)| a * b).sum::<f64>() + rest
+                }
                 LayerDiag::Full(m, bias) => {
                     let (eo, ei) = (e(&lambda[l], -2.0), e(&lambda[l - 1], 2.0));
                     let mut s = 0.0;
@@ -163,6 +181,7 @@ impl DiagProblem {
     }
 
     /// `(A_j, B_j)` of every unit of rescalable layer l at the current λ (independent of λ^l itself).
+    #[allow(clippy::needless_range_loop)]
     fn in_out(&self, l: usize, lambda: &[Vec<f64>], a: &mut [f64], b: &mut [f64]) {
         match &self.layers[l] {
             LayerDiag::Rows(r) => a.copy_from_slice(r),
@@ -200,29 +219,28 @@ impl DiagProblem {
     pub fn solve(&self, free: &[bool], tol: f64, max_sweeps: usize) -> JointSolution {
         let arch = &self.arch;
         let nl = arch.n_layers();
-        let active: Vec<usize> = (0..nl).filter(|&l| rescalable(arch, l) && free.get(l).copied().unwrap_or(false)).collect();
-        let mut lambda: Vec<Vec<f64>> =
-            (0..nl).map(|l| if rescalable(arch, l) { vec![0.0; arch.layers[l].d_out] } else { Vec::new() }).collect();
+        let active: Vec<usize> =
+            (0..nl).filter(|&l| rescalable(arch, l) && free.get(l).copied().unwrap_or(false)).collect();
+        let mut lambda: Vec<Vec<f64>> = (0..nl)
+            .map(|l| if rescalable(arch, l) { vec![0.0; arch.layers[l].d_out] } else { Vec::new() })
+            .collect();
         let mut status: Vec<Vec<Status>> = lambda.iter().map(|v| vec![Status::Ok; v.len()]).collect();
         let f0 = self.objective(&lambda);
         let zero = NOISE_RTOL * f0;
         let w = arch.max_width();
         let (mut a, mut b) = (vec![0.0; w], vec![0.0; w]);
         let mut sweeps = 0;
-        // Classify units once: A_j, B_j > 0 does not depend on λ (all factors are positive).
-        for &l in &active {
-            let d = arch.layers[l].d_out;
-            self.in_out(l, &lambda, &mut a[..d], &mut b[..d]);
-            for j in 0..d {
-                status[l][j] = equilibrium_lambda(a[j], b[j], zero).status();
-            }
-        }
         loop {
             let mut max_r: f64 = 0.0;
             for &l in &active {
                 let d = arch.layers[l].d_out;
                 self.in_out(l, &lambda, &mut a[..d], &mut b[..d]);
                 for j in 0..d {
+                    // Classify units in the first sweep: whether A_j, B_j > 0 does not depend on λ (all factors
+                    // are positive), and every λ is still 0 for units not yet visited.
+                    if sweeps == 0 {
+                        status[l][j] = equilibrium_lambda(a[j], b[j], zero).status();
+                    }
                     if status[l][j] != Status::Ok {
                         continue;
                     }
@@ -250,7 +268,14 @@ impl DiagProblem {
                 }
             }
         }
-        JointSolution { objective: self.objective(&lambda), objective_start: f0, max_rel_residual: final_r, sweeps, lambda, status }
+        JointSolution {
+            objective: self.objective(&lambda),
+            objective_start: f0,
+            max_rel_residual: final_r,
+            sweeps,
+            lambda,
+            status,
+        }
     }
 }
 

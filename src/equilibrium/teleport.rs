@@ -203,7 +203,8 @@ pub fn teleport<T: Real>(
     let zero = NOISE_RTOL * m0.trace_second_moment();
     let noise = matches!(opts.target, TeleportTarget::Noise(_));
     let mut cur = model.clone();
-    let mut unit_dist: Vec<Vec<f64>> = (0..nl).map(|l| vec![0.0; if rescale_layers[l] { arch.layers[l].d_out } else { 0 }]).collect();
+    let mut unit_dist: Vec<Vec<f64>> =
+        (0..nl).map(|l| vec![0.0; if rescale_layers[l] { arch.layers[l].d_out } else { 0 }]).collect();
     let mut unit_status: Vec<Vec<Status>> = unit_dist.iter().map(|v| vec![Status::Ok; v.len()]).collect();
     let mut pair_dist = vec![0.0; nl];
     let mut pair_status = vec![Status::Ok; nl];
@@ -222,11 +223,14 @@ pub fn teleport<T: Real>(
         sweeps += 1;
         if rescale_layers.iter().any(|&b| b) {
             let (problem, sign) = match opts.target {
-                TeleportTarget::Noise(time) => (DiagProblem::from_moments(m.as_ref().expect("moments"), time)?, 1.0),
+                TeleportTarget::Noise(time) => {
+                    (DiagProblem::from_moments(m.as_ref().expect("moments"), time)?, 1.0)
+                }
                 TeleportTarget::Norm => (DiagProblem::from_params(&cur), -1.0),
             };
             let sol = problem.solve(&rescale_layers, 0.1 * tol, 100_000);
-            let lam: Vec<Vec<f64>> = sol.lambda.iter().map(|v| v.iter().map(|x| sign * x).collect()).collect();
+            let lam: Vec<Vec<f64>> =
+                sol.lambda.iter().map(|v| v.iter().map(|x| sign * x).collect()).collect();
             for l in 0..nl {
                 if rescale_layers[l] {
                     for j in 0..lam[l].len() {
@@ -291,10 +295,18 @@ pub fn teleport<T: Real>(
     let mut orbits = Vec::new();
     for l in 0..nl {
         for (j, d) in unit_dist[l].iter().enumerate() {
-            orbits.push(OrbitMove { symmetry: format!("rescale(l={l}, j={j})"), distance: d.abs(), status: unit_status[l][j] });
+            orbits.push(OrbitMove {
+                symmetry: format!("rescale(l={l}, j={j})"),
+                distance: d.abs(),
+                status: unit_status[l][j],
+            });
         }
         if linear_pair(&arch, l) {
-            orbits.push(OrbitMove { symmetry: format!("double_rotation(l={l})"), distance: pair_dist[l], status: pair_status[l] });
+            orbits.push(OrbitMove {
+                symmetry: format!("double_rotation(l={l})"),
+                distance: pair_dist[l],
+                status: pair_status[l],
+            });
         }
     }
     let nsq = |p: &[T]| p.iter().map(|v| v.to_f64().powi(2)).sum::<f64>();

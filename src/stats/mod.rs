@@ -9,8 +9,8 @@
 pub mod moments;
 
 pub use moments::{
-    frobenius, linear_pair, moments, per_sample_grad_sq_norms, per_sample_quad, rescalable, LayerMoments, MomentOptions,
-    Moments,
+    frobenius, linear_pair, moments, per_sample_grad_sq_norms, per_sample_quad, rescalable, LayerMoments,
+    MomentOptions, Moments,
 };
 
 use crate::data::Dataset;

@@ -87,6 +87,9 @@ pub fn linear_pair(arch: &Architecture, l: usize) -> bool {
     l + 1 < arch.n_layers() && !ly.norm && ly.activation.is_identity()
 }
 
+/// Per-layer chunk GEMM buffers in T: (element-wise, delta Gram, input Gram).
+type ChunkGrams<T> = (Option<Mat<T>>, Option<Mat<T>>, Option<Mat<T>>);
+
 struct Workspace<T> {
     xn: Vec<T>,
     dn: Vec<T>,
@@ -97,7 +100,12 @@ struct Workspace<T> {
 
 /// Per-sample gradient moments of `model` on `data` in one pass (forward + backward + O(B·(d_in + d_out)) per
 /// layer, plus the optional GEMMs of [`MomentOptions`]). Errors on shape, label and non-finite problems.
-pub fn moments<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss, opts: &MomentOptions) -> Result<Moments> {
+pub fn moments<T: Real>(
+    model: &Model<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    opts: &MomentOptions,
+) -> Result<Moments> {
     model.arch.validate()?;
     data.check_model(&model.arch, loss)?;
     model.check_finite()?;
@@ -127,12 +135,13 @@ pub fn moments<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss, opts: &
                 elementwise: (opts.elementwise && rescalable(arch, l) && l > 0 && rescalable(arch, l - 1))
                     .then(|| Mat::zeros(ly.d_out, ly.d_in)),
                 delta_gram: (opts.pair_grams && linear_pair(arch, l)).then(|| Mat::zeros(ly.d_out, ly.d_out)),
-                input_gram: (opts.pair_grams && l > 0 && linear_pair(arch, l - 1)).then(|| Mat::zeros(ly.d_in, ly.d_in)),
+                input_gram: (opts.pair_grams && l > 0 && linear_pair(arch, l - 1))
+                    .then(|| Mat::zeros(ly.d_in, ly.d_in)),
             }
         })
         .collect();
     // Chunk-level GEMM results in T, added to the f64 accumulators.
-    let mut gram_t: Vec<(Option<Mat<T>>, Option<Mat<T>>, Option<Mat<T>>)> = acc
+    let mut gram_t: Vec<ChunkGrams<T>> = acc
         .iter()
         .map(|a| {
             let z = |m: &Option<Mat<f64>>| m.as_ref().map(|m| Mat::<T>::zeros(m.nrows(), m.ncols()));
@@ -189,7 +198,7 @@ fn layer_chunk<T: Real>(
     b: usize,
     ws: &mut Workspace<T>,
     acc: &mut LayerMoments,
-    grams: &mut (Option<Mat<T>>, Option<Mat<T>>, Option<Mat<T>>),
+    grams: &mut ChunkGrams<T>,
 ) {
     let X = tape.input(l);
     let D = tape.delta(l);
@@ -289,9 +298,16 @@ impl Moments {
             return Err(Error::NonFinite { what: "mean gradient".into(), index: i, value: self.grad[i] });
         }
         for (l, a) in self.layers.iter().enumerate() {
-            let bad = std::iter::once(a.sq_norm).chain(a.rows.iter().copied()).chain(a.cols.iter().copied()).find(|v| !v.is_finite());
+            let bad = std::iter::once(a.sq_norm)
+                .chain(a.rows.iter().copied())
+                .chain(a.cols.iter().copied())
+                .find(|v| !v.is_finite());
             if let Some(v) = bad {
-                return Err(Error::NonFinite { what: format!("gradient second moments of layer {l}"), index: l, value: v });
+                return Err(Error::NonFinite {
+                    what: format!("gradient second moments of layer {l}"),
+                    index: l,
+                    value: v,
+                });
             }
         }
         Ok(())
@@ -393,7 +409,12 @@ fn no_pair(l: usize) -> Error {
 
 /// Per-sample squared gradient norms per layer, `[N, L]`: `‖G_n^{(l)}‖² = ‖δ_n‖²(‖x_n‖² + 1_bias)`.
 /// Cost: one forward + backward (no weight-gradient GEMMs) and O(B·(d_in + d_out)) per layer.
-pub fn per_sample_grad_sq_norms<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<Mat<f64>> {
+pub fn per_sample_grad_sq_norms<T: Real>(
+    model: &Model<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    chunk: usize,
+) -> Result<Mat<f64>> {
     data.check_model(&model.arch, loss)?;
     let n = data.len();
     let nl = model.arch.n_layers();
@@ -479,7 +500,9 @@ pub fn per_sample_quad<T: Real>(
     let mut out = vec![0.0; n];
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
     let bt: Option<Mat<T>> = match generator {
-        Generator::DoubleRotation { b, .. } => Some(Mat::from_fn(b.nrows(), b.ncols(), |i, j| T::from_f64(b[(i, j)]))),
+        Generator::DoubleRotation { b, .. } => {
+            Some(Mat::from_fn(b.nrows(), b.ncols(), |i, j| T::from_f64(b[(i, j)])))
+        }
         _ => None,
     };
     let mut prod = Mat::<T>::zeros(cap, bt.as_ref().map_or(0, |b| b.nrows()));

@@ -3,7 +3,7 @@
 use crate::common::{Global, ModelData};
 use anyhow::Context;
 use noether::data::Sampling;
-use noether::equilibrium::{analysis, AnalyzeOptions, Analysis, Time};
+use noether::equilibrium::{analysis, Analysis, AnalyzeOptions, Time};
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -91,29 +91,61 @@ fn opt(v: Option<f64>) -> String {
 }
 
 fn print_table(out: &mut impl Write, a: &Analysis) -> std::io::Result<()> {
-    writeln!(out, "loss {:.6}   Tr Σ {:.6e}   N = {}   P = {}   target: {} (η = {}, S = {})", a.loss, a.trace_sigma, a.n_samples, a.n_params, a.time, a.lr, a.batch_size)?;
+    writeln!(
+        out,
+        "loss {:.6}   Tr Σ {:.6e}   N = {}   P = {}   target: {} (η = {}, S = {})",
+        a.loss, a.trace_sigma, a.n_samples, a.n_params, a.time, a.lr, a.batch_size
+    )?;
     if !a.neurons.is_empty() {
         writeln!(out, "\nrescaling symmetries (per hidden unit)")?;
-        writeln!(out, "{:>5} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>9} {:>14}", "layer", "unit", "charge", "noise_in", "noise_out", "Tr[AΣ]", "dC/dt", "λ*", "status")?;
+        writeln!(
+            out,
+            "{:>5} {:>5} {:>11} {:>11} {:>11} {:>11} {:>11} {:>9} {:>14}",
+            "layer", "unit", "charge", "noise_in", "noise_out", "Tr[AΣ]", "dC/dt", "λ*", "status"
+        )?;
         for n in &a.neurons {
-            let st = serde_json::to_value(n.status).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default();
+            let st = serde_json::to_value(n.status)
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .unwrap_or_default();
             writeln!(
                 out,
                 "{:>5} {:>5} {:>11.4e} {:>11.4e} {:>11.4e} {:>11.3e} {:>11.3e} {:>9} {:>14}",
-                n.layer, n.unit, n.charge, n.noise_in, n.noise_out, n.tr_a_sigma, n.dc_dt_per_time, opt(n.lambda_star), st
+                n.layer,
+                n.unit,
+                n.charge,
+                n.noise_in,
+                n.noise_out,
+                n.tr_a_sigma,
+                n.dc_dt_per_time,
+                opt(n.lambda_star),
+                st
             )?;
         }
     }
     for p in &a.pairs {
-        let st = serde_json::to_value(p.status).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default();
-        writeln!(out, "\ndouble rotation of layers ({}, {}): Tr[M_in − M_out] = {:.4e}, status {st}, solved on rank {}", p.layer, p.layer + 1, p.tr_a_sigma, p.rank)?;
+        let st =
+            serde_json::to_value(p.status).map(|v| v.as_str().unwrap_or("").to_string()).unwrap_or_default();
+        writeln!(
+            out,
+            "\ndouble rotation of layers ({}, {}): Tr[M_in − M_out] = {:.4e}, status {st}, solved on rank {}",
+            p.layer,
+            p.layer + 1,
+            p.tr_a_sigma,
+            p.rank
+        )?;
     }
     for s in &a.scales {
         writeln!(out, "\nscale symmetry of layer {}: charge {:.4e}, Tr[AΣ] = {:.4e} ≥ 0, dC/dt = {:.4e}: no finite equilibrium (add weight decay)", s.layer, s.charge, s.tr_a_sigma, s.dc_dt_per_time)?;
     }
     let dead = a.neurons.iter().filter(|n| n.status == noether::equilibrium::Status::Dead).count();
     let one = a.neurons.iter().filter(|n| n.status == noether::equilibrium::Status::NoEquilibrium).count();
-    writeln!(out, "\nsummary: {} rescalings ({dead} dead, {one} one-sided), {} linear pairs, {} scale blocks", a.neurons.len(), a.pairs.len(), a.scales.len())?;
+    writeln!(
+        out,
+        "\nsummary: {} rescalings ({dead} dead, {one} one-sided), {} linear pairs, {} scale blocks",
+        a.neurons.len(),
+        a.pairs.len(),
+        a.scales.len()
+    )?;
     if let Some(j) = &a.joint_equilibrium {
         let maxl = j.lambda.iter().map(|v| v.abs()).fold(0.0, f64::max);
         writeln!(

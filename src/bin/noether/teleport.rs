@@ -50,7 +50,9 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let (model, data, loss) = args.io.load()?;
     let target = match args.target {
-        TargetArg::Noise => TeleportTarget::Noise(time_of(args.time, args.batch_size, args.sampling, data.len())?),
+        TargetArg::Noise => {
+            TeleportTarget::Noise(time_of(args.time, args.batch_size, args.sampling, data.len())?)
+        }
         TargetArg::Norm => TeleportTarget::Norm,
     };
     let bar = crate::progress::bar(1, "teleporting", global);
@@ -65,11 +67,29 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     } else {
         let maxd = rep.orbits.iter().map(|o| o.distance).fold(0.0, f64::max);
         writeln!(out, "target {} ({}), wrote {}", rep.target, rep.time, args.out.display())?;
-        writeln!(out, "loss          {:.12e} → {:.12e} (Δ {:+.1e})", rep.loss_before, rep.loss_after, rep.loss_after - rep.loss_before)?;
+        writeln!(
+            out,
+            "loss          {:.12e} → {:.12e} (Δ {:+.1e})",
+            rep.loss_before,
+            rep.loss_after,
+            rep.loss_after - rep.loss_before
+        )?;
         writeln!(out, "max |Δf(x)|   {:.2e} (max |f| {:.3e})", rep.max_output_change, rep.max_output_abs)?;
-        writeln!(out, "Tr Σ          {:.6e} → {:.6e} ({:+.2}%)", rep.trace_sigma_before, rep.trace_sigma_after, 100.0 * (rep.trace_sigma_after / rep.trace_sigma_before - 1.0))?;
+        writeln!(
+            out,
+            "Tr Σ          {:.6e} → {:.6e} ({:+.2}%)",
+            rep.trace_sigma_before,
+            rep.trace_sigma_after,
+            100.0 * (rep.trace_sigma_after / rep.trace_sigma_before - 1.0)
+        )?;
         writeln!(out, "‖θ‖²          {:.6e} → {:.6e}", rep.param_norm_sq_before, rep.param_norm_sq_after)?;
-        writeln!(out, "orbits moved  {} (max distance {maxd:.4}), residual {:.1e} after {} sweeps", rep.orbits.len(), rep.max_rel_residual, rep.sweeps)?;
+        writeln!(
+            out,
+            "orbits moved  {} (max distance {maxd:.4}), residual {:.1e} after {} sweeps",
+            rep.orbits.len(),
+            rep.max_rel_residual,
+            rep.sweeps
+        )?;
         for n in &rep.notes {
             writeln!(out, "note: {n}")?;
         }
@@ -95,7 +115,8 @@ fn save_like(model: &Model<f64>, original: &std::path::Path, out: &std::path::Pa
         .into_iter()
         .map(|(name, dt, shape, data)| {
             let mut parts = name.splitn(3, '.');
-            let (_, l, kind) = (parts.next(), parts.next().and_then(|v| v.parse::<usize>().ok()), parts.next());
+            let (_, l, kind) =
+                (parts.next(), parts.next().and_then(|v| v.parse::<usize>().ok()), parts.next());
             let renamed = match (l.and_then(|l| stems.get(l)), kind) {
                 (Some((_, stem)), Some(kind)) => format!("{stem}.{kind}"),
                 _ => name,
