@@ -1,6 +1,7 @@
 //! Criterion benchmarks, one module per library area (STYLE.md §10). Each module exposes a group `benches`.
 
 mod curvature;
+mod stats;
 mod step;
 
-criterion::criterion_main!(step::benches, curvature::benches);
+criterion::criterion_main!(step::benches, stats::benches, curvature::benches);

@@ -2,6 +2,7 @@
 //! - `cli`: the binary end to end (determinism, run folders, errors on bad input).
 //! - `curvature`: exact HVPs vs finite differences, spectra and traces vs reference cases, orbit sharpness.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
+//! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
@@ -9,6 +10,7 @@
 mod cli;
 mod curvature;
 mod engine;
+mod noise;
 mod reference;
 mod sde;
 mod symmetry;

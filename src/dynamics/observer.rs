@@ -128,7 +128,7 @@ impl<T: Real> Observer<T> for SharpnessObserver {
         vec!["sharpness_top".into(), "hessian_trace".into()]
     }
     fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
-        if s.step % self.every != 0 {
+        if !s.step.is_multiple_of(self.every) {
             row.extend([f64::NAN, f64::NAN]);
             return Ok(());
         }

@@ -2,6 +2,16 @@
 //!
 //! The per-sample gradient of a dense weight is `g_n = δ_n x_nᵀ` (and `δ_n` for the bias), so
 //! `‖g_n‖² = ‖δ_n‖²(‖x_n‖² + 1_bias)` and `vᵀg_n = δ_nᵀ V x_n + δ_nᵀ v_b` for a direction `v` laid out like θ.
+//!
+//! [`moments()`] gathers in one chunked pass everything the noise geometry needs: Tr Σ, per-unit incoming and
+//! outgoing noise, element-wise moments of coupled layers and the `d × d` moments of linear pairs.
+
+pub mod moments;
+
+pub use moments::{
+    frobenius, linear_pair, moments, per_sample_grad_sq_norms, per_sample_quad, rescalable, LayerMoments,
+    MomentOptions, Moments,
+};
 
 use crate::data::Dataset;
 use crate::error::Result;

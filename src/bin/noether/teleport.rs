@@ -1,12 +1,129 @@
-//! `noether teleport` (being built).
+//! `noether teleport`: move a model to its noise equilibrium (library: `noether::equilibrium::teleport`).
 
-use crate::common::Global;
+use crate::analyze::{time_of, SamplingArg, TimeArg};
+use crate::common::{Global, ModelData};
+use anyhow::Context;
+use noether::equilibrium::teleport::{teleport, TeleportOptions, TeleportTarget};
+use noether::model::tensors_to_safetensors_bytes;
+use noether::Model;
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Where to move the model.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetArg {
+    /// The noise equilibrium (least Tr Σ along the orbits).
+    Noise,
+    /// The least ‖θ‖² along the same orbits (Equi-normalization's target).
+    Norm,
+}
 
 /// Arguments of `noether teleport`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(flatten)]
+    pub io: ModelData,
+    /// Output model file, e.g. `--out moved.safetensors` (layers.{l}.weight / .bias, float64).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Target: noise (equilibrium) or norm (least ‖θ‖²).
+    #[arg(long, value_enum, default_value_t = TargetArg::Noise)]
+    pub target: TargetArg,
+    /// Equilibrium clock for the noise target: continuous (Σ) or discrete (M_S).
+    #[arg(long, value_enum, default_value_t = TimeArg::Continuous)]
+    pub time: TimeArg,
+    /// Batch size S of the discrete target, e.g. `--batch-size 32`.
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: usize,
+    /// Batch sampling of the discrete target.
+    #[arg(long, value_enum, default_value_t = SamplingArg::With)]
+    pub sampling: SamplingArg,
+    /// Relative residual at which the sweeps stop, e.g. `--tol 1e-12`.
+    #[arg(long, default_value_t = 1e-12)]
+    pub tol: f64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`noether teleport` is not built yet")
+pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let (model, data, loss) = args.io.load()?;
+    let target = match args.target {
+        TargetArg::Noise => {
+            TeleportTarget::Noise(time_of(args.time, args.batch_size, args.sampling, data.len())?)
+        }
+        TargetArg::Norm => TeleportTarget::Norm,
+    };
+    let bar = crate::progress::bar(1, "teleporting", global);
+    let opts = TeleportOptions { target, tol: args.tol, ..Default::default() };
+    let (moved, rep) = teleport(&model, &data, loss, &opts).context("teleporting the model")?;
+    bar.finish_and_clear();
+    save_like(&moved, &args.io.model, &args.out)?;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rep)?;
+        writeln!(out)?;
+    } else {
+        let maxd = rep.orbits.iter().map(|o| o.distance).fold(0.0, f64::max);
+        writeln!(out, "target {} ({}), wrote {}", rep.target, rep.time, args.out.display())?;
+        writeln!(
+            out,
+            "loss          {:.12e} → {:.12e} (Δ {:+.1e})",
+            rep.loss_before,
+            rep.loss_after,
+            rep.loss_after - rep.loss_before
+        )?;
+        writeln!(out, "max |Δf(x)|   {:.2e} (max |f| {:.3e})", rep.max_output_change, rep.max_output_abs)?;
+        writeln!(
+            out,
+            "Tr Σ          {:.6e} → {:.6e} ({:+.2}%)",
+            rep.trace_sigma_before,
+            rep.trace_sigma_after,
+            100.0 * (rep.trace_sigma_after / rep.trace_sigma_before - 1.0)
+        )?;
+        writeln!(out, "‖θ‖²          {:.6e} → {:.6e}", rep.param_norm_sq_before, rep.param_norm_sq_after)?;
+        writeln!(
+            out,
+            "orbits moved  {} (max distance {maxd:.4}), residual {:.1e} after {} sweeps",
+            rep.orbits.len(),
+            rep.max_rel_residual,
+            rep.sweeps
+        )?;
+        for n in &rep.notes {
+            writeln!(out, "note: {n}")?;
+        }
+    }
+    Ok(if rep.converged { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// Writes `model` under the tensor names of `original` (`layers.{l}.*`, `{i}.*` or a prefixed `nn.Sequential`),
+/// in float64. The l-th `*.weight` of the original (by index) names layer l.
+fn save_like(model: &Model<f64>, original: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = noether::tensor_io::read_file(original)?;
+    let st = noether::tensor_io::parse(&bytes, original)?;
+    let mut stems: Vec<(usize, String)> = st
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            let stem = n.strip_suffix(".weight")?;
+            Some((stem.rsplit('.').next()?.parse::<usize>().ok()?, stem.to_string()))
+        })
+        .collect();
+    stems.sort();
+    let tensors: Vec<_> = tensors_to_safetensors_bytes::<f64, f64>(model)
+        .into_iter()
+        .map(|(name, dt, shape, data)| {
+            let mut parts = name.splitn(3, '.');
+            let (_, l, kind) =
+                (parts.next(), parts.next().and_then(|v| v.parse::<usize>().ok()), parts.next());
+            let renamed = match (l.and_then(|l| stems.get(l)), kind) {
+                (Some((_, stem)), Some(kind)) => format!("{stem}.{kind}"),
+                _ => name,
+            };
+            (renamed, dt, shape, data)
+        })
+        .collect();
+    noether::tensor_io::write(out, &tensors).with_context(|| format!("writing {}", out.display()))?;
+    Ok(())
 }
