@@ -146,3 +146,63 @@ fn symmetries_json_lists_charges() {
     let pair = s.iter().find(|e| e["family"] == "double_rotation").unwrap();
     assert_eq!(pair["charge"].as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn noise_and_sharpness_observers_agree_with_analyze_and_sharpness() {
+    let d = tmp("observers");
+    let cfg = TINY.replace("steps = 300", "steps = 40")
+        + "[observe]\nnoise_every = 20\nsharpness_every = 20\nsharpness_trace = \"exact\"\n";
+    let cfg = write(&d, "obs.toml", &cfg);
+    let out = d.join("run");
+    let o = noether(&["train", &cfg, "--out", &out.display().to_string(), "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let header: Vec<&str> = metrics.lines().next().unwrap().split(',').collect();
+    let last: Vec<f64> = metrics.lines().last().unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    let col = |name: &str| {
+        last[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no column {name}"))]
+    };
+    let (m, dd) = (
+        out.join("model.safetensors").display().to_string(),
+        out.join("data.safetensors").display().to_string(),
+    );
+    let a = noether(&[
+        "analyze",
+        "--model",
+        &m,
+        "--data",
+        &dd,
+        "--activation",
+        "relu",
+        "--loss",
+        "mse",
+        "--json",
+    ]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let a: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    let ts = a["trace_sigma"].as_f64().unwrap();
+    assert!((col("trace_sigma") - ts).abs() <= 1e-12 * ts, "{} vs {ts}", col("trace_sigma"));
+    let n0 = &a["neurons"][0];
+    let t0 = n0["tr_a_sigma"].as_f64().unwrap();
+    assert!((col("tr_a_sigma_l0_u0") - t0).abs() <= 1e-12 * ts);
+    let s = noether(&[
+        "sharpness",
+        "--model",
+        &m,
+        "--data",
+        &dd,
+        "--activation",
+        "relu",
+        "--loss",
+        "mse",
+        "--trace",
+        "exact",
+        "--json",
+    ]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    let top = s["top_eigenvalues"][0].as_f64().unwrap();
+    assert!((col("sharpness_top") - top).abs() <= 1e-6 * top.abs(), "{} vs {top}", col("sharpness_top"));
+    let tr = s["trace"].as_f64().unwrap();
+    assert!((col("hessian_trace") - tr).abs() <= 1e-9 * tr.abs());
+}

@@ -128,6 +128,10 @@ pub struct ObserveSpec {
     /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`.
     #[serde(default = "default_trace")]
     pub sharpness_trace: String,
+    /// Log Tr Σ, every symmetry's Tr[AΣ] and each rescaling's λ* every this many steps (0 = never; one pass
+    /// over the logging data each time).
+    #[serde(default)]
+    pub noise_every: u64,
     /// Samples (a fixed seeded subset) the sharpness observer uses; 0 = all.
     #[serde(default)]
     pub sharpness_subset: usize,
@@ -152,6 +156,7 @@ impl Default for ObserveSpec {
             sharpness_every: 0,
             sharpness_trace: default_trace(),
             sharpness_subset: 0,
+            noise_every: 0,
         }
     }
 }

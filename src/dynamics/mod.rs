@@ -7,7 +7,7 @@ mod schedule;
 mod trainer;
 
 pub use config::{DataSpec, Method, ObserveSpec, Precision, TrainConfig, TrainData};
-pub use observer::{Basics, Charges, Observer, SharpnessObserver, Snapshot};
+pub use observer::{Basics, Charges, NoiseObserver, Observer, SharpnessObserver, Snapshot};
 pub use schedule::Schedule;
 pub use trainer::{Trainer, CHUNK};
 
@@ -151,7 +151,8 @@ pub fn run<T: Real>(
     })
 }
 
-/// The standard observers of a config: [`Basics`], [`Charges`] and, when asked, [`SharpnessObserver`].
+/// The standard observers of a config: [`Basics`], [`Charges`] and, when asked, [`NoiseObserver`] and
+/// [`SharpnessObserver`].
 pub fn default_observers<'a, T: Real>(
     config: &TrainConfig,
     model: &crate::model::Model<T>,
@@ -159,6 +160,9 @@ pub fn default_observers<'a, T: Real>(
     let o = &config.observe;
     let mut v: Vec<Box<dyn Observer<T> + 'a>> =
         vec![Box::new(Basics), Box::new(Charges::new(model, o.unit_charges, o.pair_entries))];
+    if o.noise_every > 0 {
+        v.push(Box::new(NoiseObserver::new(model, o.noise_every)));
+    }
     if o.sharpness_every > 0 {
         let trace = if o.sharpness_trace == "none" {
             None

@@ -139,3 +139,60 @@ impl<T: Real> Observer<T> for SharpnessObserver {
         Ok(())
     }
 }
+
+/// Noise geometry every `every` steps (one pass over the logging data): `trace_sigma` (Tr Σ, centred, 1/N),
+/// and for every symmetry its Noether flow `tr_a_sigma_*` (Tr[AΣ]) and, for rescalings, the single-generator
+/// continuous-time equilibrium `lambda_star_l{l}_u{j}` (NaN when there is none: dead or one-sided units). Pairs
+/// use B = I (`tr_a_sigma_pair_l{l}` = Tr[M_in − M_out]); scale blocks log `tr_a_sigma_scale_l{l}` = Tr Σ_block.
+pub struct NoiseObserver {
+    every: u64,
+    symmetries: Vec<Symmetry>,
+}
+
+impl NoiseObserver {
+    /// Every symmetry of `model`, every `every` steps.
+    pub fn new<T: Real>(model: &Model<T>, every: u64) -> Self {
+        Self { every: every.max(1), symmetries: enumerate(&model.arch) }
+    }
+}
+
+impl<T: Real> Observer<T> for NoiseObserver {
+    fn columns(&self, _: &Model<T>) -> Vec<String> {
+        let mut c = vec!["trace_sigma".to_string()];
+        for s in &self.symmetries {
+            match *s {
+                Symmetry::Rescale { layer, unit } => {
+                    c.push(format!("tr_a_sigma_l{layer}_u{unit}"));
+                    c.push(format!("lambda_star_l{layer}_u{unit}"));
+                }
+                Symmetry::DoubleRotation { layer } => c.push(format!("tr_a_sigma_pair_l{layer}")),
+                Symmetry::Scale { layer } => c.push(format!("tr_a_sigma_scale_l{layer}")),
+            }
+        }
+        c
+    }
+    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
+        let n = 1 + self
+            .symmetries
+            .iter()
+            .map(|s| if matches!(s, Symmetry::Rescale { .. }) { 2 } else { 1 })
+            .sum::<usize>();
+        if !s.step.is_multiple_of(self.every) {
+            row.extend(std::iter::repeat_n(f64::NAN, n));
+            return Ok(());
+        }
+        let opts = crate::stats::MomentOptions { elementwise: false, pair_grams: true, chunk: 4096 };
+        let m = crate::stats::moments(s.model, s.data, s.loss, &opts)?;
+        row.push(m.trace_sigma());
+        for sym in &self.symmetries {
+            let g = sym.generator(&s.model.arch);
+            row.push(m.generator_trace(&g, true)?);
+            if let Symmetry::Rescale { .. } = sym {
+                let eq =
+                    crate::equilibrium::generator_equilibrium(&m, &g, crate::equilibrium::Time::Continuous)?;
+                row.push(eq.lambda().unwrap_or(f64::NAN));
+            }
+        }
+        Ok(())
+    }
+}

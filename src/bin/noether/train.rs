@@ -14,7 +14,7 @@ use std::process::ExitCode;
 pub struct Args {
     /// The run's TOML config, e.g. `examples/matrix_factorization.toml`.
     pub config: PathBuf,
-    /// Run folder for metrics.csv, summary.json and config.toml (default: runs/<config name>), e.g. `--out runs/mf`.
+    /// Run folder for metrics.csv, summary.json, config.toml, the final model.safetensors and the training data.safetensors (default: runs/<config name>), e.g. `--out runs/mf`.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Override the config's seed, e.g. `--seed 3`.
@@ -83,6 +83,8 @@ fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<E
         &mut |k| pb.set_position(k),
     )?;
     pb.finish_and_clear();
+    noether::model::save_safetensors::<T, T>(&trainer.model, &out.join("model.safetensors"))?;
+    noether::data::save_dataset(trainer.eval_data(), &out.join("data.safetensors"))?;
     let json = serde_json::json!({
         "noether_version": env!("CARGO_PKG_VERSION"),
         "command": "train",
@@ -102,7 +104,7 @@ fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<E
         return Ok(ExitCode::from(2));
     }
     println!(
-        "{} steps of {} in {:.2} s: final loss {:.6}, t = {:.4}; wrote {}/{{metrics.csv, summary.json, config.toml}}",
+        "{} steps of {} in {:.2} s: final loss {:.6}, t = {:.4}; wrote {}/{{metrics.csv, summary.json, config.toml, model.safetensors, data.safetensors}}",
         summary.steps,
         summary.method,
         summary.wall_time_s,
