@@ -210,9 +210,12 @@ fn report_markdown_and_html_contain_every_check() {
     // Markdown: one table row per check, escaped pipes, relative figure links.
     let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| fig")).collect();
     assert_eq!(rows.len(), 3, "{md}");
-    assert!(rows[0].contains("C_{t+1} − C_t = η²ĝᵀAĝ") && rows[0].contains("FAIL"));
+    assert!(rows[0].contains(r"C\_{t+1} − C\_t = η²ĝᵀAĝ") && rows[0].contains("FAIL"));
+    assert!(rows[0].contains("| 0.04% | ±1e-4% |"), "deviation column: {}", rows[0]);
     assert!(
-        rows[1].contains("Tr[AΣ] at λ* \\| zero") && rows[1].contains("pass") && rows[1].contains("3.2e-9")
+        rows[1].contains(r"Tr\[AΣ\] at λ\* \| zero")
+            && rows[1].contains("pass")
+            && rows[1].contains("3.2e-9")
     );
     assert!(rows[2].contains("±5%") && rows[2].contains("FAIL"));
     assert!(md.contains("](figs/charge.png)") && md.contains("](figs/charge.svg)"), "{md}");

@@ -117,6 +117,24 @@ impl Check {
             Rule::AtLeast => format!("≥ {}", fmt_num(self.predicted)),
         }
     }
+    /// Deviation in the unit of the tolerance: relative error, absolute error, or by how much a bound is
+    /// exceeded (negative when inside it).
+    pub fn deviation(&self) -> f64 {
+        let (p, m) = (self.predicted, self.measured);
+        match self.rule {
+            Rule::Relative => (m - p).abs() / p.abs(),
+            Rule::Absolute => (m - p).abs(),
+            Rule::AtMost => m - p,
+            Rule::AtLeast => p - m,
+        }
+    }
+    /// Human text of the deviation column (`0.04%`, `3.2e-9`).
+    fn deviation_text(&self) -> String {
+        match self.rule {
+            Rule::Relative => format!("{}%", fmt_num(100.0 * self.deviation())),
+            _ => fmt_num(self.deviation()),
+        }
+    }
     /// Human text of the tolerance column (`±5%`, `±0.01`, `+0.01`).
     fn tolerance_text(&self) -> String {
         match self.rule {
@@ -185,9 +203,10 @@ pub struct ReportFiles {
     pub html: PathBuf,
 }
 
-const CHECK_COLUMNS: [&str; 6] = ["experiment", "claim", "predicted", "measured", "tolerance", "result"];
-const CHECK_ALIGN: [Align; 6] =
-    [Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Left];
+const CHECK_COLUMNS: [&str; 7] =
+    ["experiment", "claim", "predicted", "measured", "deviation", "tolerance", "result"];
+const CHECK_ALIGN: [Align; 7] =
+    [Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Left];
 
 /// The checks table in a given syntax (shared by Markdown and HTML).
 pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
@@ -199,6 +218,7 @@ pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
                 Cell::plain(&c.claim),
                 Cell::plain(c.predicted_text()),
                 Cell::plain(fmt_num(c.measured)),
+                Cell::plain(c.deviation_text()),
                 Cell::plain(c.tolerance_text()),
                 Cell::verdict(c.pass),
             ]
@@ -416,6 +436,9 @@ mod tests {
         assert!(!Check::new("e", "c", 1.0, 0.85, 0.1, Rule::AtLeast).pass);
         assert!(!Check::relative("e", "c", 1.0, f64::NAN, 0.5).pass);
         assert!(!Check::new("e", "c", 1.0, f64::NEG_INFINITY, 0.0, Rule::AtMost).pass);
+        assert!((Check::relative("e", "c", -4.0, -5.0, 0.1).deviation() - 0.25).abs() < 1e-15);
+        assert_eq!(Check::new("e", "c", 1.0, 1.5, 0.0, Rule::AtMost).deviation(), 0.5);
+        assert_eq!(Check::new("e", "c", 1.0, 1.5, 0.0, Rule::AtLeast).deviation(), -0.5);
     }
 
     #[test]

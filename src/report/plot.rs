@@ -887,3 +887,71 @@ fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap, 
         .map_err(err)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_colours_are_fixed_and_distinct_from_the_palette() {
+        assert_eq!(color_for("SGD"), color_for("sgd (S = 32)"));
+        assert_eq!(color_for("GD"), Color(0xff, 0x7f, 0x0e));
+        assert_ne!(color_for("GD"), color_for("GF"));
+        assert_eq!(color_for("theory"), Color(0, 0, 0));
+        // "SGDM" is not "SGD": only the first whole word counts.
+        assert!(PALETTE.contains(&color_for("SGDM")));
+        for (_, c) in METHOD_COLORS {
+            assert!(!PALETTE.contains(c));
+        }
+        // Unknown names hash to a palette colour, the same every time.
+        assert_eq!(color_for("layer 2"), color_for("layer 2"));
+    }
+
+    #[test]
+    fn colours_within_a_panel_are_distinct() {
+        let names = ["SGD", "GD", "theory", "a", "b", "c", "d", "e", "f"];
+        let series: Vec<Series> = names.iter().map(|n| Series::line(*n, vec![])).collect();
+        let colors = panel_colors(&series);
+        assert_eq!(colors[0], color_for("SGD"));
+        for i in 0..colors.len() {
+            for j in 0..i {
+                assert_ne!(colors[i], colors[j], "{} and {} share a colour", names[i], names[j]);
+            }
+        }
+        // An explicit colour wins.
+        let c = panel_colors(&[Series::line("SGD", vec![]).color(Color(1, 2, 3))]);
+        assert_eq!(c, [Color(1, 2, 3)]);
+    }
+
+    #[test]
+    fn diverging_map_is_white_at_zero_and_monotone_in_each_channel_sign() {
+        assert_eq!(diverging(0.0), Color(247, 247, 247));
+        assert_eq!(diverging(-1.0), Color(5, 48, 97));
+        assert_eq!(diverging(1.0), Color(103, 0, 31));
+        assert_eq!(diverging(5.0), diverging(1.0));
+        assert_eq!(diverging(f64::NAN), diverging(0.0));
+        // Moving away from 0 darkens (sum of channels decreases) on both sides.
+        let lum = |c: Color| u32::from(c.0) + u32::from(c.1) + u32::from(c.2);
+        for k in 0..20 {
+            let (a, b) = (k as f64 / 20.0, (k + 1) as f64 / 20.0);
+            assert!(lum(diverging(b)) <= lum(diverging(a)));
+            assert!(lum(diverging(-b)) <= lum(diverging(-a)));
+        }
+    }
+
+    #[test]
+    fn log_ranges_cover_whole_decades_and_keep_end_ticks() {
+        let (a, b) = axis_range(0.5, 100.0, true);
+        assert!((a / 0.1 - 1.0).abs() < 1e-8 && (b / 100.0 - 1.0).abs() < 1e-8);
+        let ticks = tick_labels((a, b), true, N_TICKS);
+        assert_eq!(ticks.first().map(String::as_str), Some("0.1"));
+        assert_eq!(ticks.last().map(String::as_str), Some("100"));
+        // A single decade gets labelled 1, 2, …, 10 (plotters emits 10 twice: bold and light tick).
+        let r = axis_range(2.0, 3.0, true);
+        let mut t = tick_labels(r, true, n_ticks(r, true));
+        t.dedup();
+        assert_eq!(t, ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"]);
+        // Linear round-off residue prints as 0.
+        assert_eq!(tick_text(5.5e-17, (-1.0, 1.0), false), "0");
+    }
+}

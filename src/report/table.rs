@@ -78,8 +78,20 @@ pub fn table(syntax: &dyn TableSyntax, names: &[&str], align: &[Align], rows: &[
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Markdown;
 
+/// Backslash-escapes the characters that Markdown would read as table, emphasis, code or HTML syntax.
 fn md_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('|', "\\|").replace(['\n', '\r'], " ")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' | '|' | '*' | '_' | '`' | '<' | '>' | '[' | ']' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl TableSyntax for Markdown {
@@ -183,7 +195,10 @@ mod tests {
     fn markdown_table_has_header_divider_and_escaped_rows() {
         let t = table(&Markdown, &["name", "ok"], &[Align::Left, Align::Right], &rows());
         let lines: Vec<&str> = t.lines().collect();
-        assert_eq!(lines, ["| name | ok |", "|---|---:|", "| a\\|b | ✅ pass |", "| <x> | ❌ **FAIL** |"]);
+        assert_eq!(
+            lines,
+            ["| name | ok |", "|---|---:|", "| a\\|b | ✅ pass |", "| \\<x\\> | ❌ **FAIL** |"]
+        );
     }
 
     #[test]
