@@ -5,6 +5,7 @@
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
+//! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
 
 mod cli;
@@ -12,5 +13,6 @@ mod curvature;
 mod engine;
 mod noise;
 mod reference;
+mod report;
 mod sde;
 mod symmetry;

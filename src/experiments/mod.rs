@@ -1,1 +1,112 @@
 //! The paper's experiments, one file each, with embedded default configs and quantitative checks.
+//!
+//! Each experiment implements [`Experiment`]: it runs in a folder of its own, writes every training run's
+//! config (repeatable with `noether train`) and metrics there, draws its figures (PNG + SVG) and returns a
+//! report [`Section`] whose [`Check`]s compare a prediction of the theory with a measurement. `quick` runs
+//! the same claims at smaller sizes (the test suite uses it).
+
+pub mod fig2_matrix_factorization;
+pub mod fig6_representations;
+
+use crate::dynamics::{
+    self, default_observers, MemorySink, MetricsSink, Observer, Summary, TrainConfig, Trainer,
+};
+use crate::error::{Error, Result};
+use crate::report::{Check, MetricsWriter, Section};
+use crate::Real;
+use std::path::PathBuf;
+
+/// What an experiment gets to run.
+pub struct Context<'a> {
+    /// Smaller sizes and fewer steps, same claims.
+    pub quick: bool,
+    /// Base seed; every run derives its seed from it.
+    pub seed: u64,
+    /// The experiment's own output folder (created).
+    pub dir: PathBuf,
+    /// Progress: `(done, total, phase)`, in units the experiment chooses.
+    pub progress: &'a (dyn Fn(u64, u64, &str) + Sync),
+}
+
+/// One experiment of the paper.
+pub trait Experiment: Sync {
+    /// Short name, e.g. `fig2-matrix-factorization` (the folder name and the CLI selector).
+    fn name(&self) -> &'static str;
+    /// One sentence: the claim under test.
+    fn description(&self) -> &'static str;
+    /// Runs the experiment and returns its report section (checks and figures).
+    fn run(&self, ctx: &Context<'_>) -> Result<Section>;
+}
+
+/// Every experiment, in the paper's order.
+pub fn registry() -> Vec<&'static dyn Experiment> {
+    vec![&fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
+}
+
+/// The experiment called `name`, or an error listing the names.
+pub fn find(name: &str) -> Result<&'static dyn Experiment> {
+    registry().into_iter().find(|e| e.name() == name).ok_or_else(|| Error::Unknown {
+        kind: "experiment",
+        name: name.into(),
+        expected: registry().iter().map(|e| e.name()).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// A sink that keeps rows in memory and writes them through to a CSV file.
+struct Tee<'a> {
+    memory: &'a mut MemorySink,
+    file: MetricsWriter,
+}
+
+impl MetricsSink for Tee<'_> {
+    fn begin(&mut self, columns: &[String]) -> Result<()> {
+        self.memory.begin(columns)
+    }
+    fn row(&mut self, values: &[f64]) -> Result<()> {
+        self.memory.row(values)?;
+        self.file.row(values)
+    }
+}
+
+/// One logged training run of an experiment: writes `dir/<stem>.toml` (the exact config, repeatable with
+/// `noether train`) and `dir/<stem>.csv` (metrics as they are logged), runs it with the default observers
+/// plus `extra`, and returns the logged rows, the summary and the final model.
+pub fn train_logged<T: Real>(
+    ctx: &Context<'_>,
+    config: &TrainConfig,
+    stem: &str,
+    extra: Vec<Box<dyn Observer<T> + '_>>,
+) -> Result<(MemorySink, Summary, crate::Model<T>)> {
+    std::fs::create_dir_all(&ctx.dir).map_err(|e| Error::io(&ctx.dir, e))?;
+    let cfg_path = ctx.dir.join(format!("{stem}.toml"));
+    std::fs::write(&cfg_path, config.to_toml()).map_err(|e| Error::io(&cfg_path, e))?;
+    let mut trainer = Trainer::<T>::from_config(config)?;
+    let mut observers = default_observers(config, &trainer.model)?;
+    observers.extend(extra);
+    let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
+    let cols: Vec<&str> = columns.iter().map(|s| s.as_str()).collect();
+    let mut memory = MemorySink::default();
+    let file = MetricsWriter::create(ctx.dir.join(format!("{stem}.csv")), &cols)?;
+    let mut sink = Tee { memory: &mut memory, file };
+    let summary = dynamics::run(
+        &mut trainer,
+        config.steps,
+        config.log_every,
+        config.seed,
+        &mut observers,
+        &mut sink,
+        &mut |_| {},
+    )?;
+    Ok((memory, summary, trainer.model))
+}
+
+/// A check that the experiment ran at all, failing with the error text (used when an experiment errors).
+pub fn failed_section(name: &str, err: &Error) -> Section {
+    Section::new(name, format!("The experiment stopped with an error: {err}")).check(Check::absolute(
+        name,
+        "experiment runs to completion",
+        0.0,
+        f64::NAN,
+        0.0,
+    ))
+}

@@ -13,7 +13,7 @@ mod tape;
 pub use activation::Activation;
 pub use init::Init;
 pub use io::{load_params_into, load_safetensors, save_safetensors, tensors_to_safetensors_bytes};
-pub use spec::ModelSpec;
+pub use spec::{Flags, ModelSpec};
 pub use tape::Tape;
 
 use crate::error::{Error, Result};

@@ -1,12 +1,104 @@
-//! `noether reproduce` (being built).
+//! `noether reproduce [NAME ...] [--quick] [--out DIR] [--jobs N] [--seed S]`: runs the paper's experiments
+//! in parallel, each with a progress bar, and writes `DIR/<name>/…`, `DIR/report.md` and `DIR/report.html`.
 
 use crate::common::Global;
+use crate::progress;
+use anyhow::{Context as _, Result};
+use noether::experiments::{failed_section, find, registry, Context, Experiment};
+use noether::report::{Report, Section};
+use rayon::prelude::*;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `noether reproduce`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Experiments to run (default: all), e.g. `noether reproduce fig2-matrix-factorization noether-flow`.
+    pub names: Vec<String>,
+    /// Smaller sizes and fewer steps, the same claims (all of it in a few minutes on 2 cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Output folder, e.g. `--out results`.
+    #[arg(long, default_value = "reproduce")]
+    pub out: PathBuf,
+    /// Experiments run at once, e.g. `--jobs 2` (default: the number of cores).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Base seed of every experiment, e.g. `--seed 1`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// List the experiments and exit.
+    #[arg(long)]
+    pub list: bool,
+}
 
-pub fn run(_args: Args, _global: &Global) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`noether reproduce` is not built yet")
+pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
+    if args.list {
+        for e in registry() {
+            println!("{:<28} {}", e.name(), e.description());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected: Vec<&'static dyn Experiment> = if args.names.is_empty() {
+        registry()
+    } else {
+        args.names.iter().map(|n| find(n)).collect::<Result<_, _>>()?
+    };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
+    let multi = indicatif::MultiProgress::new();
+    let overall = multi.add(progress::bar(selected.len() as u64, "experiments", global));
+    let sections: Vec<Section> = pool.install(|| {
+        selected
+            .par_iter()
+            .map(|e| {
+                let pb = multi.add(progress::bar(1, e.name(), global));
+                let report = |done: u64, total: u64, phase: &str| {
+                    pb.set_length(total.max(1));
+                    pb.set_position(done);
+                    pb.set_message(format!("{} · {phase}", e.name()));
+                };
+                let ctx = Context {
+                    quick: args.quick,
+                    seed: args.seed,
+                    dir: args.out.join(e.name()),
+                    progress: &report,
+                };
+                let section = e.run(&ctx).unwrap_or_else(|err| failed_section(e.name(), &err));
+                pb.finish_and_clear();
+                overall.inc(1);
+                section
+            })
+            .collect()
+    });
+    overall.finish_and_clear();
+    let mut report = Report::new(format!(
+        "noether: reproduction of Ziyin et al. (NeurIPS 2024){}",
+        if args.quick { " — quick mode" } else { "" }
+    ));
+    for s in sections {
+        report = report.section(s);
+    }
+    let files = report.write(&args.out)?;
+    let (passed, total) = report.counts();
+    for c in report.checks() {
+        println!(
+            "{:<5} {:<28} {} (predicted {}, measured {})",
+            if c.pass { "pass" } else { "FAIL" },
+            c.experiment,
+            c.claim,
+            noether::report::fmt_num(c.predicted),
+            noether::report::fmt_num(c.measured)
+        );
+    }
+    println!(
+        "{passed}/{total} checks passed; wrote {} and {}",
+        files.markdown.display(),
+        files.html.display()
+    );
+    Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
