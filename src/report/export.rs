@@ -175,6 +175,16 @@ impl RunDir {
     }
 }
 
+impl crate::dynamics::MetricsSink for MetricsWriter {
+    fn begin(&mut self, _columns: &[String]) -> Result<()> {
+        // The header was written by `MetricsWriter::create`.
+        Ok(())
+    }
+    fn row(&mut self, values: &[f64]) -> Result<()> {
+        MetricsWriter::row(self, values)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,15 +275,5 @@ mod tests {
         let p = run.write_config(&cfg).unwrap();
         let back: Cfg = toml::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
         assert_eq!(back, cfg);
-    }
-}
-
-impl crate::dynamics::MetricsSink for MetricsWriter {
-    fn begin(&mut self, _columns: &[String]) -> Result<()> {
-        // The header was written by `MetricsWriter::create`.
-        Ok(())
-    }
-    fn row(&mut self, values: &[f64]) -> Result<()> {
-        MetricsWriter::row(self, values)
     }
 }
