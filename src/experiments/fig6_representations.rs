@@ -31,8 +31,8 @@ impl Params {
             d: 8,
             hidden: 8,
             n: 2000,
-            steps: if quick { 8000 } else { 40000 },
-            lr: 0.02,
+            steps: if quick { 20000 } else { 60000 },
+            lr: 0.01,
             phi_x: 5.0,
             phi_eps: 5.0,
         }
@@ -54,8 +54,8 @@ fn config(p: &Params, seed: u64, method: Method) -> TrainConfig {
             activations: None,
             bias: Flags::All(false),
             norm_layers: vec![],
-            init: Init::Xavier,
-            layer_scales: vec![],
+            init: Init::Gaussian(0.1),
+            layer_scales: vec![2.0, 0.5],
         },
         data: DataSpec::Teacher {
             teacher: Teacher {

@@ -24,41 +24,40 @@ pub enum Activation {
     Tanh,
 }
 
-/// `activation!(Variant, φ(z), φ′(z, y), φ″(z, y))`: one line per activation.
+/// `(variant => (φ(z), φ′(z, y), φ″(z, y)))`: one line per activation. Expanded into plain `match`es so that
+/// every call inlines (no dynamic dispatch in the element loops).
 macro_rules! activation_table {
-    ($( $pat:pat => ($f:expr, $d1:expr, $d2:expr) ),* $(,)?) => {
+    (|$z:ident, $y:ident| { $( $pat:pat => ($f:expr, $d1:expr, $d2:expr) ),* $(,)? }) => {
         impl Activation {
             /// φ(z).
             #[inline(always)]
-            pub fn value<T: Real>(self, z: T) -> T {
-                #[allow(unused_variables)]
-                match self { $( $pat => { let f: &dyn Fn(T) -> T = &$f; f(z) } ),* }
+            #[allow(unused_variables)]
+            pub fn value<T: Real>(self, $z: T) -> T {
+                match self { $( $pat => $f ),* }
             }
             /// φ′(z), given z and y = φ(z).
             #[inline(always)]
-            pub fn d1<T: Real>(self, z: T, y: T) -> T {
-                #[allow(unused_variables)]
-                match self { $( $pat => { let f: &dyn Fn(T, T) -> T = &$d1; f(z, y) } ),* }
+            #[allow(unused_variables)]
+            pub fn d1<T: Real>(self, $z: T, $y: T) -> T {
+                match self { $( $pat => $d1 ),* }
             }
             /// φ″(z), given z and y = φ(z) (zero almost everywhere for piecewise-linear φ).
             #[inline(always)]
-            pub fn d2<T: Real>(self, z: T, y: T) -> T {
-                #[allow(unused_variables)]
-                match self { $( $pat => { let f: &dyn Fn(T, T) -> T = &$d2; f(z, y) } ),* }
+            #[allow(unused_variables)]
+            pub fn d2<T: Real>(self, $z: T, $y: T) -> T {
+                match self { $( $pat => $d2 ),* }
             }
         }
     };
 }
 
-activation_table! {
-    Activation::Identity => (|z| z, |_z, _y| T::one(), |_z, _y| T::zero()),
-    Activation::Relu => (|z: T| if z > T::zero() { z } else { T::zero() },
-                         |z: T, _y| if z > T::zero() { T::one() } else { T::zero() }, |_z, _y| T::zero()),
-    Activation::LeakyRelu { alpha } => (|z: T| if z > T::zero() { z } else { T::from_f64(alpha) * z },
-                         |z: T, _y| if z > T::zero() { T::one() } else { T::from_f64(alpha) }, |_z, _y| T::zero()),
-    Activation::Tanh => (|z: T| z.tanh(), |_z, y: T| T::one() - y * y,
-                         |_z, y: T| T::from_f64(-2.0) * y * (T::one() - y * y)),
-}
+activation_table! { |z, y| {
+    Activation::Identity => (z, T::one(), T::zero()),
+    Activation::Relu => (if z > T::zero() { z } else { T::zero() }, if z > T::zero() { T::one() } else { T::zero() }, T::zero()),
+    Activation::LeakyRelu { alpha } => (if z > T::zero() { z } else { T::from_f64(alpha) * z },
+                                        if z > T::zero() { T::one() } else { T::from_f64(alpha) }, T::zero()),
+    Activation::Tanh => (z.tanh(), T::one() - y * y, T::from_f64(-2.0) * y * (T::one() - y * y)),
+}}
 
 impl Activation {
     /// Whether φ(cz) = cφ(z) for c > 0, which gives hidden units a rescaling symmetry.
