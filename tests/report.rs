@@ -176,6 +176,22 @@ fn degenerate_data_gives_a_readable_empty_plot() {
 }
 
 #[test]
+fn extreme_ranges_do_not_panic() {
+    let cases = [
+        ("huge", vec![(-1e308, -1e308), (1e308, 1e308)], false),
+        ("tiny span", vec![(1.0, 1.0), (1.0 + 1e-15, 1.0 + 2e-15)], false),
+        ("subnormal", vec![(0.0, 5e-324), (1.0, -5e-324)], false),
+        ("600 decades", vec![(1e-300, 1e-300), (1e-150, 1e-150), (1e150, 1e150), (1e300, 1e300)], true),
+    ];
+    for (name, pts, log) in cases {
+        let plot = Plot::new(name, "x", "y").log(log, log).series(Series::line("SGD", pts));
+        render(&Figure::single(plot), &name.replace(' ', "_"), &[name]);
+    }
+    let h = Heatmap::from_fn("huge heatmap", 2, 2, |i, j| if i == j { f64::MAX } else { -f64::MAX });
+    render(&Figure::single(h), "huge_heatmap", &["huge heatmap"]);
+}
+
+#[test]
 fn malformed_heatmap_is_an_error_not_a_panic() {
     let mut h = Heatmap::from_fn("bad", 2, 2, |_, _| 1.0);
     h.values.pop();

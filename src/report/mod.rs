@@ -16,13 +16,19 @@ pub mod export;
 pub mod plot;
 pub mod table;
 
-pub use document::{base64, Check, Report, Section};
+pub use document::{base64, Check, Report, ReportFiles, Rule, Section};
 pub use export::{MetricsWriter, RunDir, Summary};
 pub use plot::{color_for, Color, Figure, FigureFiles, Heatmap, Panel, Plot, Series, Style};
 
 /// A number for humans: 4 significant digits, trailing zeros dropped; fixed notation for `10⁻³ ≤ |x| < 10⁴`,
 /// scientific (`1.234e-5`) otherwise; `0`, `NaN`, `inf`, `-inf` as such. Raw exports never use this.
 pub fn fmt_num(x: f64) -> String {
+    fmt_sig(x, 4)
+}
+
+/// [`fmt_num`] with `sig` significant digits (≥ 1): fixed for `10⁻³ ≤ |x| < 10^max(4, sig)`, else scientific.
+pub fn fmt_sig(x: f64, sig: usize) -> String {
+    let sig = sig.max(1);
     if x.is_nan() {
         return "NaN".into();
     }
@@ -33,8 +39,8 @@ pub fn fmt_num(x: f64) -> String {
         return "0".into();
     }
     let a = x.abs();
-    if (1e-3..1e4).contains(&a) {
-        let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    if a >= 1e-3 && a < 10f64.powi(sig.max(4) as i32) {
+        let decimals = (sig as i32 - 1 - a.log10().floor() as i32).max(0) as usize;
         let s = format!("{x:.decimals$}");
         let s = if s.contains('.') { s.trim_end_matches('0').trim_end_matches('.').to_string() } else { s };
         // Rounding may reach 10⁴ (9999.7 → "10000"); that is still the 4-digit value.
@@ -44,7 +50,7 @@ pub fn fmt_num(x: f64) -> String {
             s
         }
     } else {
-        let s = format!("{x:.3e}");
+        let s = format!("{x:.prec$e}", prec = sig - 1);
         let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
         let mant = if mant.contains('.') { mant.trim_end_matches('0').trim_end_matches('.') } else { mant };
         format!("{mant}e{exp}")
@@ -53,7 +59,16 @@ pub fn fmt_num(x: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_num;
+    use super::{fmt_num, fmt_sig};
+
+    #[test]
+    fn fmt_sig_keeps_the_requested_digits() {
+        assert_eq!(fmt_sig(1.0000000005, 11), "1.0000000005");
+        assert_eq!(fmt_sig(123456.0, 6), "123456");
+        assert_eq!(fmt_sig(1234567.0, 6), "1.23457e6");
+        assert_eq!(fmt_sig(0.5, 1), "0.5");
+        assert_eq!(fmt_sig(2.6e-7, 0), "3e-7"); // sig is at least 1
+    }
 
     #[test]
     fn fmt_num_rounds_to_four_significant_digits() {

@@ -24,7 +24,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::{Color as _, FontStyle};
 
-use crate::report::fmt_num;
+use crate::report::{fmt_num, fmt_sig};
 use crate::{Error, Result};
 
 /// The bundled font (DejaVu Sans, license in `assets/DejaVuSans.LICENSE`), registered as "sans-serif".
@@ -392,13 +392,27 @@ fn note<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, z: &Sizes
     area.draw_text(text, &style, (w as i32 / 2, h as i32 / 2)).map_err(err)
 }
 
-/// A point is drawable if finite and, on a log axis, positive.
+/// Largest magnitude drawn on a linear axis: plotters' tick search needs a finite span with room to pad.
+const LINEAR_LIMIT: f64 = f64::MAX / 4.0;
+/// Range of values drawn on a log axis: plotters' log ticks need `end / start` finite, so at most 300 decades.
+const LOG_LIMITS: (f64, f64) = (1e-150, 1e150);
+
+/// A point is drawable if finite and within the axis limits: `|v| ≤ f64::MAX/4` on a linear axis,
+/// `1e-150 ≤ v ≤ 1e150` on a log axis (so non-positive values are skipped there).
 fn drawable(p: (f64, f64), log_x: bool, log_y: bool) -> bool {
-    p.0.is_finite() && p.1.is_finite() && (!log_x || p.0 > 0.0) && (!log_y || p.1 > 0.0)
+    let ok = |v: f64, log: bool| {
+        if log {
+            (LOG_LIMITS.0..=LOG_LIMITS.1).contains(&v)
+        } else {
+            v.is_finite() && v.abs() <= LINEAR_LIMIT
+        }
+    };
+    ok(p.0, log_x) && ok(p.1, log_y)
 }
 
-/// Axis range of finite values: padded 5% (linear) or widened to whole decades (log, so that tick marks exist;
-/// nudged outward by 1e-9 so that round-off in plotters' tick generation keeps the end decades).
+/// Axis range of drawable values: padded 5% (linear; at least 1e-9 relative or 1e-300 absolute, so tick
+/// generation terminates) or widened to whole decades (log, so that tick marks exist; nudged outward by 1e-9
+/// so that round-off in plotters' tick generation keeps the end decades).
 fn axis_range(lo: f64, hi: f64, log: bool) -> (f64, f64) {
     if !(lo.is_finite() && hi.is_finite()) {
         return if log { (1.0 - 1e-9, 10.0 * (1.0 + 1e-9)) } else { (0.0, 1.0) };
@@ -407,13 +421,35 @@ fn axis_range(lo: f64, hi: f64, log: bool) -> (f64, f64) {
         let (a, b) = (lo.log10().floor(), hi.log10().ceil());
         let b = if b <= a { a + 1.0 } else { b };
         (10f64.powf(a) * (1.0 - 1e-9), 10f64.powf(b) * (1.0 + 1e-9))
-    } else if hi > lo {
-        let pad = 0.05 * (hi - lo);
-        (lo - pad, hi + pad)
     } else {
-        let pad = if lo == 0.0 { 1.0 } else { 0.1 * lo.abs() };
-        (lo - pad, hi + pad)
+        let mag = lo.abs().max(hi.abs());
+        let min_span = (1e-9 * mag).max(1e-300);
+        if hi - lo >= min_span {
+            let pad = 0.05 * (hi - lo);
+            (lo - pad, hi + pad)
+        } else if mag < 1e-300 {
+            (-1.0, 1.0)
+        } else {
+            let c = 0.5 * lo + 0.5 * hi;
+            (c - min_span, c + min_span)
+        }
     }
+}
+
+/// A tick label with enough significant digits to tell neighbouring ticks apart (at least 4), round-off
+/// residue around 0 on linear axes shown as 0.
+fn tick_text(v: f64, r: (f64, f64), log: bool) -> String {
+    if log {
+        return fmt_num(v);
+    }
+    let span = (r.1 - r.0).abs();
+    if v.abs() < 1e-9 * span {
+        return "0".into();
+    }
+    let mag = r.0.abs().max(r.1.abs());
+    let step = span / N_TICKS as f64;
+    let digits = (mag / step).log10().ceil() as i64 + 1;
+    fmt_sig(v, digits.clamp(4, 15) as usize)
 }
 
 /// Position of `v` in `[0, 1]` across the axis range `r` (log or linear).
@@ -437,15 +473,6 @@ fn tick_labels(r: (f64, f64), log: bool, n: usize) -> Vec<String> {
     keys.iter().map(|&v| tick_text(v, r, log)).collect()
 }
 
-/// A tick label: 4 significant digits, with round-off residue around 0 on linear axes shown as 0.
-fn tick_text(v: f64, r: (f64, f64), log: bool) -> String {
-    if !log && v.abs() < 1e-9 * (r.1 - r.0).abs() {
-        "0".into()
-    } else {
-        fmt_num(v)
-    }
-}
-
 const N_TICKS: usize = 8;
 
 /// Number of tick labels to ask plotters for: on a log axis of a single decade, 10 so that 1, 2, …, 9 get labels.
@@ -463,6 +490,7 @@ struct Layout {
     y: (f64, f64),
     corner: SeriesLabelPosition,
     y_label_area: u32,
+    margin_right: u32,
 }
 
 fn text_width<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, style: &TextStyle) -> u32 {
@@ -495,7 +523,11 @@ fn plot_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Plot, z: &
         widest.unwrap_or(0) + z.px(5.0 + 10.0 + 24.0 + 6.0)
     };
     let (w, h) = area.dim_in_pixel();
-    let plot_w = w.saturating_sub(y_area(y) + z.px(12.0 + 28.0)).max(1) as f64;
+    // Room right of the plot for half the last x tick label (centred on the axis end).
+    let last_x =
+        tick_labels(x, p.log_x, n_ticks(x, p.log_x)).last().map(|t| text_width(area, t, &label_font));
+    let margin_right = (last_x.unwrap_or(0) / 2 + z.px(6.0)).max(z.px(28.0));
+    let plot_w = w.saturating_sub(y_area(y) + z.px(12.0) + margin_right).max(1) as f64;
     let plot_h = h.saturating_sub(z.px(12.0 * 2.0 + 40.0 + 52.0)).max(1) as f64;
 
     // Legend box, in units of the plotting area (plotters: text block + sample + 2 margins, 5 px offset).
@@ -570,7 +602,7 @@ fn plot_layout<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Plot, z: &
             SeriesLabelPosition::UpperRight
         }
     };
-    Layout { x, y, corner, y_label_area: y_area(y) }
+    Layout { x, y, corner, y_label_area: y_area(y), margin_right }
 }
 
 fn draw_plot<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, p: &Plot, z: &Sizes) -> DrawResult {
@@ -624,7 +656,7 @@ where
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, z.font(22.0))
         .margin(z.px(12.0))
-        .margin_right(z.px(28.0)) // room for the last x tick label
+        .margin_right(layout.margin_right)
         .x_label_area_size(z.px(52.0))
         .y_label_area_size(layout.y_label_area)
         .build_cartesian_2d(x, y)
@@ -864,26 +896,29 @@ fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap, 
         .margin_top(px(mg + extra_h + cap_h))
         .margin_bottom(px(mg + extra_h + x_area))
         .right_y_label_area_size(px(bar_labels))
-        .build_cartesian_2d(0.0..1.0, -m..m)
+        .build_cartesian_2d(0.0..1.0, -1.0..1.0)
         .map_err(err)?;
-    let fmt = |v: &f64| fmt_num(*v);
+    // The bar runs over [-1, 1] in units of m (2m may overflow f64); ticks sit at nice fractions of m
+    // (±m, ±m/2, 0, …) and are labelled in data units.
+    let fmt = |v: &f64| fmt_num(*v * m);
     cb.configure_mesh()
         .disable_mesh()
         .disable_x_axis()
         .y_label_formatter(&fmt)
         .y_labels(7)
         .label_style(z.font(14.0))
+        .set_all_tick_mark_size(z.px(5.0))
         .axis_style(BLACK.stroke_width(z.px(1.0)))
         .draw()
         .map_err(err)?;
     let steps = 128;
-    let band = |k: usize| -m + 2.0 * m * k as f64 / steps as f64;
+    let band = |k: usize| -1.0 + 2.0 * k as f64 / steps as f64;
     cb.draw_series((0..steps).map(|k| {
         let mid = 0.5 * (band(k) + band(k + 1));
-        Rectangle::new([(0.0, band(k)), (1.0, band(k + 1))], diverging(mid / m).rgb().filled())
+        Rectangle::new([(0.0, band(k)), (1.0, band(k + 1))], diverging(mid).rgb().filled())
     }))
     .map_err(err)?;
-    cb.draw_series(std::iter::once(Rectangle::new([(0.0, -m), (1.0, m)], BLACK.stroke_width(z.px(1.0)))))
+    cb.draw_series(std::iter::once(Rectangle::new([(0.0, -1.0), (1.0, 1.0)], BLACK.stroke_width(z.px(1.0)))))
         .map_err(err)?;
     Ok(())
 }
