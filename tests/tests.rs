@@ -6,5 +6,6 @@
 
 mod cli;
 mod engine;
+mod gemm;
 mod reference;
 mod symmetry;
