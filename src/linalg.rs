@@ -35,7 +35,7 @@ pub fn gemm_par<T: Real>(
 
 /// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer (measured: below it faer's per-call
 /// dispatch and packing cost more than the loops lose to its blocked kernels).
-pub const SMALL_GEMM_MAX_MNK: usize = 128 * 128 * 128;
+pub const SMALL_GEMM_MAX_MNK: usize = 32 * 32 * 32;
 
 /// The fused small-GEMM path: `dst ← (dst +) alpha·lhs·rhs` with explicit loops ordered by the operands'
 /// strides (innermost loop over contiguous memory, a register tile of independent accumulators). Returns
@@ -84,7 +84,7 @@ mod small {
     use std::mem::MaybeUninit;
 
     /// Largest operand (elements) copied to a contiguous stack buffer.
-    pub const PACK: usize = 1024;
+    pub const PACK: usize = 4096;
 
     /// A strided operand: element (i, j) at `ptr + i·rs + j·cs`.
     #[derive(Clone, Copy)]
@@ -111,9 +111,9 @@ mod small {
                 const V: usize = $v;
                 /// Rows of an `ax` register tile (two vectors) and its columns.
                 const MR: usize = 2 * V;
-                const NR: usize = 6;
+                const NR: usize = 4;
                 /// `dot` tile: rows × columns of outputs, each a V-lane accumulator.
-                const DI: usize = 3;
+                const DI: usize = 2;
                 const DJ: usize = 4;
 
                 #[inline(always)]
@@ -367,8 +367,45 @@ mod small {
                     Op { ptr: buf, rs, cs }
                 }
 
+                /// The loop order for a call and the largest operand it copies (None: no order fits).
                 #[inline(always)]
-                unsafe fn run<const F: bool>(
+                fn plan(m: usize, n: usize, k: usize, d: Op<T>, a: Op<T>, b: Op<T>) -> Option<(Form, usize)> {
+                    // Each loop order: its vector length and the elements it would have to copy (None if an
+                    // operand that must be copied is too large).
+                    // A copy must be small and paid for by reuse (at least 8 multiply-adds per copied element).
+                    let work = m * n * k;
+                    let need = |ok: bool, size: usize| {
+                        if ok {
+                            Some(0)
+                        } else if size <= PACK && 8 * size <= work {
+                            Some(size)
+                        } else {
+                            None
+                        }
+                    };
+                    let cost = |c: [Option<usize>; 2]| Some(c[0]?.max(c[1]?));
+                    let cands = [
+                        (Form::Ax, m, cost([need(d.rs == 1, m * n), need(a.rs == 1, m * k)])),
+                        (Form::AxT, n, cost([need(d.cs == 1, m * n), need(b.cs == 1, k * n)])),
+                        (Form::Dot, k, cost([need(a.cs == 1, m * k), need(b.rs == 1, k * n)])),
+                    ];
+                    // The axpy forms keep whole vectors of dst in registers; the dot form needs a horizontal
+                    // sum per output, so it is taken only when neither axpy form has a full vector to work on.
+                    let mut best: Option<(Form, usize, usize)> = None;
+                    for (f, len, c) in cands {
+                        let Some(c) = c else { continue };
+                        let len = if f == Form::Dot { len.min(V) } else { len.min(2 * MR) };
+                        if best.is_none_or(|(_, bl, bc)| len > bl || (len == bl && c < bc)) {
+                            best = Some((f, len, c));
+                        }
+                    }
+                    best.map(|(f, _, c)| (f, c))
+                }
+
+                /// Runs `form` with stack buffers of `N` elements for the copies.
+                #[inline(always)]
+                unsafe fn exec<const F: bool, const N: usize>(
+                    form: Form,
                     m: usize,
                     n: usize,
                     k: usize,
@@ -377,44 +414,8 @@ mod small {
                     b: Op<T>,
                     alpha: T,
                     accumulate: bool,
-                ) -> bool {
-                    if k == 0 {
-                        if !accumulate {
-                            for j in 0..n {
-                                for i in 0..m {
-                                    *(d.ptr as *mut T).offset(i as isize * d.rs + j as isize * d.cs) = 0.0;
-                                }
-                            }
-                        }
-                        return true;
-                    }
-                    // Each loop order: its vector length and the elements it would have to copy (None if an
-                    // operand that must be copied is too large).
-                    let need = |ok: bool, size: usize| {
-                        if ok {
-                            Some(0)
-                        } else if size <= PACK {
-                            Some(size)
-                        } else {
-                            None
-                        }
-                    };
-                    let cost = |c: [Option<usize>; 2]| Some(c[0]? + c[1]?);
-                    let cands = [
-                        (Form::Ax, m, cost([need(d.rs == 1, m * n), need(a.rs == 1, m * k)])),
-                        (Form::AxT, n, cost([need(d.cs == 1, m * n), need(b.cs == 1, k * n)])),
-                        (Form::Dot, k, cost([need(a.cs == 1, m * k), need(b.rs == 1, k * n)])),
-                    ];
-                    let mut best: Option<(Form, usize, usize)> = None;
-                    for (f, len, c) in cands {
-                        let Some(c) = c else { continue };
-                        let len = len.min(2 * MR);
-                        if best.is_none_or(|(_, bl, bc)| len > bl || (len == bl && c < bc)) {
-                            best = Some((f, len, c));
-                        }
-                    }
-                    let Some((form, _, _)) = best else { return false };
-                    let mut bufs = [[MaybeUninit::<T>::uninit(); PACK]; 2];
+                ) {
+                    let mut bufs = [[MaybeUninit::<T>::uninit(); N]; 2];
                     let [buf0, buf1] = &mut bufs;
                     let (p0, p1) = (buf0.as_mut_ptr() as *mut T, buf1.as_mut_ptr() as *mut T);
                     match form {
@@ -446,12 +447,15 @@ mod small {
                             }
                         }
                     }
-                    true
                 }
+
+                /// Small copies use a small stack frame; only shapes that need them pay for large buffers.
+                const SMALL_PACK: usize = 256;
 
                 #[cfg(target_arch = "x86_64")]
                 #[target_feature(enable = "avx2,fma")]
-                unsafe fn run_avx2(
+                unsafe fn exec_avx2<const N: usize>(
+                    form: Form,
                     m: usize,
                     n: usize,
                     k: usize,
@@ -460,11 +464,26 @@ mod small {
                     b: Op<T>,
                     alpha: T,
                     accumulate: bool,
-                ) -> bool {
-                    run::<true>(m, n, k, d, a, b, alpha, accumulate)
+                ) {
+                    exec::<true, N>(form, m, n, k, d, a, b, alpha, accumulate)
                 }
 
-                /// Dispatches to the AVX2+FMA build when the CPU has it.
+                unsafe fn exec_plain<const N: usize>(
+                    form: Form,
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    exec::<false, N>(form, m, n, k, d, a, b, alpha, accumulate)
+                }
+
+                /// Plans the loop order and runs it (with AVX2+FMA when the CPU has them); `false` if no
+                /// order fits.
                 pub unsafe fn gemm(
                     m: usize,
                     n: usize,
@@ -475,13 +494,40 @@ mod small {
                     alpha: T,
                     accumulate: bool,
                 ) -> bool {
+                    if m == 0 || n == 0 {
+                        return true;
+                    }
+                    if k == 0 {
+                        if !accumulate {
+                            for j in 0..n {
+                                for i in 0..m {
+                                    *(d.ptr as *mut T).offset(i as isize * d.rs + j as isize * d.cs) = 0.0;
+                                }
+                            }
+                        }
+                        return true;
+                    }
+                    let Some((form, copy)) = plan(m, n, k, d, a, b) else { return false };
+                    let args = (form, m, n, k, d, a, b, alpha, accumulate);
                     #[cfg(target_arch = "x86_64")]
                     if std::arch::is_x86_feature_detected!("avx2")
                         && std::arch::is_x86_feature_detected!("fma")
                     {
-                        return run_avx2(m, n, k, d, a, b, alpha, accumulate);
+                        let (f, m, n, k, d, a, b, al, ac) = args;
+                        if copy <= SMALL_PACK {
+                            exec_avx2::<SMALL_PACK>(f, m, n, k, d, a, b, al, ac);
+                        } else {
+                            exec_avx2::<PACK>(f, m, n, k, d, a, b, al, ac);
+                        }
+                        return true;
                     }
-                    run::<false>(m, n, k, d, a, b, alpha, accumulate)
+                    let (f, m, n, k, d, a, b, al, ac) = args;
+                    if copy <= SMALL_PACK {
+                        exec_plain::<SMALL_PACK>(f, m, n, k, d, a, b, al, ac);
+                    } else {
+                        exec_plain::<PACK>(f, m, n, k, d, a, b, al, ac);
+                    }
+                    true
                 }
             }
         };
@@ -489,6 +535,43 @@ mod small {
 
     kernels!(f64k, f64, 4);
     kernels!(f32k, f32, 8);
+}
+
+/// Total flops of one step (forward + backward GEMMs) above which [`par_for_flops`] uses every core.
+/// Measured on the 2-core development machine: the 784-512-512-10 step at S = 128 (≈ 0.5 GFLOP) gains from
+/// two threads, the 30-40-30 step at S = 64 (≈ 0.8 MFLOP) loses to thread wake-up.
+pub const PAR_MIN_FLOPS: f64 = 5e7;
+
+/// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) above
+/// [`PAR_MIN_FLOPS`], `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
+pub fn par_for_flops(flops: f64) -> Par {
+    if flops >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+/// SGD update with weight decay in place: `θ ← θ − η(g + γθ)` (compiled with AVX2 when the CPU has it).
+pub fn sgd_update_in_place<T: Real>(theta: &mut [T], grad: &[T], eta: T, weight_decay: T) {
+    assert_eq!(theta.len(), grad.len());
+    #[inline(always)]
+    fn update<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
+        for (t, &g) in theta.iter_mut().zip(grad) {
+            *t -= eta * (g + wd * *t);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn update_avx2<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
+        update(theta, grad, eta, wd)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { update_avx2(theta, grad, eta, weight_decay) };
+    }
+    update(theta, grad, eta, weight_decay)
 }
 
 /// Per-row squared norms of a `[B, d]` matrix: `out[n] = Σ_j a[n, j]²` (written, not accumulated).

@@ -116,9 +116,10 @@ fn check<T: Real>() {
             }
         }
     }
-    // Most combinations must go through the fused loops (the rest fall back to faer).
+    // Most combinations go through the fused loops (the rest, where every loop order would need a copy not
+    // paid for by reuse, fall back to faer).
     let total = DIMS.len().pow(3) * LAYOUTS.len().pow(3) * 2;
-    assert!(taken * 10 >= total * 9, "small path taken for only {taken} of {total} cases");
+    assert!(taken * 20 >= total * 17, "small path taken for only {taken} of {total} cases");
 }
 
 #[test]
