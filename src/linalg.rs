@@ -537,10 +537,12 @@ mod small {
     kernels!(f32k, f32, 8);
 }
 
-/// Total flops of one step (forward + backward GEMMs) above which [`par_for_flops`] uses every core.
-/// Measured on the 2-core development machine: the 784-512-512-10 step at S = 128 (≈ 0.5 GFLOP) gains from
-/// two threads, the 30-40-30 step at S = 64 (≈ 0.8 MFLOP) loses to thread wake-up.
-pub const PAR_MIN_FLOPS: f64 = 5e7;
+/// Flops of one pass (forward + backward GEMMs, [`crate::Architecture::train_flops`]) from which
+/// [`par_for_flops`] uses every core. Measured on the shared 2-core development machine (other builds
+/// running): two threads did not beat one even at 784-512-512-10, S = 128 (0.4 GFLOP per step: f32 11.4 ms
+/// sequential vs 13.9 ms with rayon), so only passes of a GFLOP or more (full-batch chunks of large models),
+/// where thread start-up is negligible, go parallel.
+pub const PAR_MIN_FLOPS: f64 = 1e9;
 
 /// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) above
 /// [`PAR_MIN_FLOPS`], `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
