@@ -3,14 +3,577 @@
 
 use crate::real::Real;
 use faer::linalg::matmul::matmul;
+use faer::reborrow::ReborrowMut;
 use faer::{Accum, MatMut, MatRef, Par};
 
 /// `dst ← beta·dst + alpha·lhs·rhs` (beta ∈ {0, 1}: `accumulate` adds to `dst`, otherwise it is replaced).
-/// Sequential: parallelism is decided by callers, never hidden inside kernels.
+/// Sequential: parallelism is decided by callers ([`gemm_par`]), never hidden inside kernels.
 #[inline]
 pub fn gemm<T: Real>(dst: MatMut<'_, T>, accumulate: bool, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>, alpha: T) {
+    gemm_par(dst, accumulate, lhs, rhs, alpha, Par::Seq)
+}
+
+/// As [`gemm`], with an explicit parallelism for large products. Shapes with `m·n·k ≤`
+/// [`SMALL_GEMM_MAX_MNK`] run the fused single-threaded loops of [`gemm_small`] (same result up to
+/// round-off); larger ones run faer's `matmul` with `par`.
+#[inline]
+pub fn gemm_par<T: Real>(
+    mut dst: MatMut<'_, T>,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+    par: Par,
+) {
+    let mnk = dst.nrows() * dst.ncols() * lhs.ncols();
+    if mnk <= SMALL_GEMM_MAX_MNK && gemm_small(dst.rb_mut(), accumulate, lhs, rhs, alpha) {
+        return;
+    }
     let beta = if accumulate { Accum::Add } else { Accum::Replace };
-    matmul(dst, beta, lhs, rhs, alpha, Par::Seq);
+    matmul(dst, beta, lhs, rhs, alpha, par);
+}
+
+/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer (measured: below it faer's per-call
+/// dispatch and packing cost more than the loops lose to its blocked kernels).
+pub const SMALL_GEMM_MAX_MNK: usize = 32 * 32 * 32;
+
+/// The fused small-GEMM path: `dst ← (dst +) alpha·lhs·rhs` with explicit loops ordered by the operands'
+/// strides (innermost loop over contiguous memory, a register tile of independent accumulators). Returns
+/// `false` (touching nothing) when no loop order fits the strides, so the caller falls back to faer. Exposed
+/// for the tests that compare it with faer's `matmul`; [`gemm`] picks it by shape.
+pub fn gemm_small<T: Real>(
+    dst: MatMut<'_, T>,
+    accumulate: bool,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    alpha: T,
+) -> bool {
+    let (m, n, k) = (dst.nrows(), dst.ncols(), lhs.ncols());
+    assert!(lhs.nrows() == m && rhs.nrows() == k && rhs.ncols() == n, "gemm: shape mismatch");
+    // A stride along a dimension of length 1 is never used: call it contiguous.
+    let st =
+        |r: isize, c: isize, nr: usize, nc: usize| (if nr <= 1 { 1 } else { r }, if nc <= 1 { 1 } else { c });
+    let (drs, dcs) = st(dst.row_stride(), dst.col_stride(), m, n);
+    let (ars, acs) = st(lhs.row_stride(), lhs.col_stride(), m, k);
+    let (brs, bcs) = st(rhs.row_stride(), rhs.col_stride(), k, n);
+    let d = small::Op { ptr: dst.as_ptr_mut() as *const T, rs: drs, cs: dcs };
+    let a = small::Op { ptr: lhs.as_ptr(), rs: ars, cs: acs };
+    let b = small::Op { ptr: rhs.as_ptr(), rs: brs, cs: bcs };
+    let id = std::any::TypeId::of::<T>();
+    // SAFETY: the operands are valid faer views of the stated shapes and strides; `dst` is borrowed mutably
+    // and cannot alias `lhs`/`rhs` (shared borrows). T is f64 or f32 exactly when the TypeId says so.
+    unsafe {
+        if id == std::any::TypeId::of::<f64>() {
+            small::f64k::gemm(m, n, k, d.cast(), a.cast(), b.cast(), alpha.to_f64(), accumulate)
+        } else if id == std::any::TypeId::of::<f32>() {
+            small::f32k::gemm(m, n, k, d.cast(), a.cast(), b.cast(), alpha.to_f64() as f32, accumulate)
+        } else {
+            false
+        }
+    }
+}
+
+/// Register-tiled loops for small GEMMs, instantiated for f64 and f32. Three loop orders:
+/// - `ax`: `dst[:, j] += lhs[:, p]·rhs[p, j]` (dst and lhs columns contiguous), vectorised over rows;
+/// - `ax` on the transposes: vectorised over the columns of dst (dst and rhs rows contiguous);
+/// - `dot`: `dst[i, j] = Σ_p lhs[i, p] rhs[p, j]` (lhs rows and rhs columns contiguous), vectorised over p.
+///
+/// An operand of at most [`small::PACK`] elements whose strides do not fit is first copied to a contiguous
+/// stack buffer. With AVX2+FMA available (checked at run time) the loops are compiled with those features.
+mod small {
+    use std::mem::MaybeUninit;
+
+    /// Largest operand (elements) copied to a contiguous stack buffer.
+    pub const PACK: usize = 4096;
+
+    /// A strided operand: element (i, j) at `ptr + i·rs + j·cs`.
+    #[derive(Clone, Copy)]
+    pub struct Op<T> {
+        pub ptr: *const T,
+        pub rs: isize,
+        pub cs: isize,
+    }
+    impl<T> Op<T> {
+        pub fn cast<U>(self) -> Op<U> {
+            Op { ptr: self.ptr as *const U, rs: self.rs, cs: self.cs }
+        }
+        fn t(self) -> Self {
+            Op { ptr: self.ptr, rs: self.cs, cs: self.rs }
+        }
+    }
+
+    macro_rules! kernels {
+        ($name:ident, $t:ty, $v:expr) => {
+            pub mod $name {
+                use super::*;
+                type T = $t;
+                /// Lanes of one 256-bit vector.
+                const V: usize = $v;
+                /// Rows of an `ax` register tile (two vectors) and its columns.
+                const MR: usize = 2 * V;
+                const NR: usize = 4;
+                /// `dot` tile: rows × columns of outputs, each a V-lane accumulator.
+                const DI: usize = 2;
+                const DJ: usize = 4;
+
+                #[inline(always)]
+                fn fma<const F: bool>(a: T, b: T, c: T) -> T {
+                    if F {
+                        a.mul_add(b, c)
+                    } else {
+                        a * b + c
+                    }
+                }
+
+                #[inline(always)]
+                unsafe fn store(p: *mut T, v: T, accumulate: bool) {
+                    *p = if accumulate { *p + v } else { v };
+                }
+
+                /// One `R × C` tile of `ax`: dst rows contiguous (rs = 1), lhs rows contiguous.
+                #[inline(always)]
+                unsafe fn ax_tile<const R: usize, const C: usize, const F: bool>(
+                    k: usize,
+                    d: *mut T,
+                    dcs: isize,
+                    a: *const T,
+                    acs: isize,
+                    b: *const T,
+                    brs: isize,
+                    bcs: isize,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let mut acc = [[0.0 as T; R]; C];
+                    for p in 0..k {
+                        let ap = a.offset(p as isize * acs);
+                        let mut av = [0.0 as T; R];
+                        for r in 0..R {
+                            av[r] = *ap.add(r);
+                        }
+                        let bp = b.offset(p as isize * brs);
+                        for c in 0..C {
+                            let bv = *bp.offset(c as isize * bcs);
+                            for r in 0..R {
+                                acc[c][r] = fma::<F>(av[r], bv, acc[c][r]);
+                            }
+                        }
+                    }
+                    for c in 0..C {
+                        let dp = d.offset(c as isize * dcs);
+                        for r in 0..R {
+                            store(dp.add(r), alpha * acc[c][r], accumulate);
+                        }
+                    }
+                }
+
+                #[inline(always)]
+                unsafe fn ax_rows<const R: usize, const F: bool>(
+                    n: usize,
+                    k: usize,
+                    d: *mut T,
+                    dcs: isize,
+                    a: *const T,
+                    acs: isize,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let mut j = 0;
+                    while j + NR <= n {
+                        let (dj, bj) = (d.offset(j as isize * dcs), b.ptr.offset(j as isize * b.cs));
+                        ax_tile::<R, NR, F>(k, dj, dcs, a, acs, bj, b.rs, b.cs, alpha, accumulate);
+                        j += NR;
+                    }
+                    while j < n {
+                        let (dj, bj) = (d.offset(j as isize * dcs), b.ptr.offset(j as isize * b.cs));
+                        ax_tile::<R, 1, F>(k, dj, dcs, a, acs, bj, b.rs, b.cs, alpha, accumulate);
+                        j += 1;
+                    }
+                }
+
+                /// `dst (+)= alpha·lhs·rhs` with `d.rs = a.rs = 1`.
+                #[inline(always)]
+                unsafe fn ax<const F: bool>(
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let (dp, ap) = (d.ptr as *mut T, a.ptr);
+                    let mut i = 0;
+                    while i + MR <= m {
+                        ax_rows::<MR, F>(n, k, dp.add(i), d.cs, ap.add(i), a.cs, b, alpha, accumulate);
+                        i += MR;
+                    }
+                    if i + V <= m {
+                        ax_rows::<V, F>(n, k, dp.add(i), d.cs, ap.add(i), a.cs, b, alpha, accumulate);
+                        i += V;
+                    }
+                    while i < m {
+                        ax_rows::<1, F>(n, k, dp.add(i), d.cs, ap.add(i), a.cs, b, alpha, accumulate);
+                        i += 1;
+                    }
+                }
+
+                /// One `R × C` tile of `dot`: lhs rows contiguous (cs = 1), rhs columns contiguous (rs = 1).
+                #[inline(always)]
+                unsafe fn dot_tile<const R: usize, const C: usize, const F: bool>(
+                    k: usize,
+                    d: *mut T,
+                    drs: isize,
+                    dcs: isize,
+                    a: *const T,
+                    ars: isize,
+                    b: *const T,
+                    bcs: isize,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let mut acc = [[[0.0 as T; V]; C]; R];
+                    let kv = k / V * V;
+                    let mut p = 0;
+                    while p < kv {
+                        let mut av = [[0.0 as T; V]; R];
+                        let mut bv = [[0.0 as T; V]; C];
+                        for r in 0..R {
+                            for v in 0..V {
+                                av[r][v] = *a.offset(r as isize * ars).add(p + v);
+                            }
+                        }
+                        for c in 0..C {
+                            for v in 0..V {
+                                bv[c][v] = *b.offset(c as isize * bcs).add(p + v);
+                            }
+                        }
+                        for r in 0..R {
+                            for c in 0..C {
+                                for v in 0..V {
+                                    acc[r][c][v] = fma::<F>(av[r][v], bv[c][v], acc[r][c][v]);
+                                }
+                            }
+                        }
+                        p += V;
+                    }
+                    for r in 0..R {
+                        for c in 0..C {
+                            // Pairwise lane sum, then the tail.
+                            let mut w = acc[r][c];
+                            let mut h = V / 2;
+                            while h > 0 {
+                                for v in 0..h {
+                                    w[v] += w[v + h];
+                                }
+                                h /= 2;
+                            }
+                            let mut s = w[0];
+                            let (ar, bc) = (a.offset(r as isize * ars), b.offset(c as isize * bcs));
+                            for q in kv..k {
+                                s = fma::<F>(*ar.add(q), *bc.add(q), s);
+                            }
+                            store(d.offset(r as isize * drs + c as isize * dcs), alpha * s, accumulate);
+                        }
+                    }
+                }
+
+                #[inline(always)]
+                unsafe fn dot_rows<const R: usize, const F: bool>(
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: *const T,
+                    ars: isize,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let dp = d.ptr as *mut T;
+                    let mut j = 0;
+                    while j + DJ <= n {
+                        let (dj, bj) = (dp.offset(j as isize * d.cs), b.ptr.offset(j as isize * b.cs));
+                        dot_tile::<R, DJ, F>(k, dj, d.rs, d.cs, a, ars, bj, b.cs, alpha, accumulate);
+                        j += DJ;
+                    }
+                    while j < n {
+                        let (dj, bj) = (dp.offset(j as isize * d.cs), b.ptr.offset(j as isize * b.cs));
+                        dot_tile::<R, 1, F>(k, dj, d.rs, d.cs, a, ars, bj, b.cs, alpha, accumulate);
+                        j += 1;
+                    }
+                }
+
+                /// `dst (+)= alpha·lhs·rhs` with `a.cs = b.rs = 1`.
+                #[inline(always)]
+                unsafe fn dot<const F: bool>(
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let mut i = 0;
+                    while i + DI <= m {
+                        let di = Op { ptr: d.ptr.offset(i as isize * d.rs), ..d };
+                        dot_rows::<DI, F>(
+                            n,
+                            k,
+                            di,
+                            a.ptr.offset(i as isize * a.rs),
+                            a.rs,
+                            b,
+                            alpha,
+                            accumulate,
+                        );
+                        i += DI;
+                    }
+                    while i < m {
+                        let di = Op { ptr: d.ptr.offset(i as isize * d.rs), ..d };
+                        dot_rows::<1, F>(
+                            n,
+                            k,
+                            di,
+                            a.ptr.offset(i as isize * a.rs),
+                            a.rs,
+                            b,
+                            alpha,
+                            accumulate,
+                        );
+                        i += 1;
+                    }
+                }
+
+                #[derive(Clone, Copy, PartialEq)]
+                enum Form {
+                    Ax,
+                    AxT,
+                    Dot,
+                }
+
+                /// Copies the `nr × nc` operand `x` into `buf` with the given strides (one of them 1).
+                #[inline(always)]
+                unsafe fn pack(x: Op<T>, nr: usize, nc: usize, rs: isize, cs: isize, buf: *mut T) -> Op<T> {
+                    for j in 0..nc {
+                        for i in 0..nr {
+                            *buf.offset(i as isize * rs + j as isize * cs) =
+                                *x.ptr.offset(i as isize * x.rs + j as isize * x.cs);
+                        }
+                    }
+                    Op { ptr: buf, rs, cs }
+                }
+
+                /// The loop order for a call and the largest operand it copies (None: no order fits).
+                #[inline(always)]
+                fn plan(m: usize, n: usize, k: usize, d: Op<T>, a: Op<T>, b: Op<T>) -> Option<(Form, usize)> {
+                    // Each loop order: its vector length and the elements it would have to copy (None if an
+                    // operand that must be copied is too large).
+                    // A copy must be small and paid for by reuse (at least 8 multiply-adds per copied element).
+                    let work = m * n * k;
+                    let need = |ok: bool, size: usize| {
+                        if ok {
+                            Some(0)
+                        } else if size <= PACK && 8 * size <= work {
+                            Some(size)
+                        } else {
+                            None
+                        }
+                    };
+                    let cost = |c: [Option<usize>; 2]| Some(c[0]?.max(c[1]?));
+                    let cands = [
+                        (Form::Ax, m, cost([need(d.rs == 1, m * n), need(a.rs == 1, m * k)])),
+                        (Form::AxT, n, cost([need(d.cs == 1, m * n), need(b.cs == 1, k * n)])),
+                        (Form::Dot, k, cost([need(a.cs == 1, m * k), need(b.rs == 1, k * n)])),
+                    ];
+                    // The axpy forms keep whole vectors of dst in registers; the dot form needs a horizontal
+                    // sum per output, so it is taken only when neither axpy form has a full vector to work on.
+                    let mut best: Option<(Form, usize, usize)> = None;
+                    for (f, len, c) in cands {
+                        let Some(c) = c else { continue };
+                        let len = if f == Form::Dot { len.min(V) } else { len.min(2 * MR) };
+                        if best.is_none_or(|(_, bl, bc)| len > bl || (len == bl && c < bc)) {
+                            best = Some((f, len, c));
+                        }
+                    }
+                    best.map(|(f, _, c)| (f, c))
+                }
+
+                /// Runs `form` with stack buffers of `N` elements for the copies.
+                #[inline(always)]
+                unsafe fn exec<const F: bool, const N: usize>(
+                    form: Form,
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    let mut bufs = [[MaybeUninit::<T>::uninit(); N]; 2];
+                    let [buf0, buf1] = &mut bufs;
+                    let (p0, p1) = (buf0.as_mut_ptr() as *mut T, buf1.as_mut_ptr() as *mut T);
+                    match form {
+                        Form::Dot => {
+                            let a = if a.cs == 1 { a } else { pack(a, m, k, k as isize, 1, p0) };
+                            let b = if b.rs == 1 { b } else { pack(b, k, n, 1, k as isize, p1) };
+                            dot::<F>(m, n, k, d, a, b, alpha, accumulate);
+                        }
+                        Form::Ax | Form::AxT => {
+                            // AxT is Ax on the transposes: dstᵀ = rhsᵀ·lhsᵀ.
+                            let (m, n, d, a, b) =
+                                if form == Form::Ax { (m, n, d, a, b) } else { (n, m, d.t(), b.t(), a.t()) };
+                            let a = if a.rs == 1 { a } else { pack(a, m, k, 1, m as isize, p0) };
+                            if d.rs == 1 {
+                                ax::<F>(m, n, k, d, a, b, alpha, accumulate);
+                            } else {
+                                let buf = Op { ptr: p1 as *const T, rs: 1, cs: m as isize };
+                                ax::<F>(m, n, k, buf, a, b, alpha, false);
+                                for j in 0..n {
+                                    for i in 0..m {
+                                        let v = *p1.add(i + j * m);
+                                        store(
+                                            (d.ptr as *mut T).offset(i as isize * d.rs + j as isize * d.cs),
+                                            v,
+                                            accumulate,
+                                        );
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+
+                /// Small copies use a small stack frame; only shapes that need them pay for large buffers.
+                const SMALL_PACK: usize = 256;
+
+                #[cfg(target_arch = "x86_64")]
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn exec_avx2<const N: usize>(
+                    form: Form,
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    exec::<true, N>(form, m, n, k, d, a, b, alpha, accumulate)
+                }
+
+                unsafe fn exec_plain<const N: usize>(
+                    form: Form,
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    exec::<false, N>(form, m, n, k, d, a, b, alpha, accumulate)
+                }
+
+                /// Plans the loop order and runs it (with AVX2+FMA when the CPU has them); `false` if no
+                /// order fits.
+                pub unsafe fn gemm(
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) -> bool {
+                    if m == 0 || n == 0 {
+                        return true;
+                    }
+                    if k == 0 {
+                        if !accumulate {
+                            for j in 0..n {
+                                for i in 0..m {
+                                    *(d.ptr as *mut T).offset(i as isize * d.rs + j as isize * d.cs) = 0.0;
+                                }
+                            }
+                        }
+                        return true;
+                    }
+                    let Some((form, copy)) = plan(m, n, k, d, a, b) else { return false };
+                    let args = (form, m, n, k, d, a, b, alpha, accumulate);
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        let (f, m, n, k, d, a, b, al, ac) = args;
+                        if copy <= SMALL_PACK {
+                            exec_avx2::<SMALL_PACK>(f, m, n, k, d, a, b, al, ac);
+                        } else {
+                            exec_avx2::<PACK>(f, m, n, k, d, a, b, al, ac);
+                        }
+                        return true;
+                    }
+                    let (f, m, n, k, d, a, b, al, ac) = args;
+                    if copy <= SMALL_PACK {
+                        exec_plain::<SMALL_PACK>(f, m, n, k, d, a, b, al, ac);
+                    } else {
+                        exec_plain::<PACK>(f, m, n, k, d, a, b, al, ac);
+                    }
+                    true
+                }
+            }
+        };
+    }
+
+    kernels!(f64k, f64, 4);
+    kernels!(f32k, f32, 8);
+}
+
+/// Flops of one pass (forward + backward GEMMs, [`crate::Architecture::train_flops`]) from which
+/// [`par_for_flops`] uses every core. Measured on the shared 2-core development machine (other builds
+/// running): two threads did not beat one even at 784-512-512-10, S = 128 (0.4 GFLOP per step: f32 11.4 ms
+/// sequential vs 13.9 ms with rayon), so only passes of a GFLOP or more (full-batch chunks of large models),
+/// where thread start-up is negligible, go parallel.
+pub const PAR_MIN_FLOPS: f64 = 1e9;
+
+/// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) above
+/// [`PAR_MIN_FLOPS`], `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
+pub fn par_for_flops(flops: f64) -> Par {
+    if flops >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+        Par::rayon(0)
+    } else {
+        Par::Seq
+    }
+}
+
+/// SGD update with weight decay in place: `θ ← θ − η(g + γθ)` (compiled with AVX2 when the CPU has it).
+pub fn sgd_update_in_place<T: Real>(theta: &mut [T], grad: &[T], eta: T, weight_decay: T) {
+    assert_eq!(theta.len(), grad.len());
+    #[inline(always)]
+    fn update<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
+        for (t, &g) in theta.iter_mut().zip(grad) {
+            *t -= eta * (g + wd * *t);
+        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn update_avx2<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
+        update(theta, grad, eta, wd)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2 (checked above).
+        return unsafe { update_avx2(theta, grad, eta, weight_decay) };
+    }
+    update(theta, grad, eta, weight_decay)
 }
 
 /// Per-row squared norms of a `[B, d]` matrix: `out[n] = Σ_j a[n, j]²` (written, not accumulated).

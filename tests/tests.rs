@@ -1,6 +1,8 @@
 //! Integration tests. Module map:
+//! - `alloc`: the step loop allocates nothing (counting global allocator, declared here).
 //! - `cli`: the binary end to end (determinism, run folders, errors on bad input).
 //! - `curvature`: exact HVPs vs finite differences, spectra and traces vs reference cases, orbit sharpness.
+//! - `gemm`: the fused small-GEMM path of `linalg::gemm` against faer's `matmul`.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -8,11 +10,16 @@
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
 
+mod alloc;
 mod cli;
 mod curvature;
 mod engine;
+mod gemm;
 mod noise;
 mod reference;
 mod report;
 mod sde;
 mod symmetry;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;

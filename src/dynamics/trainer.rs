@@ -85,8 +85,11 @@ impl<T: Real> Trainer<T> {
         };
         let xi = if matches!(config.optimizer, Method::Sde { .. }) { vec![T::zero(); n] } else { Vec::new() };
         let rk = matches!(config.optimizer, Method::GradientFlow { .. });
+        // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.
+        let mut tape = Tape::new(&model.arch, tape_cap);
+        tape.set_par(crate::linalg::par_for_flops(model.arch.train_flops(tape_cap)));
         Ok(Self {
-            tape: Tape::new(&model.arch, tape_cap),
+            tape,
             model,
             data,
             loss,
@@ -207,9 +210,7 @@ impl<T: Real> Trainer<T> {
         };
         self.finish_step(loss, lr)?;
         let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
-        for (t, g) in self.model.params.iter_mut().zip(&self.grad) {
-            *t -= eta * (*g + wd * *t);
-        }
+        crate::linalg::sgd_update_in_place(&mut self.model.params, &self.grad, eta, wd);
         Ok(())
     }
 

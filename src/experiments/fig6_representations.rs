@@ -68,7 +68,9 @@ fn config(p: &Params, seed: u64, method: Method) -> TrainConfig {
                     phi: 1.0,
                     scale: 1.0,
                     variances: Some(
-                        (0..p.d).map(|i| p.eps_scale * p.phi_eps.powf(1.0 - i as f64 / (p.d - 1) as f64)).collect(),
+                        (0..p.d)
+                            .map(|i| p.eps_scale * p.phi_eps.powf(1.0 - i as f64 / (p.d - 1) as f64))
+                            .collect(),
                     ),
                 },
                 map: TeacherMap::Random,

@@ -11,11 +11,11 @@
 use super::{Architecture, Model};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::linalg::{col_sums_into, gemm};
+use crate::linalg::{col_sums_into, gemm_par};
 use crate::loss::Loss;
 use crate::real::Real;
 use faer::reborrow::{Reborrow, ReborrowMut};
-use faer::{Mat, MatMut, MatRef};
+use faer::{Mat, MatMut, MatRef, Par};
 use std::ops::Range;
 
 /// Forward cache and backward buffers for one architecture, sized for up to `capacity` samples.
@@ -39,6 +39,8 @@ pub struct Tape<T> {
     /// Class labels of the batch.
     labels: Vec<usize>,
     has_labels: bool,
+    /// Parallelism of the large GEMMs (small ones always run single-threaded).
+    par: Par,
 }
 
 impl<T: Real> Tape<T> {
@@ -69,7 +71,18 @@ impl<T: Real> Tape<T> {
             y: Mat::zeros(cap, arch.d_out()),
             labels: vec![0; cap],
             has_labels: false,
+            par: Par::Seq,
         }
+    }
+
+    /// Sets the parallelism of the forward/backward GEMMs (default `Par::Seq`; see
+    /// [`crate::linalg::par_for_flops`]). Results agree across settings up to round-off.
+    pub fn set_par(&mut self, par: Par) {
+        self.par = par;
+    }
+    /// The parallelism of the forward/backward GEMMs.
+    pub fn par(&self) -> Par {
+        self.par
     }
 
     /// Maximum batch size.
@@ -89,25 +102,11 @@ impl<T: Real> Tape<T> {
     pub fn load_rows(&mut self, data: &Dataset<T>, rows: &[usize]) {
         assert!(rows.len() <= self.capacity, "batch {} exceeds tape capacity {}", rows.len(), self.capacity);
         self.batch = rows.len();
-        let x = data.x.as_ref();
-        let mut a0 = self.acts[0].as_mut();
-        for j in 0..x.ncols() {
-            let src = x.col(j);
-            let mut dst = a0.rb_mut().col_mut(j);
-            for (r, &i) in rows.iter().enumerate() {
-                dst[r] = src[i];
-            }
-        }
+        gather_rows_into(data.x.as_ref(), rows, self.acts[0].as_mut());
         match &data.y {
             Targets::Dense(y) => {
                 self.has_labels = false;
-                for j in 0..y.ncols() {
-                    let src = y.col(j);
-                    let mut dst = self.y.as_mut().col_mut(j);
-                    for (r, &i) in rows.iter().enumerate() {
-                        dst[r] = src[i];
-                    }
-                }
+                gather_rows_into(y.as_ref(), rows, self.y.as_mut());
             }
             Targets::Classes(c) => {
                 self.has_labels = true;
@@ -186,7 +185,7 @@ impl<T: Real> Tape<T> {
             let (head, tail) = self.acts.split_at_mut(l + 1);
             let x = head[l].as_ref().subrows(0, b);
             let mut z = self.z[l].as_mut().subrows_mut(0, b);
-            gemm(z.rb_mut(), false, x, w.transpose(), T::one());
+            gemm_par(z.rb_mut(), false, x, w.transpose(), T::one(), self.par);
             if ly.bias {
                 let bias = model.bias(l);
                 for (j, &bj) in bias.iter().enumerate() {
@@ -324,7 +323,7 @@ impl<T: Real> Tape<T> {
             if let Some(g) = grad.as_deref_mut() {
                 let wr = self.arch.weight_range(l);
                 let gw = MatMut::from_row_major_slice_mut(&mut g[wr], ly.d_out, ly.d_in);
-                gemm(gw, accumulate, dl.transpose(), x, scale);
+                gemm_par(gw, accumulate, dl.transpose(), x, scale, self.par);
                 if ly.bias {
                     let br = self.arch.bias_range(l);
                     col_sums_into(dl, scale, accumulate, &mut g[br]);
@@ -333,7 +332,14 @@ impl<T: Real> Tape<T> {
             if l > 0 {
                 let (lo, hi) = self.delta.split_at_mut(l);
                 let dl = hi[0].as_ref().subrows(0, b);
-                gemm(lo[l - 1].as_mut().subrows_mut(0, b), false, dl, model.weight(l), T::one());
+                gemm_par(
+                    lo[l - 1].as_mut().subrows_mut(0, b),
+                    false,
+                    dl,
+                    model.weight(l),
+                    T::one(),
+                    self.par,
+                );
             }
         }
     }
@@ -403,5 +409,19 @@ impl<T: Real> Model<T> {
             start = end;
         }
         Ok(out)
+    }
+}
+
+/// `dst[r, j] = src[rows[r], j]` for every column j (rows checked against `src`, one bounds check per row).
+fn gather_rows_into<T: Real>(src: MatRef<'_, T>, rows: &[usize], mut dst: MatMut<'_, T>) {
+    assert!(rows.iter().all(|&i| i < src.nrows()), "row index out of range");
+    assert!(rows.len() <= dst.nrows() && src.ncols() == dst.ncols());
+    let (sp, srs, scs) = (src.as_ptr(), src.row_stride(), src.col_stride());
+    let (dp, drs, dcs) = (dst.rb_mut().as_ptr_mut(), dst.row_stride(), dst.col_stride());
+    for j in 0..src.ncols() as isize {
+        for (r, &i) in rows.iter().enumerate() {
+            // SAFETY: i < src.nrows(), r < dst.nrows(), j < ncols of both (asserted above).
+            unsafe { *dp.offset(r as isize * drs + j * dcs) = *sp.offset(i as isize * srs + j * scs) };
+        }
     }
 }

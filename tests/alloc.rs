@@ -1,0 +1,108 @@
+//! The step loop allocates nothing: a counting global allocator (declared in tests.rs) with a thread-local
+//! counter, so tests running in parallel on other threads do not interfere.
+
+use noether::dynamics::{TrainConfig, Trainer};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// `System` plus a per-thread count of allocations (alloc, alloc_zeroed and realloc).
+pub struct Counting;
+
+fn count() {
+    // `try_with`: the thread-local may already be gone while a thread shuts down.
+    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every call is forwarded unchanged to `System`.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc(layout)
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        System.alloc_zeroed(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+/// Allocations made by this thread during 100 steps, after 5 warm-up steps.
+fn allocations_per_100_steps(toml: &str) -> u64 {
+    let config = TrainConfig::from_toml(toml).unwrap();
+    let mut trainer = Trainer::<f64>::from_config(&config).unwrap();
+    for _ in 0..5 {
+        trainer.step().unwrap();
+    }
+    let before = allocations();
+    for _ in 0..100 {
+        trainer.step().unwrap();
+    }
+    allocations() - before
+}
+
+fn config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
+    format!(
+        "seed = 3\nsteps = 1000\nlr = 0.01\nweight_decay = 1e-3\nloss = \"{loss}\"\n[model]\n{model}\n[data]\n{data}\n\
+         [optimizer]\n{optimizer}\n"
+    )
+}
+
+const LINEAR: &str = "dims = [6, 8, 5]\nactivation = \"identity\"\nbias = false";
+const MLP: &str = "dims = [6, 8, 8, 5]\nactivation = \"relu\"\nbias = true";
+/// Large enough that its GEMMs go to faer's matmul rather than the fused small loops.
+const WIDE: &str = "dims = [40, 64, 64, 5]\nactivation = \"tanh\"\nbias = true";
+const FINITE: &str = "kind = \"teacher\"\nn = 50\nteacher = { map = \"random\" }";
+const ONLINE: &str = "kind = \"teacher\"\neval_n = 20\nteacher = { map = \"random\" }";
+
+#[test]
+fn counting_allocator_sees_allocations() {
+    let before = allocations();
+    let v = std::hint::black_box(vec![1u8; 10]);
+    assert!(allocations() > before);
+    drop(v);
+}
+
+#[test]
+fn sgd_step_allocates_nothing_on_finite_data() {
+    for (model, batch) in [(LINEAR, 1), (LINEAR, 7), (MLP, 16), (WIDE, 32)] {
+        for sampling in ["with_replacement", "without_replacement"] {
+            let opt = format!("method = \"sgd\"\nbatch_size = {batch}\nsampling = \"{sampling}\"");
+            assert_eq!(
+                allocations_per_100_steps(&config(model, FINITE, &opt, "mse")),
+                0,
+                "{model} S={batch}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sgd_step_allocates_nothing_on_online_teacher_data() {
+    for batch in [1, 8] {
+        let opt = format!("method = \"sgd\"\nbatch_size = {batch}");
+        assert_eq!(allocations_per_100_steps(&config(MLP, ONLINE, &opt, "mse")), 0, "S={batch}");
+    }
+}
+
+#[test]
+fn gd_and_sde_steps_allocate_nothing() {
+    for opt in ["method = \"gd\"", "method = \"sde\"\nbatch_size = 4"] {
+        for model in [LINEAR, MLP, WIDE] {
+            assert_eq!(allocations_per_100_steps(&config(model, FINITE, opt, "mse")), 0, "{opt} {model}");
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The fused small-GEMM path of `linalg::gemm` against faer's `matmul` on awkward shapes and layouts.
+
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use noether::linalg::{gemm, gemm_small};
+use noether::Real;
+
+const GUARD: usize = 64;
+const DIMS: [usize; 5] = [1, 2, 3, 31, 64];
+
+/// Storage of an `r × c` operand: column-major padded, row-major padded, or column-major with reversed rows
+/// (negative row stride).
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    ColPadded,
+    RowPadded,
+    Reversed,
+}
+const LAYOUTS: [Layout; 3] = [Layout::ColPadded, Layout::RowPadded, Layout::Reversed];
+
+/// Backing storage big enough for any layout, filled with deterministic values in [-1, 1].
+fn storage<T: Real>(r: usize, c: usize, seed: usize) -> Vec<T> {
+    // Followed by a guard zone that no write may touch.
+    (0..(r + 3) * (c + 3) + GUARD)
+        .map(|i| T::from_f64((((i * 37 + seed * 101) % 199) as f64) / 99.0 - 1.0))
+        .collect()
+}
+
+fn view<T: Real>(s: &[T], r: usize, c: usize, lay: Layout) -> MatRef<'_, T> {
+    match lay {
+        Layout::ColPadded => MatRef::from_column_major_slice_with_stride(&s[..(r + 3) * c], r, c, r + 3),
+        Layout::RowPadded => MatRef::from_row_major_slice_with_stride(&s[..r * (c + 3)], r, c, c + 3),
+        Layout::Reversed => MatRef::from_column_major_slice(&s[..r * c], r, c).reverse_rows(),
+    }
+}
+
+fn view_mut<T: Real>(s: &mut [T], r: usize, c: usize, lay: Layout) -> MatMut<'_, T> {
+    match lay {
+        Layout::ColPadded => {
+            MatMut::from_column_major_slice_with_stride_mut(&mut s[..(r + 3) * c], r, c, r + 3)
+        }
+        // Not `from_row_major_slice_with_stride_mut`: in faer 0.24.4 it builds a column-major view.
+        Layout::RowPadded => {
+            MatMut::from_column_major_slice_with_stride_mut(&mut s[..r * (c + 3)], c, r, c + 3)
+                .transpose_mut()
+        }
+        Layout::Reversed => MatMut::from_column_major_slice_mut(&mut s[..r * c], r, c).reverse_rows_mut(),
+    }
+}
+
+/// Checks `gemm_small` (and `gemm`) against faer for every shape in DIMS³, every layout of dst/lhs/rhs,
+/// with and without accumulation: |small − faer| ≤ 16ε·(k + 1)·(|alpha|·Σ_p|a_ip||b_pj| + |dst_ij|).
+fn check<T: Real>() {
+    let eps = T::EPS.to_f64();
+    let alpha = T::from_f64(-0.75);
+    let mut taken = 0;
+    for &m in &DIMS {
+        for &n in &DIMS {
+            for &k in &DIMS {
+                let (sa, sb) = (storage::<T>(m, k, 1), storage::<T>(k, n, 2));
+                for la in LAYOUTS {
+                    for lb in LAYOUTS {
+                        let (a, b) = (view(&sa, m, k, la), view(&sb, k, n, lb));
+                        let mag = Mat::<f64>::from_fn(m, n, |i, j| {
+                            (0..k).map(|p| (a[(i, p)].to_f64() * b[(p, j)].to_f64()).abs()).sum::<f64>()
+                        });
+                        for ld in LAYOUTS {
+                            for accumulate in [false, true] {
+                                let init = storage::<T>(m, n, 3);
+                                let mut want_s = init.clone();
+                                let mut got_s = init.clone();
+                                let mut via_gemm_s = init.clone();
+                                let beta = if accumulate { Accum::Add } else { Accum::Replace };
+                                matmul(view_mut(&mut want_s, m, n, ld), beta, a, b, alpha, Par::Seq);
+                                let took =
+                                    gemm_small(view_mut(&mut got_s, m, n, ld), accumulate, a, b, alpha);
+                                gemm(view_mut(&mut via_gemm_s, m, n, ld), accumulate, a, b, alpha);
+                                let (want, got) = (view(&want_s, m, n, ld), view(&got_s, m, n, ld));
+                                let d0 = view(&init, m, n, ld);
+                                let via = view(&via_gemm_s, m, n, ld);
+                                let g = init.len() - GUARD;
+                                assert!(
+                                    want_s[g..] == init[g..],
+                                    "faer wrote past {m}x{n}x{k} {la:?} {lb:?} {ld:?}"
+                                );
+                                assert!(
+                                    got_s[g..] == init[g..],
+                                    "small wrote past {m}x{n}x{k} {la:?} {lb:?} {ld:?}"
+                                );
+                                if !took {
+                                    // Untouched when declined.
+                                    assert!(got_s == init, "declined call wrote to dst");
+                                    continue;
+                                }
+                                taken += 1;
+                                for i in 0..m {
+                                    for j in 0..n {
+                                        let prev = if accumulate { d0[(i, j)].to_f64().abs() } else { 0.0 };
+                                        let tol = 16.0 * eps * (k + 1) as f64 * (0.75 * mag[(i, j)] + prev);
+                                        for (what, x) in [("gemm_small", got[(i, j)]), ("gemm", via[(i, j)])]
+                                        {
+                                            let err = (x.to_f64() - want[(i, j)].to_f64()).abs();
+                                            assert!(
+                                                err <= tol,
+                                                "{what} {m}x{n}x{k} lhs {la:?} rhs {lb:?} dst {ld:?} acc \
+                                                 {accumulate}: ({i},{j}) {x} vs faer {} (err {err:e} > {tol:e})",
+                                                want[(i, j)]
+                                            );
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Most combinations go through the fused loops (the rest, where every loop order would need a copy not
+    // paid for by reuse, fall back to faer).
+    let total = DIMS.len().pow(3) * LAYOUTS.len().pow(3) * 2;
+    assert!(taken * 20 >= total * 17, "small path taken for only {taken} of {total} cases");
+}
+
+#[test]
+fn small_gemm_matches_faer_f64() {
+    check::<f64>();
+}
+
+#[test]
+fn small_gemm_matches_faer_f32() {
+    check::<f32>();
+}
+
+/// The layouts the tape uses at batch 1 (1-row matrices with a padded column stride) take the fused path.
+#[test]
+fn small_gemm_takes_tape_layouts_at_batch_one() {
+    let x = Mat::<f64>::from_fn(1, 30, |_, j| j as f64 * 0.1 - 1.0);
+    let w = Mat::<f64>::from_fn(40, 30, |i, j| ((i * 3 + j) % 7) as f64 - 3.0);
+    let wr: Vec<f64> = (0..40 * 30).map(|i| w[(i / 30, i % 30)]).collect();
+    let w_rm = MatRef::from_row_major_slice(&wr, 40, 30);
+    let mut z = Mat::<f64>::zeros(1, 40);
+    assert!(gemm_small(z.as_mut(), false, x.as_ref(), w_rm.transpose(), 1.0));
+    let mut gw = vec![0.0; 40 * 30];
+    assert!(gemm_small(
+        MatMut::from_row_major_slice_mut(&mut gw, 40, 30),
+        false,
+        z.transpose(),
+        x.as_ref(),
+        1.0
+    ));
+    let mut d0 = Mat::<f64>::zeros(1, 30);
+    assert!(gemm_small(d0.as_mut(), false, z.as_ref(), w_rm, 1.0));
+}
