@@ -1,0 +1,114 @@
+//! `noether reproduce --quick` end to end: the report, figures and per-run configs are written, and the
+//! configs an experiment writes run again with `noether train`.
+
+use crate::cli::{noether, stderr, tmp};
+use std::path::Path;
+
+fn assert_experiment_folder(dir: &Path) {
+    let files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let ext =
+        |e: &str| files.iter().filter(|p| p.extension().is_some_and(|x| x == e)).cloned().collect::<Vec<_>>();
+    let (png, svg) = (ext("png"), ext("svg"));
+    assert!(
+        !png.is_empty() && png.len() == svg.len(),
+        "{}: {} png, {} svg",
+        dir.display(),
+        png.len(),
+        svg.len()
+    );
+    for p in png.iter().chain(&svg) {
+        assert!(std::fs::metadata(p).unwrap().len() > 1000, "{} is (nearly) empty", p.display());
+    }
+    assert!(!ext("csv").is_empty(), "{}: no metrics", dir.display());
+}
+
+/// The configs an experiment wrote are complete `noether train` configs.
+fn assert_configs_run(dir: &Path) {
+    let tomls: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    assert!(!tomls.is_empty());
+    let out = dir.join("rerun");
+    let o = noether(&[
+        "train",
+        &tomls[0].display().to_string(),
+        "--steps",
+        "3",
+        "--out",
+        &out.display().to_string(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}: {}", tomls[0].display(), stderr(&o));
+}
+
+#[test]
+fn quick_fig2_end_to_end_passes_and_writes_the_report() {
+    let out = tmp("reproduce-fig2");
+    let names = ["fig2-matrix-factorization"];
+    let mut args = vec!["reproduce", "--quick", "--jobs", "2", "-q", "--out"];
+    let o_s = out.display().to_string();
+    args.push(&o_s);
+    args.extend(names);
+    let o = noether(&args);
+    assert!(
+        o.status.success(),
+        "exit {:?}\n{}\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for n in names {
+        assert!(md.contains(n) && html.contains(n), "{n} missing from the report");
+        assert_experiment_folder(&out.join(n));
+        assert_configs_run(&out.join(n));
+    }
+    assert!(html.contains("data:image/png;base64,"), "figures are embedded in the HTML report");
+    assert!(!md.contains("FAIL"));
+}
+
+#[test]
+fn unknown_experiment_is_a_clear_error() {
+    let o = noether(&[
+        "reproduce",
+        "fig99",
+        "--quick",
+        "-q",
+        "--out",
+        &tmp("reproduce-bad").display().to_string(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("fig2-matrix-factorization"),
+        "the error lists the experiments: {}",
+        stderr(&o)
+    );
+}
+
+/// Every other experiment in quick mode: runs without error (exit 0, or 1 when a claim is not met) and
+/// writes its section, figures and metrics.
+#[test]
+fn quick_smoke_test_of_every_experiment() {
+    let out = tmp("reproduce-all");
+    let list = noether(&["reproduce", "--list"]);
+    let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .filter(|n| n != "fig2-matrix-factorization")
+        .collect();
+    assert!(!names.is_empty());
+    let o_s = out.display().to_string();
+    let mut args: Vec<&str> = vec!["reproduce", "--quick", "--jobs", "2", "-q", "--out", &o_s];
+    args.extend(names.iter().map(|s| s.as_str()));
+    let o = noether(&args);
+    assert!(matches!(o.status.code(), Some(0) | Some(1)), "exit {:?}: {}", o.status.code(), stderr(&o));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!md.contains("stopped with an error"), "{md}");
+    for n in &names {
+        assert!(md.contains(n.as_str()), "{n} missing from the report");
+        assert_experiment_folder(&out.join(n));
+    }
+}
