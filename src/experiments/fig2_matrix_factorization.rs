@@ -226,13 +226,14 @@ impl Experiment for Fig2 {
             Figure::single(norm_panels).save(&ctx.dir, "charge_norm")?,
             "‖WWᵀ − UᵀU‖_F for every start; SGD solid, GD dashed.",
         );
-        section = section.check(Check::new(
-            name,
-            "SGD: final ‖C‖_F / initial, worst start",
-            0.15,
-            worst_sgd,
-            0.0,
-            Rule::AtMost,
+        for c in sgd_checks {
+            section = section.check(c);
+        }
+        section.text.push_str(&format!(
+            "\n\nUnder SGD ‖C‖_F falls to a floor set by the step size and the finite data set (the fluctuations \
+             of C around its equilibrium scale like η); the largest final/initial ratio over the starts is {:.3}. \
+             A start whose imbalance is within a few times that floor cannot fall below 15% of it.",
+            worst_sgd
         ));
         section = section.check(Check::new(
             name,
