@@ -206,3 +206,48 @@ fn noise_and_sharpness_observers_agree_with_analyze_and_sharpness() {
     let tr = s["trace"].as_f64().unwrap();
     assert!((col("hessian_trace") - tr).abs() <= 1e-9 * tr.abs());
 }
+
+#[test]
+fn wrong_shape_and_non_finite_inputs_are_named() {
+    let d = tmp("bad-inputs");
+    // A config whose init file does not match its dims: the tensor and both shapes are named.
+    let cfg = TINY.replace(
+        "bias = true",
+        "bias = true\ninit = { file = \"tests/data/tanh_mlp_mse/model.safetensors\" }",
+    );
+    let cfg = write(&d, "shape.toml", &cfg);
+    let o = noether(&["train", &cfg, "-q", "--out", &d.join("run").display().to_string()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("layers.0.weight") && e.contains("[4, 3]") && e.contains("[6, 4]"), "{e}");
+    // NaN in the data: named with its position.
+    let x = faer::Mat::from_fn(4, 5, |i, j| if (i, j) == (2, 3) { f64::NAN } else { 0.1 * (i + j) as f64 });
+    let y = noether::Targets::Dense(faer::Mat::zeros(4, 3));
+    let bad = noether::Dataset { x, y };
+    let path = d.join("nan.safetensors");
+    noether::data::save_dataset(&bad, &path).unwrap();
+    let o = noether(&[
+        "analyze",
+        "--model",
+        "tests/data/relu_mlp_mse/model.safetensors",
+        "--data",
+        &path.display().to_string(),
+        "--activation",
+        "relu",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("non-finite") && e.contains("row 2") && e.contains("column 3"), "{e}");
+    // Data whose width does not match the model.
+    let o = noether(&[
+        "analyze",
+        "--model",
+        "tests/data/relu_mlp_mse/model.safetensors",
+        "--data",
+        "tests/data/tanh_mlp_mse/data.safetensors",
+        "--activation",
+        "relu",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("width"), "{}", stderr(&o));
+}
