@@ -218,7 +218,8 @@ impl Experiment for Fig4 {
                 pl = pl.series(if r.label.contains("warmup") {
                     Series::line(r.label.clone(), pts)
                 } else if r.label.contains("teleported") {
-                    Series::markers(r.label.clone(), pts)
+                    // Every fourth point: dense markers would hide the lines.
+                    Series::markers(r.label.clone(), pts.into_iter().step_by(4).collect())
                 } else {
                     Series::dashed(r.label.clone(), pts)
                 });
@@ -230,6 +231,8 @@ impl Experiment for Fig4 {
                         let eta = Schedule::Warmup { warmup_steps: p.warmup }.lr(p.lr, k, p.steps);
                         (k as f64, 2.0 / eta)
                     })
+                    // Clipped to the panel's range of interest (2/η → ∞ as k → 0).
+                    .filter(|&(_, e)| e <= 3.0 * lam0)
                     .collect();
                 pl = pl.series(Series::dashed("theory: stability edge 2/η(k) (warmup)", edge));
                 pl = pl.series(Series::dashed(
