@@ -6,6 +6,8 @@
 //! the same claims at smaller sizes (the test suite uses it).
 
 pub mod fig2_matrix_factorization;
+pub mod fig3_sharpening;
+pub mod fig4_warmup;
 pub mod fig6_representations;
 
 use crate::dynamics::{
@@ -40,7 +42,12 @@ pub trait Experiment: Sync {
 
 /// Every experiment, in the paper's order.
 pub fn registry() -> Vec<&'static dyn Experiment> {
-    vec![&fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
+    vec![
+        &fig2_matrix_factorization::Fig2,
+        &fig3_sharpening::Fig3,
+        &fig4_warmup::Fig4,
+        &fig6_representations::Fig6,
+    ]
 }
 
 /// The experiment called `name`, or an error listing the names.
