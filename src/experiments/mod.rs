@@ -7,6 +7,8 @@
 
 pub mod fig2_matrix_factorization;
 pub mod fig6_representations;
+pub mod relaxation;
+pub mod teleport_vs_training;
 
 use crate::dynamics::{
     self, default_observers, MemorySink, MetricsSink, Observer, Summary, TrainConfig, Trainer,
@@ -40,7 +42,12 @@ pub trait Experiment: Sync {
 
 /// Every experiment, in the paper's order.
 pub fn registry() -> Vec<&'static dyn Experiment> {
-    vec![&fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
+    vec![
+        &fig2_matrix_factorization::Fig2,
+        &fig6_representations::Fig6,
+        &relaxation::Relaxation,
+        &teleport_vs_training::TeleportVsTraining,
+    ]
 }
 
 /// The experiment called `name`, or an error listing the names.
