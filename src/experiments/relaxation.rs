@@ -100,6 +100,9 @@ impl Problem {
     }
 }
 
+/// Membership test of a sweep panel.
+type Member = dyn Fn(&Point) -> bool;
+
 const RESCALE: Generator = Generator::Rescale { layer: 0, unit: 0 };
 
 fn arch(d: usize) -> Result<Architecture> {
@@ -450,10 +453,10 @@ impl Experiment for Relaxation {
             _ => format!("d = {}", q.d),
         };
         let mut panels = Vec::new();
-        let sweeps: [(&str, Box<dyn Fn(&Point) -> bool>); 3] = [
-            ("η sweep", Box::new(|q: &Point| q.s == s0 && q.d == d0)),
-            ("S sweep", Box::new(|q: &Point| q.eta == eta0 && q.d == d0)),
-            ("width sweep", Box::new(|q: &Point| q.eta == eta0 && q.s == s0)),
+        let sweeps: [(&str, Box<Member>); 3] = [
+            ("η sweep", Box::new(move |q: &Point| q.s == s0 && q.d == d0)),
+            ("S sweep", Box::new(move |q: &Point| q.eta == eta0 && q.d == d0)),
+            ("width sweep", Box::new(move |q: &Point| q.eta == eta0 && q.s == s0)),
         ];
         for (w, (title, member)) in sweeps.iter().enumerate() {
             let mut plot =
