@@ -9,6 +9,8 @@ pub mod fig2_matrix_factorization;
 pub mod fig3_sharpening;
 pub mod fig4_warmup;
 pub mod fig6_representations;
+pub mod relaxation;
+pub mod teleport_vs_training;
 
 use crate::dynamics::{
     self, default_observers, MemorySink, MetricsSink, Observer, Summary, TrainConfig, Trainer,
@@ -47,6 +49,8 @@ pub fn registry() -> Vec<&'static dyn Experiment> {
         &fig3_sharpening::Fig3,
         &fig4_warmup::Fig4,
         &fig6_representations::Fig6,
+        &relaxation::Relaxation,
+        &teleport_vs_training::TeleportVsTraining,
     ]
 }
 
