@@ -7,6 +7,7 @@
 
 pub mod fig2_matrix_factorization;
 pub mod fig6_representations;
+pub mod noether_flow;
 
 use crate::dynamics::{
     self, default_observers, MemorySink, MetricsSink, Observer, Summary, TrainConfig, Trainer,
@@ -40,7 +41,7 @@ pub trait Experiment: Sync {
 
 /// Every experiment, in the paper's order.
 pub fn registry() -> Vec<&'static dyn Experiment> {
-    vec![&fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
+    vec![&noether_flow::NoetherFlow, &fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
 }
 
 /// The experiment called `name`, or an error listing the names.
