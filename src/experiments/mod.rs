@@ -5,6 +5,7 @@
 //! report [`Section`] whose [`Check`]s compare a prediction of the theory with a measurement. `quick` runs
 //! the same claims at smaller sizes (the test suite uses it).
 
+pub mod fig1_scale_invariance;
 pub mod fig2_matrix_factorization;
 pub mod fig6_representations;
 pub mod noether_flow;
@@ -41,7 +42,12 @@ pub trait Experiment: Sync {
 
 /// Every experiment, in the paper's order.
 pub fn registry() -> Vec<&'static dyn Experiment> {
-    vec![&noether_flow::NoetherFlow, &fig2_matrix_factorization::Fig2, &fig6_representations::Fig6]
+    vec![
+        &noether_flow::NoetherFlow,
+        &fig1_scale_invariance::Fig1,
+        &fig2_matrix_factorization::Fig2,
+        &fig6_representations::Fig6,
+    ]
 }
 
 /// The experiment called `name`, or an error listing the names.
