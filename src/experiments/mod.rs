@@ -5,10 +5,12 @@
 //! report [`Section`] whose [`Check`]s compare a prediction of the theory with a measurement. `quick` runs
 //! the same claims at smaller sizes (the test suite uses it).
 
+pub mod fig1_scale_invariance;
 pub mod fig2_matrix_factorization;
 pub mod fig3_sharpening;
 pub mod fig4_warmup;
 pub mod fig6_representations;
+pub mod noether_flow;
 pub mod relaxation;
 pub mod teleport_vs_training;
 
@@ -45,6 +47,8 @@ pub trait Experiment: Sync {
 /// Every experiment, in the paper's order.
 pub fn registry() -> Vec<&'static dyn Experiment> {
     vec![
+        &noether_flow::NoetherFlow,
+        &fig1_scale_invariance::Fig1,
         &fig2_matrix_factorization::Fig2,
         &fig3_sharpening::Fig3,
         &fig4_warmup::Fig4,

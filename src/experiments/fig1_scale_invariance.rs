@@ -1,0 +1,329 @@
+//! fig1-scale-invariance: a 2-D scale-invariant parameter block θ ∈ ℝ². Because θᵀ∇ℓ = 0 for every sample,
+//! an SGD step moves θ perpendicular to itself and `‖θ_{t+1}‖² = ‖θ_t‖² + η²‖ĝ‖²` exactly: the norm grows at
+//! every step. Gradient flow stays on its circle. With weight decay γ,
+//! `‖θ_{t+1}‖² = (1 − ηγ)²‖θ_t‖² + η²‖ĝ(θ̂)‖²/‖θ_t‖²`, which settles where `‖θ‖⁴ = η·E‖ĝ(θ̂)‖²/(2γ)` (to first
+//! order in ηγ), `E‖ĝ(θ̂)‖² = Tr Σ/S + ‖∇L‖²` at the unit-norm θ̂.
+//!
+//! The model is a single normalised layer `f(x) = √2·sign(x)·θ̂` (dims 1 → 2, no bias, RMS normalisation of the
+//! output): the whole parameter vector is the 2-D block, so weight decay acts on nothing else.
+
+use super::noether_flow::{member_trainer, write_config, IdentityProbe};
+use super::{Context, Experiment};
+use crate::data::{Anisotropy, Sampling, Teacher, TeacherMap};
+use crate::dynamics::{DataSpec, Method, TrainConfig, Trainer};
+use crate::error::Result;
+use crate::model::{Activation, Flags, Init, ModelSpec};
+use crate::report::document::Rule;
+use crate::report::{Check, Figure, MetricsWriter, Plot, Section, Series};
+use crate::stats::{moments, MomentOptions};
+use crate::symmetry::Generator;
+use crate::Model;
+
+/// The experiment.
+pub struct Fig1;
+
+struct Params {
+    n: usize,
+    lr: f64,
+    gamma: f64,
+    /// Steps of the SGD and GF runs without weight decay.
+    steps: u64,
+    /// Steps of the weight-decay run and the step from which it counts as stationary.
+    wd_steps: u64,
+    wd_burn_in: u64,
+    /// Initial scale of the weight-decay run (same direction as the others).
+    wd_scale: f64,
+    /// E‖ĝ(θ̂)‖² evaluated every this many steps of the stationary phase.
+    noise_every: u64,
+}
+
+impl Params {
+    fn new(quick: bool) -> Self {
+        Params {
+            n: 1000,
+            lr: 0.02,
+            gamma: 0.01,
+            steps: if quick { 3000 } else { 10000 },
+            wd_steps: if quick { 16000 } else { 60000 },
+            wd_burn_in: if quick { 5000 } else { 10000 },
+            wd_scale: 2.5,
+            noise_every: if quick { 10 } else { 5 },
+        }
+    }
+}
+
+fn config(p: &Params, seed: u64, method: Method, steps: u64, weight_decay: f64, scale: f64) -> TrainConfig {
+    TrainConfig {
+        seed,
+        steps,
+        log_every: (steps / 200).max(1),
+        lr: p.lr,
+        weight_decay,
+        loss: crate::Loss::Mse,
+        precision: Default::default(),
+        model: ModelSpec {
+            dims: vec![1, 2],
+            activation: Activation::Identity,
+            activations: None,
+            bias: Flags::All(false),
+            norm_layers: vec![0],
+            init: Init::Gaussian(1.0),
+            layer_scales: vec![scale],
+        },
+        data: DataSpec::Teacher {
+            teacher: Teacher {
+                sigma_x: Anisotropy::isotropic(1.0),
+                sigma_eps: Anisotropy::isotropic(0.5),
+                map: TeacherMap::Given(vec![vec![1.0], vec![0.6]]),
+            },
+            n: Some(p.n),
+            eval_n: 1000,
+        },
+        optimizer: method,
+        schedule: Default::default(),
+        observe: Default::default(),
+    }
+}
+
+fn norm(m: &Model<f64>) -> f64 {
+    m.params.iter().map(|v| v * v).sum::<f64>().sqrt()
+}
+
+/// `E‖ĝ(θ̂)‖² = Tr Σ/S + ‖∇L‖²` (with replacement) at the unit-norm θ̂ of the trainer's model.
+fn unit_noise(tr: &Trainer<f64>, batch: usize) -> Result<f64> {
+    let mut unit = tr.model.clone();
+    let r = norm(&unit);
+    unit.params.iter_mut().for_each(|v| *v /= r);
+    let opts = MomentOptions { elementwise: false, pair_grams: false, chunk: 4096 };
+    let m = moments(&unit, tr.eval_data(), tr.loss_fn(), &opts)?;
+    let g = &m.grad[m.arch.layer_range(0)];
+    Ok(m.layer_trace_sigma(0) / batch as f64 + g.iter().map(|v| v * v).sum::<f64>())
+}
+
+/// A run's per-step record: (step, θ₀, θ₁, ‖θ‖).
+type Track = Vec<(f64, f64, f64, f64)>;
+
+fn write_track(ctx: &Context<'_>, stem: &str, track: &Track) -> Result<()> {
+    let mut w =
+        MetricsWriter::create(ctx.dir.join(format!("{stem}.csv")), &["step", "theta_0", "theta_1", "norm"])?;
+    for &(k, a, b, r) in track {
+        w.row(&[k, a, b, r])?;
+    }
+    Ok(())
+}
+
+impl Experiment for Fig1 {
+    fn name(&self) -> &'static str {
+        "fig1-scale-invariance"
+    }
+    fn description(&self) -> &'static str {
+        "A scale-invariant 2-D block: ‖θ‖ grows at every SGD step, stays on its circle under gradient flow, and with weight decay settles at ‖θ‖⁴ = ηE‖ĝ(θ̂)‖²/(2γ)"
+    }
+
+    fn run(&self, ctx: &Context<'_>) -> Result<Section> {
+        let name = self.name();
+        let p = Params::new(ctx.quick);
+        let seed = ctx.seed;
+        let batch = 1;
+        let sgd = Method::Sgd { batch_size: batch, sampling: Sampling::WithReplacement };
+        let total = p.steps * 2 + p.wd_steps;
+        let gen = Generator::Scale { layer: 0 };
+
+        // SGD without weight decay: the norm at every step and the exact identity.
+        (ctx.progress)(0, total, "SGD");
+        let cfg = config(&p, seed, sgd.clone(), p.steps, 0.0, 1.0);
+        write_config(ctx, &cfg, "sgd")?;
+        let mut tr = member_trainer(&cfg, 0)?;
+        let theta0 = tr.model.params.clone();
+        let mut probe = IdentityProbe::new(vec![gen.clone()]);
+        let mut sgd_track: Track = vec![(0.0, theta0[0], theta0[1], norm(&tr.model))];
+        let mut grew = 0u64;
+        for k in 0..p.steps {
+            let before = tr.model.params.iter().map(|v| v * v).sum::<f64>();
+            probe.before(&tr.model);
+            tr.step()?;
+            probe.after(&tr, p.lr);
+            let after = tr.model.params.iter().map(|v| v * v).sum::<f64>();
+            if after > before {
+                grew += 1;
+            }
+            let th = &tr.model.params;
+            sgd_track.push(((k + 1) as f64, th[0], th[1], after.sqrt()));
+        }
+        write_track(ctx, "sgd", &sgd_track)?;
+        let frac = grew as f64 / p.steps as f64;
+
+        // Gradient flow from the same θ₀ over the same time.
+        (ctx.progress)(p.steps, total, "gradient flow");
+        let cfg = config(&p, seed, Method::GradientFlow { substeps: 10 }, p.steps, 0.0, 1.0);
+        write_config(ctx, &cfg, "gf")?;
+        let mut tr = member_trainer(&cfg, 0)?;
+        let r0 = norm(&tr.model);
+        let mut gf_track: Track = vec![(0.0, theta0[0], theta0[1], r0)];
+        let mut gf_rel: f64 = 0.0;
+        for k in 0..p.steps {
+            tr.step()?;
+            let r = norm(&tr.model);
+            gf_rel = gf_rel.max((r - r0).abs() / r0);
+            let th = &tr.model.params;
+            gf_track.push(((k + 1) as f64, th[0], th[1], r));
+        }
+        write_track(ctx, "gf", &gf_track)?;
+        let gf_angle = (tr.model.params[1].atan2(tr.model.params[0]) - theta0[1].atan2(theta0[0])).abs();
+
+        // SGD with weight decay, started further out in the same direction.
+        (ctx.progress)(2 * p.steps, total, "SGD with weight decay");
+        let cfg = config(&p, seed, sgd, p.wd_steps, p.gamma, p.wd_scale);
+        write_config(ctx, &cfg, "sgd_wd")?;
+        let mut tr = member_trainer(&cfg, 0)?;
+        let mut wd_track: Track = vec![(0.0, tr.model.params[0], tr.model.params[1], norm(&tr.model))];
+        let (mut n4, mut n4_count) = (0.0, 0u64);
+        let (mut n2, mut inv_weighted) = (0.0, 0.0);
+        let mut noise = Vec::new();
+        for k in 0..p.wd_steps {
+            if k >= p.wd_burn_in && (k - p.wd_burn_in).is_multiple_of(p.noise_every) {
+                let g2 = unit_noise(&tr, batch)?;
+                let r2 = tr.model.params.iter().map(|v| v * v).sum::<f64>();
+                noise.push(g2);
+                n2 += r2;
+                inv_weighted += g2 / r2;
+            }
+            tr.step()?;
+            let r = norm(&tr.model);
+            if k + 1 > p.wd_burn_in {
+                n4 += r.powi(4);
+                n4_count += 1;
+            }
+            let th = &tr.model.params;
+            wd_track.push(((k + 1) as f64, th[0], th[1], r));
+            if (k + 1) % 1000 == 0 {
+                (ctx.progress)(2 * p.steps + k + 1, total, "SGD with weight decay");
+            }
+        }
+        write_track(ctx, "sgd_wd", &wd_track)?;
+        let g2 = noise.iter().sum::<f64>() / noise.len() as f64;
+        let measured_n4 = n4 / n4_count as f64;
+        let predicted_n4 = p.lr * g2 / (2.0 * p.gamma);
+        let radius = predicted_n4.powf(0.25);
+        // The exact discrete balance (2γ − ηγ²)·E‖θ‖² = η·E[‖ĝ(θ̂)‖²/‖θ‖²], for the record.
+        let m = noise.len() as f64;
+        let exact_lhs = (2.0 * p.gamma - p.lr * p.gamma * p.gamma) * n2 / m;
+        let exact_rhs = p.lr * inv_weighted / m;
+
+        (ctx.progress)(total, total, "figures");
+        // SGD iterates as markers (every `thin`-th step): a polyline through S = 1 steps turns back and forth
+        // at nearly every point and its line joins would draw spikes.
+        let xy =
+            |t: &Track, thin: usize| t.iter().step_by(thin).map(|&(_, a, b, _)| (a, b)).collect::<Vec<_>>();
+        let circle = |radius: f64| -> Vec<(f64, f64)> {
+            (0..=200)
+                .map(|i| {
+                    let a = i as f64 / 200.0 * std::f64::consts::TAU;
+                    (radius * a.cos(), radius * a.sin())
+                })
+                .collect()
+        };
+        let grey = crate::report::Color(0x99, 0x99, 0x99);
+        let plane = Plot::new("θ in the plane", "θ₁ (weight 0)", "θ₂ (weight 1)")
+            .series(Series::markers("SGD", xy(&sgd_track, 2)))
+            .series(Series::markers("weight-decayed SGD (γ = 0.01)", xy(&wd_track, 8)))
+            .series(Series::dashed("circle ‖θ‖ = ‖θ₀‖ (GF)", circle(r0)).color(grey))
+            .series(
+                Series::dashed("circle ‖θ‖ = 2.5‖θ₀‖ (start with weight decay)", circle(p.wd_scale * r0))
+                    .color(grey),
+            )
+            .series(Series::dashed("theory ‖θ‖⁴ = ηE‖ĝ(θ̂)‖²/(2γ)", circle(radius)))
+            .series(Series::line("GF", xy(&gf_track, 1)));
+        let mut plane_fig = Figure::single(plane);
+        // Roughly equal units on both axes (the legend adds headroom at the top).
+        plane_fig.panel_size = (640, 800);
+        let norms = |t: &Track| t.iter().map(|&(k, _, _, r)| (k.max(1.0), r)).collect::<Vec<_>>();
+        let norm_plot = Plot::new("‖θ‖ against steps", "steps", "‖θ‖")
+            .log(true, false)
+            .series(Series::line("SGD", norms(&sgd_track)))
+            .series(Series::line("weight-decayed SGD (γ = 0.01)", norms(&wd_track)))
+            .series(Series::line("GF", norms(&gf_track)))
+            .series(Series::dashed(
+                "theory radius (weight decay)",
+                vec![(1.0, radius), (p.wd_steps as f64, radius)],
+            ));
+        let text = format!(
+            "The model is one RMS-normalised layer f(x) = √2·sign(x)·θ̂ with θ ∈ ℝ² (dims 1 → 2, no bias, \
+             identity), trained on N = {} samples of y = Vx + ε with V = (1, 0.6)ᵀ, x ~ N(0, 1), ε ~ N(0, 0.5·I), \
+             by SGD (S = 1, η = {}) and by gradient flow (RK4, 10 substeps per η) from the same θ₀, for {} steps; \
+             and by SGD with weight decay γ = {} for {} steps from 2.5·θ₀. Its loss is exactly invariant under \
+             θ → cθ (the whole parameter vector is the block, so weight decay acts on nothing else; a two-layer \
+             1-2-1 version was rejected because there the second layer's weight component orthogonal to θ̂ \
+             carries all of the block's gradient noise and is free to decay to zero under weight decay, which \
+             removes the noise the equilibrium relies on). The equilibrium radius uses E‖ĝ(θ̂)‖² = Tr Σ/S + \
+             ‖∇L‖² (with replacement) from `stats::moments` at the normalised θ̂, averaged every {} steps over \
+             the stationary phase (steps {}–{}): E‖ĝ(θ̂)‖² = {:.4}, predicted ‖θ‖⁴ = {:.4} (radius {:.4}), \
+             measured mean ‖θ‖⁴ = {:.4}. The exact discrete balance (2γ − ηγ²)E‖θ‖² = ηE[‖ĝ(θ̂)‖²/‖θ‖²] reads \
+             {:.4e} against {:.4e}. Without weight decay SGD's norm grew at {} of {} steps (the exact identity \
+             ‖θ_{{t+1}}‖² − ‖θ_t‖² = η²‖ĝ‖² held to {:.1e} of the step term beyond rounding); gradient flow kept \
+             ‖θ‖ to a relative {:.1e} while turning θ by {:.3} rad.",
+            p.n,
+            p.lr,
+            p.steps,
+            p.gamma,
+            p.wd_steps,
+            p.noise_every,
+            p.wd_burn_in,
+            p.wd_steps,
+            g2,
+            predicted_n4,
+            radius,
+            measured_n4,
+            exact_lhs,
+            exact_rhs,
+            grew,
+            p.steps,
+            probe.worst,
+            gf_rel,
+            gf_angle
+        );
+        let section = Section::new(name, text)
+            .figure(
+                plane_fig.save(&ctx.dir, "plane")?,
+                "Trajectories of θ ∈ ℝ²: SGD spirals outwards, gradient flow moves along its circle, SGD with \
+                 weight decay settles on the predicted circle (dashed).",
+            )
+            .figure(
+                Figure::single(norm_plot).save(&ctx.dir, "norm")?,
+                "‖θ‖ against steps (log axis): SGD grows, GF is constant, weight-decayed SGD settles at the \
+                 predicted radius (dashed).",
+            )
+            .check(Check::new(
+                name,
+                "SGD: fraction of steps at which ‖θ‖ grew",
+                1.0,
+                frac,
+                0.0,
+                Rule::AtLeast,
+            ))
+            .check(Check::new(
+                name,
+                "SGD: ‖θ_{t+1}‖² − ‖θ_t‖² = η²‖ĝ‖² at every step (worst relative violation)",
+                1e-9,
+                probe.worst,
+                0.0,
+                Rule::AtMost,
+            ))
+            .check(Check::new(
+                name,
+                "GF: max_t |‖θ(t)‖ − ‖θ₀‖| / ‖θ₀‖",
+                1e-6,
+                gf_rel,
+                0.0,
+                Rule::AtMost,
+            ))
+            .check(Check::relative(
+                name,
+                "weight decay: stationary mean ‖θ‖⁴ against η·E‖ĝ(θ̂)‖²/(2γ)",
+                predicted_n4,
+                measured_n4,
+                0.15,
+            ));
+        Ok(section)
+    }
+}
