@@ -44,9 +44,9 @@ fn assert_configs_run(dir: &Path) {
 }
 
 #[test]
-fn quick_fig2_end_to_end_passes_and_writes_the_report() {
+fn quick_noether_flow_and_fig2_end_to_end_pass_and_write_the_report() {
     let out = tmp("reproduce-fig2");
-    let names = ["fig2-matrix-factorization"];
+    let names = ["noether-flow", "fig2-matrix-factorization"];
     let mut args = vec!["reproduce", "--quick", "--jobs", "2", "-q", "--out"];
     let o_s = out.display().to_string();
     args.push(&o_s);
@@ -97,7 +97,7 @@ fn quick_smoke_test_of_every_experiment() {
     let names: Vec<String> = String::from_utf8_lossy(&list.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next().map(String::from))
-        .filter(|n| n != "fig2-matrix-factorization")
+        .filter(|n| n != "fig2-matrix-factorization" && n != "noether-flow")
         .collect();
     assert!(!names.is_empty());
     let o_s = out.display().to_string();

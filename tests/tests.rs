@@ -7,7 +7,7 @@
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
-//! - `reproduce`: `noether reproduce --quick` end to end (fig2) and a smoke test of every other experiment.
+//! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
 
