@@ -19,7 +19,14 @@ fn assert_experiment_folder(dir: &Path) {
     for p in png.iter().chain(&svg) {
         assert!(std::fs::metadata(p).unwrap().len() > 1000, "{} is (nearly) empty", p.display());
     }
-    assert!(!ext("csv").is_empty(), "{}: no metrics", dir.display());
+    assert!(
+        dir.join("metrics.csv").exists() && dir.join("summary.json").exists(),
+        "{}: no metrics/summary",
+        dir.display()
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert!(!summary["results"]["checks"].as_array().unwrap().is_empty(), "{}: no checks", dir.display());
 }
 
 /// The configs an experiment wrote are complete `noether train` configs.
@@ -29,7 +36,7 @@ fn assert_configs_run(dir: &Path) {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "toml"))
         .collect();
-    assert!(!tomls.is_empty());
+    assert!(!tomls.is_empty(), "{}: no run configs", dir.display());
     let out = dir.join("rerun");
     let o = noether(&[
         "train",

@@ -115,6 +115,33 @@ pub fn train_logged<T: Real>(
     Ok((memory, summary, trainer.model))
 }
 
+/// Runs an experiment and records it in its folder: `summary.json` (`noether_version`, `command`, `config`
+/// (quick, seed), `seed`, `results`: the section with its text, figures and checks) and `metrics.csv` (one row per
+/// check: `check`, `predicted`, `measured`, `tolerance`, `pass`). An experiment that errors becomes a section with
+/// one failing check that carries the error text.
+pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section {
+    let section = experiment.run(ctx).unwrap_or_else(|err| failed_section(experiment.name(), &err));
+    let record = || -> Result<()> {
+        std::fs::create_dir_all(&ctx.dir).map_err(|e| Error::io(&ctx.dir, e))?;
+        let config =
+            serde_json::json!({ "experiment": experiment.name(), "quick": ctx.quick, "seed": ctx.seed });
+        crate::report::Summary::new("reproduce", &config, Some(ctx.seed), &section)?
+            .write(ctx.dir.join("summary.json"))?;
+        let mut w = MetricsWriter::create(
+            ctx.dir.join("metrics.csv"),
+            &["check", "predicted", "measured", "tolerance", "pass"],
+        )?;
+        for (i, c) in section.checks.iter().enumerate() {
+            w.row(&[i as f64, c.predicted, c.measured, c.tolerance, if c.pass { 1.0 } else { 0.0 }])?;
+        }
+        Ok(())
+    };
+    match record() {
+        Ok(()) => section,
+        Err(e) => failed_section(experiment.name(), &e),
+    }
+}
+
 /// A check that the experiment ran at all, failing with the error text (used when an experiment errors).
 pub fn failed_section(name: &str, err: &Error) -> Section {
     Section::new(name, format!("The experiment stopped with an error: {err}")).check(Check::absolute(

@@ -4,7 +4,7 @@
 use crate::common::Global;
 use crate::progress;
 use anyhow::{Context as _, Result};
-use noether::experiments::{failed_section, find, registry, Context, Experiment};
+use noether::experiments::{find, registry, run_and_record, Context, Experiment};
 use noether::report::{Report, Section};
 use rayon::prelude::*;
 use std::path::PathBuf;
@@ -68,7 +68,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
                     dir: args.out.join(e.name()),
                     progress: &report,
                 };
-                let section = e.run(&ctx).unwrap_or_else(|err| failed_section(e.name(), &err));
+                let section = run_and_record(*e, &ctx);
                 pb.finish_and_clear();
                 overall.inc(1);
                 section
