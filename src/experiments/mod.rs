@@ -7,6 +7,7 @@
 
 pub mod fig1_scale_invariance;
 pub mod fig2_matrix_factorization;
+pub mod fig5_scale_symmetry;
 pub mod fig6_representations;
 pub mod noether_flow;
 
@@ -46,6 +47,7 @@ pub fn registry() -> Vec<&'static dyn Experiment> {
         &noether_flow::NoetherFlow,
         &fig1_scale_invariance::Fig1,
         &fig2_matrix_factorization::Fig2,
+        &fig5_scale_symmetry::Fig5,
         &fig6_representations::Fig6,
     ]
 }
