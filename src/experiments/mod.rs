@@ -9,6 +9,7 @@ pub mod fig1_scale_invariance;
 pub mod fig2_matrix_factorization;
 pub mod fig3_sharpening;
 pub mod fig4_warmup;
+pub mod fig5_scale_symmetry;
 pub mod fig6_representations;
 pub mod noether_flow;
 pub mod relaxation;
@@ -52,6 +53,7 @@ pub fn registry() -> Vec<&'static dyn Experiment> {
         &fig2_matrix_factorization::Fig2,
         &fig3_sharpening::Fig3,
         &fig4_warmup::Fig4,
+        &fig5_scale_symmetry::Fig5,
         &fig6_representations::Fig6,
         &relaxation::Relaxation,
         &teleport_vs_training::TeleportVsTraining,
