@@ -3,9 +3,9 @@
 use crate::common::Global;
 use crate::progress;
 use anyhow::{Context, Result};
-use noether::dynamics::{self, default_observers, MetricsSink, Precision, TrainConfig, Trainer};
+use noether::dynamics::{self, default_observers, Precision, TrainConfig, Trainer};
+use noether::report::MetricsWriter;
 use noether::Real;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,23 +23,6 @@ pub struct Args {
     /// Override the config's number of steps, e.g. `--steps 100`.
     #[arg(long)]
     pub steps: Option<u64>,
-}
-
-/// A metrics sink that writes CSV rows through to disk as they are logged.
-struct CsvSink {
-    w: std::io::BufWriter<std::fs::File>,
-}
-
-impl MetricsSink for CsvSink {
-    fn begin(&mut self, columns: &[String]) -> noether::Result<()> {
-        writeln!(self.w, "{}", columns.join(",")).map_err(|e| noether::Error::io("metrics.csv", e))?;
-        self.w.flush().map_err(|e| noether::Error::io("metrics.csv", e))
-    }
-    fn row(&mut self, values: &[f64]) -> noether::Result<()> {
-        let line: Vec<String> = values.iter().map(|v| format!("{v:e}")).collect();
-        writeln!(self.w, "{}", line.join(",")).map_err(|e| noether::Error::io("metrics.csv", e))?;
-        self.w.flush().map_err(|e| noether::Error::io("metrics.csv", e))
-    }
 }
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
@@ -68,10 +51,11 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
 
 fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
     let mut trainer = Trainer::<T>::from_config(config)?;
-    let file = std::fs::File::create(out.join("metrics.csv"))
-        .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
-    let mut sink = CsvSink { w: std::io::BufWriter::new(file) };
     let mut observers = default_observers(config, &trainer.model)?;
+    let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
+    let columns: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
+    let mut sink = MetricsWriter::create(out.join("metrics.csv"), &columns)
+        .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
     let pb = progress::bar(config.steps, format!("{} {}", trainer.method().short(), out.display()), global);
     let summary = dynamics::run(
         &mut trainer,
