@@ -95,7 +95,7 @@ pub fn run<T: Real>(
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
     let start = std::time::Instant::now();
-    let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
+    let columns = observer_columns(observers, &trainer.model);
     sink.begin(&columns)?;
     let mut row = Vec::with_capacity(columns.len());
     let mut log =
@@ -149,6 +149,14 @@ pub fn run<T: Real>(
         wall_time_s: start.elapsed().as_secs_f64(),
         seed,
     })
+}
+
+/// The column names of a list of observers, in logging order (the header of `metrics.csv`).
+pub fn observer_columns<T: Real>(
+    observers: &[Box<dyn Observer<T> + '_>],
+    model: &crate::model::Model<T>,
+) -> Vec<String> {
+    observers.iter().flat_map(|o| o.columns(model)).collect()
 }
 
 /// The standard observers of a config: [`Basics`], [`Charges`] and, when asked, [`NoiseObserver`] and

@@ -100,7 +100,7 @@ pub fn train_logged<T: Real>(
     let mut trainer = Trainer::<T>::from_config(config)?;
     let mut observers = default_observers(config, &trainer.model)?;
     observers.extend(extra);
-    let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
+    let columns = crate::dynamics::observer_columns(&observers, &trainer.model);
     let cols: Vec<&str> = columns.iter().map(|s| s.as_str()).collect();
     let mut memory = MemorySink::default();
     let file = MetricsWriter::create(ctx.dir.join(format!("{stem}.csv")), &cols)?;

@@ -52,7 +52,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
 fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
     let mut trainer = Trainer::<T>::from_config(config)?;
     let mut observers = default_observers(config, &trainer.model)?;
-    let columns: Vec<String> = observers.iter().flat_map(|o| o.columns(&trainer.model)).collect();
+    let columns = noether::dynamics::observer_columns(&observers, &trainer.model);
     let columns: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
     let mut sink = MetricsWriter::create(out.join("metrics.csv"), &columns)
         .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
