@@ -554,51 +554,167 @@ pub fn par_for_flops(flops: f64) -> Par {
     }
 }
 
-/// SGD update with weight decay in place: `θ ← θ − η(g + γθ)` (compiled with AVX2 when the CPU has it).
-pub fn sgd_update_in_place<T: Real>(theta: &mut [T], grad: &[T], eta: T, weight_decay: T) {
-    assert_eq!(theta.len(), grad.len());
-    #[inline(always)]
-    fn update<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
+/// Defines `$name` twice: the body as written, and the same body compiled with AVX2+FMA, chosen at run time
+/// (the crate is built for baseline x86-64, so loops only get 256-bit vectors inside such a function).
+macro_rules! simd_dispatch {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Real>($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+        $(#[$m])*
+        $vis fn $name<T: Real>($($arg: $ty),*) {
+            #[inline(always)]
+            fn generic<T: Real>($($arg: $ty),*) $body
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<T: Real>($($arg: $ty),*) {
+                generic($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports AVX2 and FMA (checked above).
+                return unsafe { avx2($($arg),*) };
+            }
+            generic($($arg),*)
+        }
+    };
+}
+
+/// Independent accumulators of the reductions below (a multiple of every vector width, so the loops
+/// vectorise without reassociating a single sum).
+const LANES: usize = 16;
+
+#[inline(always)]
+fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
+    let mut s = T::zero();
+    for &v in acc {
+        s += v;
+    }
+    s
+}
+
+/// Column `j` of a matrix with unit row stride (every tape and data matrix) as a slice.
+#[inline(always)]
+fn col_slice<T: Real>(a: MatRef<'_, T>, j: usize) -> &[T] {
+    a.col(j).try_as_col_major().expect("column-major matrix").as_slice()
+}
+
+simd_dispatch! {
+    /// SGD update with weight decay in place: `θ ← θ − η(g + γθ)`.
+    pub fn sgd_update_in_place<T: Real>(theta: &mut [T], grad: &[T], eta: T, weight_decay: T) {
+        assert_eq!(theta.len(), grad.len());
         for (t, &g) in theta.iter_mut().zip(grad) {
-            *t -= eta * (g + wd * *t);
-        }
-    }
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn update_avx2<T: Real>(theta: &mut [T], grad: &[T], eta: T, wd: T) {
-        update(theta, grad, eta, wd)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU supports AVX2 (checked above).
-        return unsafe { update_avx2(theta, grad, eta, weight_decay) };
-    }
-    update(theta, grad, eta, weight_decay)
-}
-
-/// Per-row squared norms of a `[B, d]` matrix: `out[n] = Σ_j a[n, j]²` (written, not accumulated).
-pub fn row_sq_norms_into<T: Real>(a: MatRef<'_, T>, out: &mut [T]) {
-    debug_assert_eq!(out.len(), a.nrows());
-    out.iter_mut().for_each(|v| *v = T::zero());
-    for j in 0..a.ncols() {
-        let col = a.col(j);
-        for (n, o) in out.iter_mut().enumerate() {
-            let v = col[n];
-            *o += v * v;
+            *t -= eta * (g + weight_decay * *t);
         }
     }
 }
 
-/// Column sums of a `[B, d]` matrix times `alpha`, written into (or, with `accumulate`, added to) `out`.
-pub fn col_sums_into<T: Real>(a: MatRef<'_, T>, alpha: T, accumulate: bool, out: &mut [T]) {
-    debug_assert_eq!(out.len(), a.ncols());
-    for (j, o) in out.iter_mut().enumerate() {
-        let col = a.col(j);
-        let mut s = T::zero();
-        for n in 0..a.nrows() {
-            s += col[n];
+simd_dispatch! {
+    /// Per-row squared norms of a `[B, d]` column-major matrix: `out[n] = Σ_j a[n, j]²` (written, not
+    /// accumulated).
+    pub fn row_sq_norms_into<T: Real>(a: MatRef<'_, T>, out: &mut [T]) {
+        assert_eq!(out.len(), a.nrows());
+        out.iter_mut().for_each(|v| *v = T::zero());
+        for j in 0..a.ncols() {
+            for (o, &v) in out.iter_mut().zip(col_slice(a, j)) {
+                *o += v * v;
+            }
         }
-        *o = if accumulate { *o + alpha * s } else { alpha * s };
+    }
+}
+
+simd_dispatch! {
+    /// Weighted squared column sums of a `[B, d]` column-major matrix: `weighted[j] += Σ_n a[n, j]² w[n]`
+    /// and, if `plain` is non-empty, `plain[j] += Σ_n a[n, j]²` (both accumulated in f64, summed per column
+    /// in `T`).
+    pub fn col_sq_sums_accumulate<T: Real>(a: MatRef<'_, T>, w: &[T], weighted: &mut [f64], plain: &mut [f64]) {
+        assert_eq!(w.len(), a.nrows());
+        assert_eq!(weighted.len(), a.ncols());
+        assert!(plain.is_empty() || plain.len() == a.ncols());
+        let split = a.nrows() / LANES * LANES;
+        for j in 0..a.ncols() {
+            let c = col_slice(a, j);
+            let (mut aw, mut ap) = ([T::zero(); LANES], [T::zero(); LANES]);
+            for (cc, wc) in c[..split].chunks_exact(LANES).zip(w[..split].chunks_exact(LANES)) {
+                for k in 0..LANES {
+                    let s = cc[k] * cc[k];
+                    aw[k] += s * wc[k];
+                    ap[k] += s;
+                }
+            }
+            for n in split..c.len() {
+                let s = c[n] * c[n];
+                aw[0] += s * w[n];
+                ap[0] += s;
+            }
+            weighted[j] += lane_sum(&aw).to_f64();
+            if !plain.is_empty() {
+                plain[j] += lane_sum(&ap).to_f64();
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// Column sums of a `[B, d]` column-major matrix times `alpha`, written into (or, with `accumulate`,
+    /// added to) `out`.
+    pub fn col_sums_into<T: Real>(a: MatRef<'_, T>, alpha: T, accumulate: bool, out: &mut [T]) {
+        assert_eq!(out.len(), a.ncols());
+        let split = a.nrows() / LANES * LANES;
+        for (j, o) in out.iter_mut().enumerate() {
+            let c = col_slice(a, j);
+            let mut acc = [T::zero(); LANES];
+            for cc in c[..split].chunks_exact(LANES) {
+                for k in 0..LANES {
+                    acc[k] += cc[k];
+                }
+            }
+            for &v in &c[split..] {
+                acc[0] += v;
+            }
+            let s = lane_sum(&acc);
+            *o = if accumulate { *o + alpha * s } else { alpha * s };
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `dst[n, j] = a[n, j]²` for column-major matrices of equal shape.
+    pub fn squares_into<T: Real>(dst: MatMut<'_, T>, a: MatRef<'_, T>) {
+        let mut dst = dst;
+        assert_eq!((dst.nrows(), dst.ncols()), (a.nrows(), a.ncols()));
+        for j in 0..a.ncols() {
+            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            for (o, &v) in d.iter_mut().zip(col_slice(a, j)) {
+                *o = v * v;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `dst[n, j] = w[n]·a[n, j]` (`diag(w)·A`) for column-major matrices of equal shape.
+    pub fn row_scaled_into<T: Real>(dst: MatMut<'_, T>, a: MatRef<'_, T>, w: &[T]) {
+        let mut dst = dst;
+        assert_eq!((dst.nrows(), dst.ncols()), (a.nrows(), a.ncols()));
+        assert_eq!(w.len(), a.nrows());
+        for j in 0..a.ncols() {
+            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            for ((o, &v), &wn) in d.iter_mut().zip(col_slice(a, j)).zip(w) {
+                *o = v * wn;
+            }
+        }
+    }
+}
+
+simd_dispatch! {
+    /// `dst[i, j] += src[i, j]` for column-major matrices of equal shape, with `src` converted to f64.
+    pub fn add_to_f64<T: Real>(dst: MatMut<'_, f64>, src: MatRef<'_, T>) {
+        let mut dst = dst;
+        assert_eq!((dst.nrows(), dst.ncols()), (src.nrows(), src.ncols()));
+        for j in 0..src.ncols() {
+            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            for (o, &v) in d.iter_mut().zip(col_slice(src, j)) {
+                *o += v.to_f64();
+            }
+        }
     }
 }
 

@@ -152,3 +152,47 @@ fn small_gemm_takes_tape_layouts_at_batch_one() {
     let mut d0 = Mat::<f64>::zeros(1, 30);
     assert!(gemm_small(d0.as_mut(), false, z.as_ref(), w_rm, 1.0));
 }
+
+/// The column and row reductions of `linalg` (vectorised with 16 lane accumulators and a tail) against plain
+/// loops, on sizes that exercise both the lanes and the tail.
+#[test]
+fn column_kernels_match_plain_loops() {
+    use noether::linalg::{
+        add_to_f64, col_sq_sums_accumulate, col_sums_into, row_scaled_into, row_sq_norms_into, squares_into,
+    };
+    for &(b, d) in &[(1usize, 3usize), (16, 2), (37, 5), (100, 7)] {
+        let a = faer::Mat::<f64>::from_fn(b, d, |i, j| ((i * 31 + j * 17) % 23) as f64 / 7.0 - 1.5);
+        let w: Vec<f64> = (0..b).map(|n| ((n * 13) % 11) as f64 / 3.0 - 0.7).collect();
+        let tol = |x: f64| 1e-13 * (1.0 + x.abs());
+        let mut rows = vec![0.0; b];
+        row_sq_norms_into(a.as_ref(), &mut rows);
+        for n in 0..b {
+            let want: f64 = (0..d).map(|j| a[(n, j)] * a[(n, j)]).sum();
+            assert!((rows[n] - want).abs() <= tol(want));
+        }
+        let (mut weighted, mut plain) = (vec![1.0; d], vec![2.0; d]);
+        col_sq_sums_accumulate(a.as_ref(), &w, &mut weighted, &mut plain);
+        let mut sums = vec![0.5; d];
+        col_sums_into(a.as_ref(), 2.0, true, &mut sums);
+        for j in 0..d {
+            let ww: f64 = (0..b).map(|n| a[(n, j)] * a[(n, j)] * w[n]).sum::<f64>() + 1.0;
+            let wp: f64 = (0..b).map(|n| a[(n, j)] * a[(n, j)]).sum::<f64>() + 2.0;
+            let ws: f64 = 2.0 * (0..b).map(|n| a[(n, j)]).sum::<f64>() + 0.5;
+            assert!((weighted[j] - ww).abs() <= tol(ww), "weighted col {j}: {} vs {ww}", weighted[j]);
+            assert!((plain[j] - wp).abs() <= tol(wp));
+            assert!((sums[j] - ws).abs() <= tol(ws));
+        }
+        let (mut sq, mut sc) = (faer::Mat::<f64>::zeros(b, d), faer::Mat::<f64>::zeros(b, d));
+        squares_into(sq.as_mut(), a.as_ref());
+        row_scaled_into(sc.as_mut(), a.as_ref(), &w);
+        let mut acc = faer::Mat::<f64>::from_fn(b, d, |i, j| (i + j) as f64);
+        add_to_f64(acc.as_mut(), a.as_ref());
+        for n in 0..b {
+            for j in 0..d {
+                assert_eq!(sq[(n, j)], a[(n, j)] * a[(n, j)]);
+                assert_eq!(sc[(n, j)], a[(n, j)] * w[n]);
+                assert_eq!(acc[(n, j)], (n + j) as f64 + a[(n, j)]);
+            }
+        }
+    }
+}

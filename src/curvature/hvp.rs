@@ -107,7 +107,7 @@ impl<'a> HessianOperator<'a> {
         let chunks: Vec<Range<usize>> = (0..n).step_by(chunk).map(|s| s..(s + chunk).min(n)).collect();
         let arch = &model.arch;
         let n_tapes = if opts.cache { chunks.len() } else { 1 };
-        let mut tapes: Vec<Tape<f64>> = (0..n_tapes).map(|_| Tape::new(arch, chunk)).collect();
+        let mut tapes: Vec<Tape<f64>> = (0..n_tapes).map(|_| Tape::for_passes(arch, chunk)).collect();
         if opts.cache {
             for (tape, r) in tapes.iter_mut().zip(&chunks) {
                 Self::prepare(model, data, loss, opts.curvature, tape, r.clone())?;

@@ -75,6 +75,14 @@ impl<T: Real> Tape<T> {
         }
     }
 
+    /// A tape for whole-data passes: as [`Tape::new`], with the GEMMs on every core when one pass over
+    /// `capacity` samples is large enough to pay for the threads ([`crate::linalg::par_for_flops`]).
+    pub fn for_passes(arch: &Architecture, capacity: usize) -> Self {
+        let mut tape = Self::new(arch, capacity);
+        tape.set_par(crate::linalg::par_for_flops(arch.train_flops(tape.capacity)));
+        tape
+    }
+
     /// Sets the parallelism of the forward/backward GEMMs (default `Par::Seq`; see
     /// [`crate::linalg::par_for_flops`]). Results agree across settings up to round-off.
     pub fn set_par(&mut self, par: Par) {
@@ -351,7 +359,7 @@ impl<T: Real> Model<T> {
     pub fn loss_and_grad(&self, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<(f64, Vec<f64>)> {
         data.check_model(&self.arch, loss)?;
         let n = data.len();
-        let mut tape = Tape::new(&self.arch, chunk.min(n).max(1));
+        let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut g = vec![T::zero(); self.arch.n_params()];
         let mut total = vec![0.0; self.arch.n_params()];
         let mut lsum = 0.0;
@@ -381,7 +389,7 @@ impl<T: Real> Model<T> {
     pub fn per_sample_losses(&self, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<Vec<f64>> {
         data.check_model(&self.arch, loss)?;
         let n = data.len();
-        let mut tape = Tape::new(&self.arch, chunk.min(n).max(1));
+        let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut out = vec![0.0; n];
         let mut start = 0;
         while start < n {
@@ -398,7 +406,7 @@ impl<T: Real> Model<T> {
     pub fn outputs(&self, data: &Dataset<T>, chunk: usize) -> Result<Mat<T>> {
         data.check_input(&self.arch)?;
         let n = data.len();
-        let mut tape = Tape::new(&self.arch, chunk.min(n).max(1));
+        let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut out = Mat::zeros(n, self.arch.d_out());
         let mut start = 0;
         while start < n {

@@ -41,7 +41,7 @@ pub fn per_sample_directional<T: Real>(
 ) -> Result<PerSampleDirectional> {
     data.check_model(&model.arch, loss)?;
     let n = data.len();
-    let mut tape = Tape::new(&model.arch, chunk.min(n).max(1));
+    let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
     let mut dots = vec![0.0; n];
     let mut norms = vec![0.0; n];
     let mut start = 0;

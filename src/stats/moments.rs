@@ -15,11 +15,14 @@
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::linalg::{gemm, row_sq_norms_into};
+use crate::linalg::{
+    add_to_f64, col_sq_sums_accumulate, gemm, gemm_par, row_scaled_into, row_sq_norms_into, squares_into,
+};
 use crate::loss::Loss;
 use crate::model::{Architecture, Model, Tape};
 use crate::real::Real;
 use faer::reborrow::ReborrowMut;
+use faer::Par;
 use faer::{Mat, MatRef};
 
 /// Which optional statistics a pass computes on top of the always-present per-unit noise and traces.
@@ -112,7 +115,7 @@ pub fn moments<T: Real>(
     let arch = &model.arch;
     let n = data.len();
     let chunk = opts.chunk.max(1).min(n);
-    let mut tape = Tape::new(arch, chunk);
+    let mut tape = Tape::for_passes(arch, chunk);
     let mut g = vec![T::zero(); arch.n_params()];
     let mut grad = vec![0.0; arch.n_params()];
     let wmax = arch.max_width();
@@ -183,14 +186,6 @@ pub fn moments<T: Real>(
     Ok(out)
 }
 
-fn add_into(dst: &mut Mat<f64>, src: &Mat<impl Real>) {
-    for j in 0..dst.ncols() {
-        for i in 0..dst.nrows() {
-            dst[(i, j)] += src[(i, j)].to_f64();
-        }
-    }
-}
-
 /// Adds one chunk's contribution of layer l. Cost O(B·(d_in + d_out)) plus the optional GEMMs.
 fn layer_chunk<T: Real>(
     tape: &Tape<T>,
@@ -216,77 +211,41 @@ fn layer_chunk<T: Real>(
     }
     acc.sq_norm += tot.to_f64();
     // rows: Σ_n δ_nj² s_n ; bias: Σ_n δ_nj²
-    for j in 0..d_out {
-        let c = D.col(j);
-        let (mut r, mut bb) = (T::zero(), T::zero());
-        for n in 0..b {
-            let d2 = c[n] * c[n];
-            r += d2 * xn[n];
-            bb += d2;
-        }
-        acc.rows[j] += r.to_f64();
-        if has_bias {
-            acc.bias[j] += bb.to_f64();
-        }
-    }
+    col_sq_sums_accumulate(D, xn, &mut acc.rows, &mut acc.bias);
     // cols: Σ_n x_ni² ‖δ_n‖²
-    for i in 0..d_in {
-        let c = X.col(i);
-        let mut r = T::zero();
-        for n in 0..b {
-            r += c[n] * c[n] * dn[n];
-        }
-        acc.cols[i] += r.to_f64();
-    }
+    col_sq_sums_accumulate(X, dn, &mut acc.cols, &mut []);
     if let (Some(dst), Some(tmp)) = (acc.elementwise.as_mut(), grams.0.as_mut()) {
         // E[δ_nj² x_ni²] = (Δ∘Δ)ᵀ(X∘X)
-        let mut dsq = ws.sq.as_mut().submatrix_mut(0, 0, b, d_out);
-        for j in 0..d_out {
-            let (s, mut t) = (D.col(j), dsq.rb_mut().col_mut(j));
-            for n in 0..b {
-                t[n] = s[n] * s[n];
-            }
-        }
-        let mut xsq = ws.sq2.as_mut().submatrix_mut(0, 0, b, d_in);
-        for i in 0..d_in {
-            let (s, mut t) = (X.col(i), xsq.rb_mut().col_mut(i));
-            for n in 0..b {
-                t[n] = s[n] * s[n];
-            }
-        }
-        gemm(
+        squares_into(ws.sq.as_mut().submatrix_mut(0, 0, b, d_out), D);
+        squares_into(ws.sq2.as_mut().submatrix_mut(0, 0, b, d_in), X);
+        gemm_par(
             tmp.as_mut(),
             false,
             ws.sq.as_ref().submatrix(0, 0, b, d_out).transpose(),
             ws.sq2.as_ref().submatrix(0, 0, b, d_in),
             T::one(),
+            tape.par(),
         );
-        add_into(dst, tmp);
+        add_to_f64(dst.as_mut(), tmp.as_ref());
     }
     if let (Some(dst), Some(tmp)) = (acc.delta_gram.as_mut(), grams.1.as_mut()) {
         // Δᵀ diag(s) Δ
-        weighted_gram(D, xn, &mut ws.sq, tmp);
-        add_into(dst, tmp);
+        weighted_gram(D, xn, &mut ws.sq, tmp, tape.par());
+        add_to_f64(dst.as_mut(), tmp.as_ref());
     }
     if let (Some(dst), Some(tmp)) = (acc.input_gram.as_mut(), grams.2.as_mut()) {
         // Xᵀ diag(‖δ‖²) X
-        weighted_gram(X, dn, &mut ws.sq, tmp);
-        add_into(dst, tmp);
+        weighted_gram(X, dn, &mut ws.sq, tmp, tape.par());
+        add_to_f64(dst.as_mut(), tmp.as_ref());
     }
     let _ = &mut ws.tmp;
 }
 
 /// `out ← Aᵀ diag(w) A` for `A` `[B, d]` (scratch holds `diag(w) A`).
-fn weighted_gram<T: Real>(a: MatRef<'_, T>, w: &[T], scratch: &mut Mat<T>, out: &mut Mat<T>) {
+fn weighted_gram<T: Real>(a: MatRef<'_, T>, w: &[T], scratch: &mut Mat<T>, out: &mut Mat<T>, par: Par) {
     let (b, d) = (a.nrows(), a.ncols());
-    let mut s = scratch.as_mut().submatrix_mut(0, 0, b, d);
-    for j in 0..d {
-        let (src, mut dst) = (a.col(j), s.rb_mut().col_mut(j));
-        for n in 0..b {
-            dst[n] = src[n] * w[n];
-        }
-    }
-    gemm(out.as_mut(), false, a.transpose(), scratch.as_ref().submatrix(0, 0, b, d), T::one());
+    row_scaled_into(scratch.as_mut().submatrix_mut(0, 0, b, d), a, w);
+    gemm_par(out.as_mut(), false, a.transpose(), scratch.as_ref().submatrix(0, 0, b, d), T::one(), par);
 }
 
 impl Moments {
@@ -418,7 +377,7 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     data.check_model(&model.arch, loss)?;
     let n = data.len();
     let nl = model.arch.n_layers();
-    let mut tape = Tape::new(&model.arch, chunk.min(n).max(1));
+    let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
     let mut out = Mat::<f64>::zeros(n, nl);
     let cap = tape.capacity();
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
@@ -495,7 +454,7 @@ pub fn per_sample_quad<T: Real>(
     data.check_model(&model.arch, loss)?;
     let n = data.len();
     let arch = &model.arch;
-    let mut tape = Tape::new(arch, chunk.min(n).max(1));
+    let mut tape = Tape::for_passes(arch, chunk.min(n).max(1));
     let cap = tape.capacity();
     let mut out = vec![0.0; n];
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
