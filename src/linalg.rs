@@ -557,14 +557,14 @@ pub fn par_for_flops(flops: f64) -> Par {
 /// Defines `$name` twice: the body as written, and the same body compiled with AVX2+FMA, chosen at run time
 /// (the crate is built for baseline x86-64, so loops only get 256-bit vectors inside such a function).
 macro_rules! simd_dispatch {
-    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Real>($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
+    ($(#[$m:meta])* $vis:vis fn $name:ident<T: Real>($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
         $(#[$m])*
-        $vis fn $name<T: Real>($($arg: $ty),*) {
+        $vis fn $name<T: Real>($($arg: $ty),*) $(-> $ret)? {
             #[inline(always)]
-            fn generic<T: Real>($($arg: $ty),*) $body
+            fn generic<T: Real>($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2<T: Real>($($arg: $ty),*) {
+            unsafe fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? {
                 generic($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
@@ -576,6 +576,7 @@ macro_rules! simd_dispatch {
         }
     };
 }
+pub(crate) use simd_dispatch;
 
 /// Independent accumulators of the reductions below (a multiple of every vector width, so the loops
 /// vectorise without reassociating a single sum).

@@ -83,11 +83,19 @@ fn sgd_and_sde_have_the_predicted_mean_drift_of_every_charge() {
                 ChaCha8Rng::seed_from_u64(r),
             )
             .unwrap();
+            tr.record_direction(true);
             tr.step().unwrap();
             for (k, g) in gens.iter().enumerate() {
                 dc[k].push(g.charge(&model.arch, &tr.model.params) - g.charge(&model.arch, &model.params));
             }
-            noise.push(tr.last_direction().iter().zip(&gbar).map(|(a, b)| (a - b) * (a - b)).sum::<f64>());
+            noise.push(
+                tr.last_direction()
+                    .expect("recorded")
+                    .iter()
+                    .zip(&gbar)
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .sum::<f64>(),
+            );
         }
         for (k, g) in gens.iter().enumerate() {
             let predicted = eta * eta * (tr_a_sigma(g) / s as f64 + g.quad(&model.arch, &gbar));

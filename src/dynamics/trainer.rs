@@ -12,7 +12,7 @@ use super::Schedule;
 use crate::data::{BatchSampler, Dataset};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
-use crate::model::{Model, Tape};
+use crate::model::{Model, SmallBatchStep, Tape};
 use crate::real::Real;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -39,6 +39,10 @@ pub struct Trainer<T: Real> {
     acc: Vec<T>,
     sampler: Option<BatchSampler>,
     online_batch: Option<Dataset<T>>,
+    /// The fused per-sample step, for SGD at batch sizes where it beats the batched tape.
+    fused: Option<SmallBatchStep<T>>,
+    /// Whether the fused step must leave ĝ in `grad` (see [`Trainer::record_direction`]).
+    record_direction: bool,
     xi: Vec<T>,
     step: u64,
     time: f64,
@@ -88,7 +92,15 @@ impl<T: Real> Trainer<T> {
         // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.
         let mut tape = Tape::new(&model.arch, tape_cap);
         tape.set_par(crate::linalg::par_for_flops(model.arch.train_flops(tape_cap)));
+        let fused = match config.optimizer {
+            Method::Sgd { batch_size, .. } if SmallBatchStep::<T>::supports(&model.arch, batch_size) => {
+                Some(SmallBatchStep::new(&model.arch, batch_size))
+            }
+            _ => None,
+        };
         Ok(Self {
+            fused,
+            record_direction: false,
             tape,
             model,
             data,
@@ -135,13 +147,23 @@ impl<T: Real> Trainer<T> {
     pub fn last_loss(&self) -> f64 {
         self.last_loss
     }
+    /// Keep the update direction of every step for [`Trainer::last_direction`]. Every method keeps it anyway
+    /// except the fused small-batch SGD step, which at B = 1 applies `θ ← θ − η(δxᵀ + γθ)` without storing
+    /// `δxᵀ` (one store per parameter less) unless this is on.
+    pub fn record_direction(&mut self, on: bool) {
+        self.record_direction = on;
+    }
+
     /// The update direction of the last step without weight decay: ĝ for SGD, ∇L for GD, ∇L − ζ for the SDE
-    /// (for gradient flow, the RK4 average direction).
-    pub fn last_direction(&self) -> &[T] {
-        if matches!(self.method, Method::GradientFlow { .. }) {
-            &self.acc
+    /// (for gradient flow, the RK4 average direction). `None` for a fused small-batch SGD step taken without
+    /// [`Trainer::record_direction`], and before the first step.
+    pub fn last_direction(&self) -> Option<&[T]> {
+        if self.step == 0 || (self.fused.is_some() && !self.record_direction) {
+            None
+        } else if matches!(self.method, Method::GradientFlow { .. }) {
+            Some(&self.acc)
         } else {
-            &self.grad
+            Some(&self.grad)
         }
     }
     /// The data set used for logging the loss (the training set, or the held-out set of online runs).
@@ -179,6 +201,20 @@ impl<T: Real> Trainer<T> {
     /// One step. A non-finite loss is [`Error::Diverged`] naming the step; θ is left as it was before it.
     pub fn step(&mut self) -> Result<()> {
         let lr = self.current_lr();
+        if let Some(fused) = self.fused.as_mut() {
+            match (&self.data, &mut self.sampler, &mut self.online_batch) {
+                (TrainData::Finite(d), Some(s), _) => fused.load_rows(d, s.next_batch(&mut self.rng)),
+                (TrainData::Online { sampler, .. }, _, Some(batch)) => {
+                    sampler.resample_into(batch, &mut self.rng);
+                    fused.load_first(batch);
+                }
+                _ => unreachable!("SGD trainer always has a sampler or an online batch"),
+            }
+            let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
+            let record = self.record_direction;
+            let loss = fused.step(&mut self.model.params, &mut self.grad, record, self.loss, eta, wd);
+            return self.finish_step(loss, lr);
+        }
         let loss = match self.method.clone() {
             Method::Sgd { batch_size, .. } => {
                 match (&self.data, &mut self.sampler, &mut self.online_batch) {

@@ -134,6 +134,7 @@ impl Experiment for Fig1 {
         let cfg = config(&p, seed, sgd.clone(), p.steps, 0.0, 1.0);
         write_config(ctx, &cfg, "sgd")?;
         let mut tr = member_trainer(&cfg, 0)?;
+        tr.record_direction(true);
         let theta0 = tr.model.params.clone();
         let mut probe = IdentityProbe::new(vec![gen.clone()]);
         let mut sgd_track: Track = vec![(0.0, theta0[0], theta0[1], norm(&tr.model))];

@@ -85,7 +85,8 @@ impl IdentityProbe {
     }
     /// Call after the step with its learning rate.
     pub(crate) fn after(&mut self, tr: &Trainer<f64>, lr: f64) {
-        let (arch, theta, ghat) = (&tr.model.arch, &tr.model.params, tr.last_direction());
+        let ghat = tr.last_direction().expect("the probed trainer records its direction");
+        let (arch, theta) = (&tr.model.arch, &tr.model.params);
         for (g, c0) in self.gens.iter().zip(&self.before) {
             let dc = g.charge(arch, theta) - c0;
             let pred = lr * lr * g.quad(arch, ghat);
@@ -295,6 +296,7 @@ fn run_case(ctx: &Context<'_>, case: &Case, p: &Params, progress: &mut dyn FnMut
         progress(&format!("{} member {r}", case.key));
         // SGD with the drift predicted along the trajectory.
         let mut tr = member_trainer(&cfg_sgd, r)?;
+        tr.record_direction(true);
         let c0 = charge(&tr.model);
         let (mut acc, mut qc0, mut qpred) = (0.0, c0, 0.0);
         sum_sgd[0] += c0;

@@ -5,12 +5,14 @@
 //! This is the flattening order of `shared/reference/*/case.json` and of PyTorch's `nn.Linear`.
 
 mod activation;
+mod fused;
 mod init;
 mod io;
 mod spec;
 mod tape;
 
 pub use activation::Activation;
+pub use fused::{SmallBatchStep, FUSED_MAX_BATCH};
 pub use init::Init;
 pub use io::{load_params_into, load_safetensors, save_safetensors, tensors_to_safetensors_bytes};
 pub use spec::{Flags, ModelSpec};
