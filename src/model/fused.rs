@@ -23,9 +23,9 @@ use crate::real::Real;
 use faer::{MatMut, MatRef};
 
 /// Largest batch for which the fused step is used: above it the rank-B products are GEMMs and the
-/// tape's batched backward (faer or the small-GEMM kernels) is faster. Measured on the 30-40-30 net (f64):
-/// the fused step wins up to S = 4 and loses from S = 8.
-pub const FUSED_MAX_BATCH: usize = 4;
+/// tape's batched backward is faster. Measured on the 30-40-30 net in f64 (`examples/prof_fused.rs`, loaded
+/// 2-core machine): tape/fused time 1.88 at B = 1, 1.52 at B = 2, 0.81 at B = 4, 0.65 at B = 8.
+pub const FUSED_MAX_BATCH: usize = 2;
 
 /// Per-sample buffers of the fused small-batch step, allocated once.
 #[derive(Clone, Debug)]

@@ -222,11 +222,15 @@ impl<T: Real> Tape<T> {
             };
             let mut h = tail[0].as_mut().subrows_mut(0, b);
             let act = ly.activation;
-            for j in 0..ly.d_out {
-                let s = src.col(j);
-                let mut hc = h.rb_mut().col_mut(j);
-                for n in 0..b {
-                    hc[n] = act.value(s[n]);
+            if act.is_identity() {
+                h.copy_from(src);
+            } else {
+                for j in 0..ly.d_out {
+                    let s = src.col(j);
+                    let mut hc = h.rb_mut().col_mut(j);
+                    for n in 0..b {
+                        hc[n] = act.value(s[n]);
+                    }
                 }
             }
         }
