@@ -83,12 +83,24 @@ impl Loss {
                 for j in 0..d {
                     let (fc, yc) = (f.col(j), y.col(j));
                     let mut gc = grad.rb_mut().col_mut(j);
-                    let mut s = T::zero();
-                    for n in 0..b {
-                        let r = fc[n] - yc[n];
-                        gc[n] = r;
-                        s += r * r;
-                    }
+                    let s = match (
+                        fc.try_as_col_major(),
+                        yc.try_as_col_major(),
+                        gc.rb_mut().try_as_col_major_mut(),
+                    ) {
+                        (Some(fs), Some(ys), Some(gs)) => {
+                            residuals_into(fs.as_slice(), ys.as_slice(), gs.as_slice_mut())
+                        }
+                        _ => {
+                            let mut s = T::zero();
+                            for n in 0..b {
+                                let r = fc[n] - yc[n];
+                                gc[n] = r;
+                                s += r * r;
+                            }
+                            s
+                        }
+                    };
                     total += 0.5 * s.to_f64();
                 }
             }
@@ -156,4 +168,30 @@ impl std::str::FromStr for Loss {
     fn from_str(s: &str) -> Result<Self> {
         Loss::parse(s)
     }
+}
+
+/// `g = f − y` and returns `Σ (f − y)²` over contiguous slices (eight independent partial sums).
+#[inline]
+fn residuals_into<T: Real>(f: &[T], y: &[T], g: &mut [T]) -> T {
+    const LANES: usize = 8;
+    let split = f.len() / LANES * LANES;
+    let mut acc = [T::zero(); LANES];
+    for ((fc, yc), gc) in f[..split]
+        .chunks_exact(LANES)
+        .zip(y[..split].chunks_exact(LANES))
+        .zip(g[..split].chunks_exact_mut(LANES))
+    {
+        for t in 0..LANES {
+            let r = fc[t] - yc[t];
+            gc[t] = r;
+            acc[t] += r * r;
+        }
+    }
+    let mut s = T::zero();
+    for ((&fv, &yv), gv) in f[split..].iter().zip(&y[split..]).zip(&mut g[split..]) {
+        let r = fv - yv;
+        *gv = r;
+        s += r * r;
+    }
+    acc.iter().fold(s, |a, &v| a + v)
 }

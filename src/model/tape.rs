@@ -424,16 +424,16 @@ impl<T: Real> Model<T> {
     }
 }
 
-/// `dst[r, j] = src[rows[r], j]` for every column j (rows checked against `src`, one bounds check per row).
+/// `dst[r, j] = src[rows[r], j]` for every column j (column-major matrices; rows checked once).
 fn gather_rows_into<T: Real>(src: MatRef<'_, T>, rows: &[usize], mut dst: MatMut<'_, T>) {
     assert!(rows.iter().all(|&i| i < src.nrows()), "row index out of range");
     assert!(rows.len() <= dst.nrows() && src.ncols() == dst.ncols());
-    let (sp, srs, scs) = (src.as_ptr(), src.row_stride(), src.col_stride());
-    let (dp, drs, dcs) = (dst.rb_mut().as_ptr_mut(), dst.row_stride(), dst.col_stride());
-    for j in 0..src.ncols() as isize {
-        for (r, &i) in rows.iter().enumerate() {
-            // SAFETY: i < src.nrows(), r < dst.nrows(), j < ncols of both (asserted above).
-            unsafe { *dp.offset(r as isize * drs + j * dcs) = *sp.offset(i as isize * srs + j * scs) };
+    for j in 0..src.ncols() {
+        let s = src.col(j).try_as_col_major().expect("column-major data").as_slice();
+        let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major tape").as_slice_mut();
+        for (o, &i) in d.iter_mut().zip(rows) {
+            // SAFETY: every i < src.nrows() = s.len() (asserted above).
+            *o = unsafe { *s.get_unchecked(i) };
         }
     }
 }
