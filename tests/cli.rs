@@ -251,3 +251,104 @@ fn wrong_shape_and_non_finite_inputs_are_named() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("width"), "{}", stderr(&o));
 }
+
+/// `--model M --data D --activation A` of a reference case.
+fn case_args(case: &str, activation: &str) -> Vec<String> {
+    let f = |name: &str| format!("tests/data/{case}/{name}.safetensors");
+    vec!["--model".into(), f("model"), "--data".into(), f("data"), "--activation".into(), activation.into()]
+}
+
+fn run_with(cmd: &str, base: &[String], extra: &[&str]) -> Output {
+    let mut args: Vec<&str> = vec![cmd];
+    args.extend(base.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    noether(&args)
+}
+
+fn read_csv(text: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut r = csv::Reader::from_reader(text.as_bytes());
+    let header = r.headers().unwrap().iter().map(String::from).collect();
+    let rows = r.records().map(|rec| rec.unwrap().iter().map(String::from).collect()).collect();
+    (header, rows)
+}
+
+#[test]
+fn exports_parse_with_the_documented_schema_and_header() {
+    use noether::report::records::{AnalyzeRecord, SharpnessRecord, SymmetryRecord};
+    use noether::report::Record;
+    let d = tmp("exports");
+    let path = |name: &str| d.join(name).display().to_string();
+    let relu = case_args("relu_mlp_mse", "relu");
+    let (json, csv, md) = (path("a.json"), path("a.csv"), path("a.md"));
+    let o = run_with(
+        "analyze",
+        &relu,
+        &["--export-json", &json, "--export-csv", &csv, "--export-markdown", &md, "--lr", "0.05"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("summary:"), "the table is still printed");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys.len(), 5, "{keys:?}");
+    for k in ["noether_version", "command", "config", "seed", "results"] {
+        assert!(keys.contains(&k), "missing {k} in {keys:?}");
+    }
+    assert_eq!(v["command"], "analyze");
+    assert!(v["seed"].is_null(), "analyze is deterministic");
+    assert_eq!(v["config"]["lr"], 0.05);
+    let results = v["results"].as_array().unwrap();
+    assert!(!results.is_empty());
+    // CSV: the record's columns, one row per JSON result, raw (unrounded) values.
+    let (header, rows) = read_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert_eq!(header, AnalyzeRecord::COLUMNS);
+    assert_eq!(rows.len(), results.len());
+    let charge = |row: &Vec<String>| row[3].parse::<f64>().unwrap();
+    assert_eq!(charge(&rows[0]), results[0]["charge"].as_f64().unwrap());
+    // Markdown: a pipe table with the same header and one line per record.
+    let md = std::fs::read_to_string(&md).unwrap();
+    let table: Vec<&str> = md.lines().filter(|l| l.starts_with('|')).collect();
+    assert!(table[0].starts_with("| family | layer | unit | charge |"), "{}", table[0]);
+    assert_eq!(table.len(), rows.len() + 2);
+
+    // Sharpness to stdout: the seed is recorded, one row per eigenvalue, nothing else on stdout.
+    let o = run_with("sharpness", &relu, &["--top", "2", "--bottom", "--seed", "4", "--export-csv", "-"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&String::from_utf8(o.stdout).unwrap());
+    assert_eq!(header, SharpnessRecord::COLUMNS);
+    assert_eq!(rows.iter().map(|r| r[1].as_str()).collect::<Vec<_>>(), ["top", "top", "bottom"]);
+    let o = run_with("sharpness", &relu, &["--seed", "4", "--export-json", "-"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["seed"], 4);
+
+    // Symmetries and teleport: JSON and CSV files.
+    let model = "tests/data/deep_linear_mse/model.safetensors";
+    let csv = path("s.csv");
+    let o = noether(&["symmetries", "--model", model, "--activation", "identity", "--export-csv", &csv]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (header, rows) = read_csv(&std::fs::read_to_string(&csv).unwrap());
+    assert_eq!(header, SymmetryRecord::COLUMNS);
+    assert!(rows.iter().any(|r| r[0] == "double_rotation" && r[3].is_empty() && !r[4].is_empty()));
+    let json = path("t.json");
+    let out = path("moved.safetensors");
+    let o = run_with("teleport", &relu, &["--out", &out, "--export-json", &json]);
+    assert!(o.status.code().is_some_and(|c| c <= 1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(v["command"], "teleport");
+    assert!(v["results"][0]["distance"].is_number());
+}
+
+#[test]
+fn unwritable_export_path_fails_before_any_work() {
+    let d = tmp("export-unwritable");
+    let relu = case_args("relu_mlp_mse", "relu");
+    let out = d.join("moved.safetensors");
+    for flag in ["--export-json", "--export-csv", "--export-markdown"] {
+        let bad = "/nonexistent-noether-dir/results.out";
+        let o = run_with("teleport", &relu, &["--out", &out.display().to_string(), flag, bad]);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        let e = stderr(&o);
+        assert!(e.contains(flag) && e.contains(bad), "{e}");
+        assert!(o.stdout.is_empty());
+        assert!(!out.exists(), "{flag}: teleport ran although the export file could not be created");
+    }
+}

@@ -7,7 +7,7 @@
 //! would be exceeded by chance with probability < 1e-5 per comparison for a correct implementation.
 
 use noether::data::Sampling;
-use noether::dynamics::{DataSpec, Method, TrainConfig, TrainData, Trainer};
+use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::ModelSpec;
 use noether::symmetry::{enumerate, Generator};
 use noether::testutil::{covariance_centred, per_sample_grads, random_case};
@@ -16,20 +16,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 fn config(method: Method, lr: f64) -> TrainConfig {
-    TrainConfig {
-        seed: 0,
-        steps: 1,
-        log_every: 1,
-        lr,
-        weight_decay: 0.0,
-        loss: Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap(),
-        data: DataSpec::default(),
-        optimizer: method,
-        schedule: Default::default(),
-        observe: Default::default(),
-    }
+    let unused = ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap();
+    TrainConfig::new(unused, method, lr, 1).with_log_every(1)
 }
 
 fn mean_and_stderr(v: &[f64]) -> (f64, f64) {

@@ -2,7 +2,7 @@
 //! discrete Noether identity C_{t+1} − C_t = η² ĝᵀAĝ at every SGD step.
 
 use noether::data::Sampling;
-use noether::dynamics::{DataSpec, Method, TrainConfig, TrainData, Trainer};
+use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::ModelSpec;
 use noether::symmetry::{enumerate, random_symmetric, verify, Generator, Symmetry};
 use noether::testutil::random_case;
@@ -132,20 +132,8 @@ fn sgd_trainer(
     batch: usize,
     seed: u64,
 ) -> Trainer<f64> {
-    let config = TrainConfig {
-        seed,
-        steps: 1000,
-        log_every: 100,
-        lr,
-        weight_decay: 0.0,
-        loss,
-        precision: Default::default(),
-        model: ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap(),
-        data: DataSpec::default(),
-        optimizer: Method::Sgd { batch_size: batch, sampling: Sampling::WithReplacement },
-        schedule: Default::default(),
-        observe: Default::default(),
-    };
+    let sgd = Method::Sgd { batch_size: batch, sampling: Sampling::WithReplacement };
+    let config = TrainConfig::new(unused_spec(), sgd, lr, 1000).with_seed(seed).with_loss(loss);
     let mut tr =
         Trainer::new(model, TrainData::Finite(data), &config, ChaCha8Rng::seed_from_u64(seed)).unwrap();
     tr.record_direction(true);
@@ -214,7 +202,7 @@ fn gd_change_of_charge_scales_like_eta_squared() {
     let mut changes = Vec::new();
     let etas = [1e-1, 1e-2, 1e-3];
     for eta in etas {
-        let config = TrainConfig { optimizer: Method::Gd, lr: eta, ..sgd_trainer_config() };
+        let config = TrainConfig::new(unused_spec(), Method::Gd, eta, 10).with_log_every(1);
         let mut tr = Trainer::new(
             model.clone(),
             TrainData::Finite(data.clone()),
@@ -237,19 +225,7 @@ fn gd_change_of_charge_scales_like_eta_squared() {
     }
 }
 
-fn sgd_trainer_config() -> TrainConfig {
-    TrainConfig {
-        seed: 0,
-        steps: 10,
-        log_every: 1,
-        lr: 0.01,
-        weight_decay: 0.0,
-        loss: Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap(),
-        data: DataSpec::default(),
-        optimizer: Method::Gd,
-        schedule: Default::default(),
-        observe: Default::default(),
-    }
+/// The config's model spec; the trainers here run on an explicit model, so it is never built.
+fn unused_spec() -> ModelSpec {
+    ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap()
 }

@@ -75,8 +75,10 @@ struct Workspace {
     rh: Vec<Mat<f64>>,
     /// `Ra_l`, turned into `Rδ_l` in place during the backward R-pass.
     ra: Vec<Mat<f64>>,
-    /// `a_l = ∂ℓ/∂h_l`, only for layers that need it (curved φ or normalisation).
+    /// `a_l = ∂ℓ/∂h_l`, only for layers that need it (Hessian with curved φ or normalisation).
     a: Vec<Mat<f64>>,
+    /// The backward pass these buffers serve (Gauss–Newton has no `a`).
+    curvature: Curvature,
 }
 
 /// The Hessian (or Gauss–Newton matrix) of the mean loss of `model` on `data`, as a matrix-free operator:
@@ -129,6 +131,7 @@ impl<'a> HessianOperator<'a> {
                     mat(ly.d_out, need)
                 })
                 .collect(),
+            curvature: opts.curvature,
         };
         Ok(Self { model, data, loss, opts, chunks, tapes, ws, products: 0 })
     }
@@ -185,14 +188,7 @@ impl<'a> HessianOperator<'a> {
             };
             let tape = &self.tapes[t];
             r_forward(&mut self.ws, self.model, tape, v);
-            match self.opts.curvature {
-                Curvature::Hessian => {
-                    r_backward_hessian(&mut self.ws, self.model, tape, self.loss, v, out, scale)
-                }
-                Curvature::GaussNewton => {
-                    r_backward_gauss_newton(&mut self.ws, self.model, tape, self.loss, out, scale)
-                }
-            }
+            r_backward(&mut self.ws, self.model, tape, self.loss, v, out, scale);
         }
         self.products += 1;
         Ok(())
@@ -299,8 +295,11 @@ fn add_weight_block(
     }
 }
 
-/// Backward R-pass of the exact Hessian; adds `scale · Σ_n R∇ℓ_n` into `out`.
-fn r_backward_hessian(
+/// Backward R-pass of `ws.curvature`; adds `scale · Σ_n R∇ℓ_n` (Hessian) or `scale · Σ_n J_nᵀ ∇²_f ℓ_n J_n v`
+/// (Gauss–Newton) into `out`. Gauss–Newton is the same pass without the terms that carry the first-order
+/// adjoints `a`, `δ`: no `a ⊙ φ″ ⊙ Ru`, no normalisation curvature, no `δᵀ Rh_{l−1}` and no `δ V_l` (so it
+/// never reads `v` or the tape's backward pass).
+fn r_backward(
     ws: &mut Workspace,
     model: &Model<f64>,
     tape: &Tape<f64>,
@@ -312,15 +311,15 @@ fn r_backward_hessian(
     let arch = &model.arch;
     let b = tape.batch();
     let last = arch.n_layers() - 1;
+    let hessian = ws.curvature == Curvature::Hessian;
     top_r_adjoint(ws, tape, loss, last);
     for l in (0..arch.n_layers()).rev() {
         let ly = arch.layers[l];
         let act = ly.activation;
         let u = tape.normalized(l);
         let h = tape.input(l + 1);
-        let delta = tape.delta(l);
-        let need_a = ly.norm || !is_piecewise_linear(act);
-        if need_a {
+        let curved = hessian && !is_piecewise_linear(act);
+        if hessian && (ly.norm || curved) {
             // a_l = ∂ℓ/∂h_l: the loss gradient at the top, δ_{l+1} W_{l+1} below (the tape keeps only δ).
             let mut a = ws.a[l].as_mut().subrows_mut(0, b);
             if l == last {
@@ -331,9 +330,8 @@ fn r_backward_hessian(
         }
         let src_r = if ly.norm { ws.ru[l].as_ref().subrows(0, b) } else { ws.rz[l].as_ref().subrows(0, b) };
         let mut ra = ws.ra[l].as_mut().subrows_mut(0, b);
-        // Re = Ra ⊙ φ′(u) + a ⊙ φ″(u) ⊙ Ru.
+        // Re = Ra ⊙ φ′(u) + a ⊙ φ″(u) ⊙ Ru (the φ″ term only for the Hessian of a curved φ).
         if !act.is_identity() {
-            let curved = !is_piecewise_linear(act);
             for j in 0..ly.d_out {
                 let (uc, hc, rc) = (u.col(j), h.col(j), src_r.col(j));
                 let mut col = ra.rb_mut().col_mut(j);
@@ -350,9 +348,11 @@ fn r_backward_hessian(
             }
         }
         if ly.norm {
-            // Rδ = (Re − Ru s − u Rs − δ Rr)/r, s = (u·e)/d, Rs = (Ru·e + u·Re)/d, e = a ⊙ φ′(u).
+            // Rδ = (Re − Ru s − u Rs − δ Rr)/r, s = (u·e)/d, Rs = (Ru·e + u·Re)/d, e = a ⊙ φ′(u);
+            // Gauss–Newton drops e and δ: Rδ = (Re − u Rs)/r = J Re with Rs = (u·Re)/d.
             let d = ly.d_out as f64;
-            let (r, rr, a) = (tape.rms(l), &ws.rr[l], ws.a[l].as_ref());
+            let (r, rr) = (tape.rms(l), &ws.rr[l]);
+            let first_order = hessian.then(|| (ws.a[l].as_ref(), tape.delta(l)));
             for n in 0..b {
                 if r[n] <= 0.0 {
                     for j in 0..ly.d_out {
@@ -362,14 +362,23 @@ fn r_backward_hessian(
                 }
                 let (mut s, mut rs) = (0.0, 0.0);
                 for j in 0..ly.d_out {
-                    let e = a[(n, j)] * act.d1(u[(n, j)], h[(n, j)]);
-                    s += u[(n, j)] * e;
-                    rs += src_r[(n, j)] * e + u[(n, j)] * ra[(n, j)];
+                    match first_order {
+                        Some((a, _)) => {
+                            let e = a[(n, j)] * act.d1(u[(n, j)], h[(n, j)]);
+                            s += u[(n, j)] * e;
+                            rs += src_r[(n, j)] * e + u[(n, j)] * ra[(n, j)];
+                        }
+                        None => rs += u[(n, j)] * ra[(n, j)],
+                    }
                 }
                 let (s, rs) = (s / d, rs / d);
                 for j in 0..ly.d_out {
-                    ra[(n, j)] =
-                        (ra[(n, j)] - src_r[(n, j)] * s - u[(n, j)] * rs - delta[(n, j)] * rr[n]) / r[n];
+                    ra[(n, j)] = match first_order {
+                        Some((_, delta)) => {
+                            (ra[(n, j)] - src_r[(n, j)] * s - u[(n, j)] * rs - delta[(n, j)] * rr[n]) / r[n]
+                        }
+                        None => (ra[(n, j)] - u[(n, j)] * rs) / r[n],
+                    };
                 }
             }
         }
@@ -377,73 +386,18 @@ fn r_backward_hessian(
         let rdelta = ws.ra[l].as_ref().subrows(0, b);
         add_weight_block(model, l, rdelta, tape.input(l), out, scale);
         if l > 0 {
-            let wr = arch.weight_range(l);
-            let gw = MatMut::from_row_major_slice_mut(&mut out[wr], ly.d_out, ly.d_in);
-            gemm(gw, true, delta.transpose(), ws.rh[l - 1].as_ref().subrows(0, b), scale);
-            // Ra_{l−1} = Rδ W_l + δ V_l.
+            if hessian {
+                let gw = MatMut::from_row_major_slice_mut(&mut out[arch.weight_range(l)], ly.d_out, ly.d_in);
+                gemm(gw, true, tape.delta(l).transpose(), ws.rh[l - 1].as_ref().subrows(0, b), scale);
+            }
+            // Ra_{l−1} = Rδ W_l + δ V_l (Gauss–Newton: Rδ W_l).
             let (lo, hi) = ws.ra.split_at_mut(l);
             let rdelta = hi[0].as_ref().subrows(0, b);
             let mut prev = lo[l - 1].as_mut().subrows_mut(0, b);
             gemm(prev.rb_mut(), false, rdelta, model.weight(l), 1.0);
-            gemm(prev, true, delta, block(model, v, l), 1.0);
-        }
-    }
-}
-
-/// Backward pass of the Gauss–Newton product; adds `scale · Σ_n J_nᵀ ∇²_f ℓ_n J_n v` into `out`.
-fn r_backward_gauss_newton(
-    ws: &mut Workspace,
-    model: &Model<f64>,
-    tape: &Tape<f64>,
-    loss: Loss,
-    out: &mut [f64],
-    scale: f64,
-) {
-    let arch = &model.arch;
-    let b = tape.batch();
-    let last = arch.n_layers() - 1;
-    top_r_adjoint(ws, tape, loss, last);
-    for l in (0..arch.n_layers()).rev() {
-        let ly = arch.layers[l];
-        let act = ly.activation;
-        let u = tape.normalized(l);
-        let h = tape.input(l + 1);
-        let mut ra = ws.ra[l].as_mut().subrows_mut(0, b);
-        if !act.is_identity() {
-            for j in 0..ly.d_out {
-                let (uc, hc) = (u.col(j), h.col(j));
-                let mut col = ra.rb_mut().col_mut(j);
-                for n in 0..b {
-                    col[n] *= act.d1(uc[n], hc[n]);
-                }
+            if hessian {
+                gemm(prev, true, tape.delta(l), block(model, v, l), 1.0);
             }
-        }
-        if ly.norm {
-            // Through J = (I − uuᵀ/d)/r.
-            let d = ly.d_out as f64;
-            let r = tape.rms(l);
-            for n in 0..b {
-                let mut s = 0.0;
-                for j in 0..ly.d_out {
-                    s += u[(n, j)] * ra[(n, j)];
-                }
-                let s = s / d;
-                for j in 0..ly.d_out {
-                    ra[(n, j)] = if r[n] > 0.0 { (ra[(n, j)] - u[(n, j)] * s) / r[n] } else { 0.0 };
-                }
-            }
-        }
-        let rdelta = ws.ra[l].as_ref().subrows(0, b);
-        add_weight_block(model, l, rdelta, tape.input(l), out, scale);
-        if l > 0 {
-            let (lo, hi) = ws.ra.split_at_mut(l);
-            gemm(
-                lo[l - 1].as_mut().subrows_mut(0, b),
-                false,
-                hi[0].as_ref().subrows(0, b),
-                model.weight(l),
-                1.0,
-            );
         }
     }
 }

@@ -38,9 +38,16 @@ fn default_eval_n() -> usize {
     1000
 }
 
+impl DataSpec {
+    /// The Gaussian teacher with `n` samples (`None`: online), online runs logging the loss on 1000 held samples.
+    pub fn teacher(teacher: Teacher, n: Option<usize>) -> Self {
+        DataSpec::Teacher { teacher, n, eval_n: default_eval_n() }
+    }
+}
+
 impl Default for DataSpec {
     fn default() -> Self {
-        DataSpec::Teacher { teacher: Teacher::default(), n: Some(1000), eval_n: default_eval_n() }
+        DataSpec::teacher(Teacher::default(), Some(1000))
     }
 }
 
@@ -205,6 +212,62 @@ fn default_log_every() -> u64 {
 }
 
 impl TrainConfig {
+    /// A run of `steps` steps of `optimizer` at peak learning rate `lr` on `model`, every other field at its TOML
+    /// default: seed 0, a row every 100 steps, no weight decay, MSE, f64, [`DataSpec::default`], constant
+    /// schedule, default observers. Chain the `with_*` setters for the rest; call [`validate`](Self::validate)
+    /// before use (the trainer does).
+    pub fn new(model: ModelSpec, optimizer: Method, lr: f64, steps: u64) -> Self {
+        Self {
+            seed: 0,
+            steps,
+            log_every: default_log_every(),
+            lr,
+            weight_decay: 0.0,
+            loss: Loss::default(),
+            precision: Precision::default(),
+            model,
+            data: DataSpec::default(),
+            optimizer,
+            schedule: Schedule::default(),
+            observe: ObserveSpec::default(),
+        }
+    }
+
+    /// Sets the seed of every random draw.
+    pub fn with_seed(self, seed: u64) -> Self {
+        Self { seed, ..self }
+    }
+
+    /// Logs a metrics row every `log_every` steps.
+    pub fn with_log_every(self, log_every: u64) -> Self {
+        Self { log_every, ..self }
+    }
+
+    /// Sets the weight decay γ (the update uses `ĝ + γθ`).
+    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+        Self { weight_decay, ..self }
+    }
+
+    /// Sets the loss.
+    pub fn with_loss(self, loss: Loss) -> Self {
+        Self { loss, ..self }
+    }
+
+    /// Sets the training data.
+    pub fn with_data(self, data: DataSpec) -> Self {
+        Self { data, ..self }
+    }
+
+    /// Sets the learning-rate schedule.
+    pub fn with_schedule(self, schedule: Schedule) -> Self {
+        Self { schedule, ..self }
+    }
+
+    /// Sets the extra logging.
+    pub fn with_observe(self, observe: ObserveSpec) -> Self {
+        Self { observe, ..self }
+    }
+
     /// Parses TOML; unknown keys and bad values are errors naming the key.
     pub fn from_toml(s: &str) -> Result<Self> {
         let c: TrainConfig = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
@@ -299,5 +362,17 @@ impl DataSpec {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_fills_in_the_toml_defaults() {
+        let toml = "steps = 7\nlr = 0.1\n[model]\ndims = [2, 3]\n[optimizer]\nmethod = \"gd\"\n";
+        let parsed = TrainConfig::from_toml(toml).unwrap();
+        assert_eq!(TrainConfig::new(parsed.model.clone(), Method::Gd, 0.1, 7), parsed);
     }
 }

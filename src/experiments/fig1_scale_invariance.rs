@@ -53,36 +53,25 @@ impl Params {
 }
 
 fn config(p: &Params, seed: u64, method: Method, steps: u64, weight_decay: f64, scale: f64) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps,
-        log_every: (steps / 200).max(1),
-        lr: p.lr,
-        weight_decay,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![1, 2],
-            activation: Activation::Identity,
-            activations: None,
-            bias: Flags::All(false),
-            norm_layers: vec![0],
-            init: Init::Gaussian(1.0),
-            layer_scales: vec![scale],
-        },
-        data: DataSpec::Teacher {
-            teacher: Teacher {
-                sigma_x: Anisotropy::isotropic(1.0),
-                sigma_eps: Anisotropy::isotropic(0.5),
-                map: TeacherMap::Given(vec![vec![1.0], vec![0.6]]),
-            },
-            n: Some(p.n),
-            eval_n: 1000,
-        },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: Default::default(),
-    }
+    let model = ModelSpec {
+        dims: vec![1, 2],
+        activation: Activation::Identity,
+        activations: None,
+        bias: Flags::All(false),
+        norm_layers: vec![0],
+        init: Init::Gaussian(1.0),
+        layer_scales: vec![scale],
+    };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::isotropic(1.0),
+        sigma_eps: Anisotropy::isotropic(0.5),
+        map: TeacherMap::Given(vec![vec![1.0], vec![0.6]]),
+    };
+    TrainConfig::new(model, method, p.lr, steps)
+        .with_seed(seed)
+        .with_log_every((steps / 200).max(1))
+        .with_weight_decay(weight_decay)
+        .with_data(DataSpec::teacher(teacher, Some(p.n)))
 }
 
 fn norm(m: &Model<f64>) -> f64 {

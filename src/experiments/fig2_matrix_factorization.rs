@@ -103,36 +103,29 @@ fn config(
     scales: [f64; 2],
     n: Option<usize>,
 ) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps,
-        log_every: (steps / 200).max(1),
-        lr,
-        weight_decay: 0.0,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![p.width, p.hidden, p.width],
-            activation: Activation::Identity,
-            activations: None,
-            bias: crate::model::Flags::All(false),
-            norm_layers: vec![],
-            init: Init::Gaussian(0.1),
-            layer_scales: scales.to_vec(),
-        },
-        data: DataSpec::Teacher {
-            teacher: Teacher {
-                sigma_x: Anisotropy::isotropic(1.0),
-                sigma_eps: Anisotropy::isotropic(1.0),
-                map: TeacherMap::Identity,
-            },
-            n,
-            eval_n: 1000,
-        },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: crate::dynamics::ObserveSpec { pair_entries: 10, unit_charges: false, ..Default::default() },
-    }
+    let model = ModelSpec {
+        dims: vec![p.width, p.hidden, p.width],
+        activation: Activation::Identity,
+        activations: None,
+        bias: crate::model::Flags::All(false),
+        norm_layers: vec![],
+        init: Init::Gaussian(0.1),
+        layer_scales: scales.to_vec(),
+    };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::isotropic(1.0),
+        sigma_eps: Anisotropy::isotropic(1.0),
+        map: TeacherMap::Identity,
+    };
+    TrainConfig::new(model, method, lr, steps)
+        .with_seed(seed)
+        .with_log_every((steps / 200).max(1))
+        .with_data(DataSpec::teacher(teacher, n))
+        .with_observe(crate::dynamics::ObserveSpec {
+            pair_entries: 10,
+            unit_charges: false,
+            ..Default::default()
+        })
 }
 
 fn column(sink: &crate::dynamics::MemorySink, name: &str) -> Vec<f64> {

@@ -67,36 +67,26 @@ impl Params {
 }
 
 fn config(p: &Params, seed: u64, phi: f64, method: Method, steps: u64, wd: f64) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps,
-        log_every: (steps / 200).max(1),
-        lr: p.lr,
-        weight_decay: wd,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![p.d, p.d, p.d],
-            activation: Activation::Identity,
-            activations: None,
-            bias: Flags::All(false),
-            norm_layers: vec![],
-            init: Init::Xavier,
-            layer_scales: p.scales.to_vec(),
-        },
-        data: DataSpec::Teacher {
-            teacher: Teacher {
-                sigma_x: Anisotropy::condition(phi),
-                sigma_eps: Anisotropy::isotropic(1.0),
-                map: TeacherMap::Identity,
-            },
-            n: Some(p.n),
-            eval_n: 1000,
-        },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() },
-    }
+    let model = ModelSpec {
+        dims: vec![p.d, p.d, p.d],
+        activation: Activation::Identity,
+        activations: None,
+        bias: Flags::All(false),
+        norm_layers: vec![],
+        init: Init::Xavier,
+        layer_scales: p.scales.to_vec(),
+    };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::condition(phi),
+        sigma_eps: Anisotropy::isotropic(1.0),
+        map: TeacherMap::Identity,
+    };
+    TrainConfig::new(model, method, p.lr, steps)
+        .with_seed(seed)
+        .with_log_every((steps / 200).max(1))
+        .with_weight_decay(wd)
+        .with_data(DataSpec::teacher(teacher, Some(p.n)))
+        .with_observe(ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() })
 }
 
 /// The initial model and the finite data set a config's trainer starts from (same seeded draws).

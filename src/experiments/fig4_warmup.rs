@@ -51,34 +51,27 @@ fn config(
     method: Method,
     warmup: bool,
 ) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps: p.steps,
-        log_every: p.sharpness_every,
-        lr: p.lr,
-        weight_decay: 0.0,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![p.d, 1, p.d],
-            activation: Activation::Identity,
-            activations: None,
-            bias: Flags::All(false),
-            norm_layers: vec![],
-            init,
-            layer_scales: vec![],
-        },
-        data: DataSpec::File { path: data.to_path_buf() },
-        optimizer: method,
-        schedule: if warmup { Schedule::Warmup { warmup_steps: p.warmup } } else { Schedule::Constant },
-        observe: ObserveSpec {
+    let model = ModelSpec {
+        dims: vec![p.d, 1, p.d],
+        activation: Activation::Identity,
+        activations: None,
+        bias: Flags::All(false),
+        norm_layers: vec![],
+        init,
+        layer_scales: vec![],
+    };
+    TrainConfig::new(model, method, p.lr, p.steps)
+        .with_seed(seed)
+        .with_log_every(p.sharpness_every)
+        .with_data(DataSpec::File { path: data.to_path_buf() })
+        .with_schedule(if warmup { Schedule::Warmup { warmup_steps: p.warmup } } else { Schedule::Constant })
+        .with_observe(ObserveSpec {
             pair_entries: 0,
             unit_charges: false,
             sharpness_every: p.sharpness_every,
             sharpness_trace: "exact".into(),
             ..Default::default()
-        },
-    }
+        })
 }
 
 fn top(m: &Model<f64>, data: &Dataset<f64>, seed: u64) -> Result<(f64, f64)> {

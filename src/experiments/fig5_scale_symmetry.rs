@@ -43,36 +43,24 @@ impl Params {
 }
 
 fn config(p: &Params, seed: u64, norm_layers: Vec<usize>, method: Method) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps: p.steps,
-        log_every: (p.steps / 200).max(1),
-        lr: p.lr,
-        weight_decay: 0.0,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: p.dims.clone(),
-            activation: Activation::Tanh,
-            activations: None,
-            bias: Flags::All(true),
-            norm_layers,
-            init: Init::Kaiming,
-            layer_scales: vec![],
-        },
-        data: DataSpec::Teacher {
-            teacher: Teacher {
-                sigma_x: Anisotropy::isotropic(1.0),
-                sigma_eps: Anisotropy::isotropic(0.25),
-                map: TeacherMap::Random,
-            },
-            n: Some(p.n),
-            eval_n: 1000,
-        },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: Default::default(),
-    }
+    let model = ModelSpec {
+        dims: p.dims.clone(),
+        activation: Activation::Tanh,
+        activations: None,
+        bias: Flags::All(true),
+        norm_layers,
+        init: Init::Kaiming,
+        layer_scales: vec![],
+    };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::isotropic(1.0),
+        sigma_eps: Anisotropy::isotropic(0.25),
+        map: TeacherMap::Random,
+    };
+    TrainConfig::new(model, method, p.lr, p.steps)
+        .with_seed(seed)
+        .with_log_every((p.steps / 200).max(1))
+        .with_data(DataSpec::teacher(teacher, Some(p.n)))
 }
 
 /// Per-step layer norms of one run: `norms[k][l]` = ‖θ_l‖² after k steps.

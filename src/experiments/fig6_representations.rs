@@ -4,7 +4,7 @@
 
 use super::{train_logged, Context, Experiment};
 use crate::data::{Anisotropy, Teacher, TeacherMap};
-use crate::dynamics::{DataSpec, Method, TrainConfig};
+use crate::dynamics::{DataSpec, Method, ObserveSpec, TrainConfig};
 use crate::error::Result;
 use crate::model::{Activation, Flags, Init, ModelSpec};
 use crate::report::document::Rule;
@@ -43,45 +43,32 @@ impl Params {
 }
 
 fn config(p: &Params, seed: u64, method: Method) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps: p.steps,
-        log_every: (p.steps / 100).max(1),
-        lr: p.lr,
-        weight_decay: 0.0,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![p.d, p.hidden, p.d],
-            activation: Activation::Tanh,
-            activations: None,
-            bias: Flags::All(false),
-            norm_layers: vec![],
-            init: Init::Gaussian(0.1),
-            layer_scales: vec![2.0, 0.5],
+    let model = ModelSpec {
+        dims: vec![p.d, p.hidden, p.d],
+        activation: Activation::Tanh,
+        activations: None,
+        bias: Flags::All(false),
+        norm_layers: vec![],
+        init: Init::Gaussian(0.1),
+        layer_scales: vec![2.0, 0.5],
+    };
+    let teacher = Teacher {
+        sigma_x: Anisotropy::condition(p.phi_x),
+        // Σ_ε's anisotropy runs the other way, so that alignment is not automatic.
+        sigma_eps: Anisotropy {
+            phi: 1.0,
+            scale: 1.0,
+            variances: Some(
+                (0..p.d).map(|i| p.eps_scale * p.phi_eps.powf(1.0 - i as f64 / (p.d - 1) as f64)).collect(),
+            ),
         },
-        data: DataSpec::Teacher {
-            teacher: Teacher {
-                sigma_x: Anisotropy::condition(p.phi_x),
-                // Σ_ε's anisotropy runs the other way, so that alignment is not automatic.
-                sigma_eps: Anisotropy {
-                    phi: 1.0,
-                    scale: 1.0,
-                    variances: Some(
-                        (0..p.d)
-                            .map(|i| p.eps_scale * p.phi_eps.powf(1.0 - i as f64 / (p.d - 1) as f64))
-                            .collect(),
-                    ),
-                },
-                map: TeacherMap::Random,
-            },
-            n: Some(p.n),
-            eval_n: 1000,
-        },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: crate::dynamics::ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() },
-    }
+        map: TeacherMap::Random,
+    };
+    TrainConfig::new(model, method, p.lr, p.steps)
+        .with_seed(seed)
+        .with_log_every((p.steps / 100).max(1))
+        .with_data(DataSpec::teacher(teacher, Some(p.n)))
+        .with_observe(ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() })
 }
 
 /// `(WΣ_xWᵀ / Tr, UᵀΣ_εU / Tr)` from the model and the diagonal covariances.

@@ -230,20 +230,10 @@ fn cases() -> Vec<Case> {
 }
 
 fn config(case: &Case, p: &Params, seed: u64, method: Method) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps: p.steps,
-        log_every: (p.steps / 100).max(1),
-        lr: case.lr,
-        weight_decay: 0.0,
-        loss: crate::Loss::Mse,
-        precision: Default::default(),
-        model: case.spec.clone(),
-        data: DataSpec::Teacher { teacher: case.teacher.clone(), n: Some(p.n), eval_n: 1000 },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: Default::default(),
-    }
+    TrainConfig::new(case.spec.clone(), method, case.lr, p.steps)
+        .with_seed(seed)
+        .with_log_every((p.steps / 100).max(1))
+        .with_data(DataSpec::teacher(case.teacher.clone(), Some(p.n)))
 }
 
 /// What one model's runs measured.

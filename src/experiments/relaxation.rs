@@ -179,28 +179,25 @@ fn teacher(p: &Params, d: usize) -> Teacher {
 
 /// The config of one ensemble member (repeatable with `noether train`: model and data from the saved files).
 fn config(prob: &Problem, seed: u64, eta: f64, s: usize, steps: u64, every: u64) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps,
-        log_every: every,
-        lr: eta,
-        weight_decay: 0.0,
-        loss: Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: vec![prob.d, 1, prob.d],
-            activation: Activation::Identity,
-            activations: None,
-            bias: Flags::All(false),
-            norm_layers: vec![],
-            init: Init::File(prob.start_path.clone()),
-            layer_scales: vec![],
-        },
-        data: DataSpec::File { path: prob.data_path.clone() },
-        optimizer: Method::Sgd { batch_size: s, sampling: crate::data::Sampling::WithReplacement },
-        schedule: Default::default(),
-        observe: crate::dynamics::ObserveSpec { pair_entries: 0, unit_charges: true, ..Default::default() },
-    }
+    let model = ModelSpec {
+        dims: vec![prob.d, 1, prob.d],
+        activation: Activation::Identity,
+        activations: None,
+        bias: Flags::All(false),
+        norm_layers: vec![],
+        init: Init::File(prob.start_path.clone()),
+        layer_scales: vec![],
+    };
+    let sgd = Method::Sgd { batch_size: s, sampling: crate::data::Sampling::WithReplacement };
+    TrainConfig::new(model, sgd, eta, steps)
+        .with_seed(seed)
+        .with_log_every(every)
+        .with_data(DataSpec::File { path: prob.data_path.clone() })
+        .with_observe(crate::dynamics::ObserveSpec {
+            pair_entries: 0,
+            unit_charges: true,
+            ..Default::default()
+        })
 }
 
 /// One sweep point: its ensemble-mean trajectory and the fitted and predicted rates.

@@ -120,28 +120,20 @@ fn cases(quick: bool) -> Vec<Case> {
 }
 
 fn config(c: &Case, seed: u64, method: Method, lr: f64, steps: u64) -> TrainConfig {
-    TrainConfig {
-        seed,
-        steps,
-        log_every: (steps / 100).max(1),
-        lr,
-        weight_decay: 0.0,
-        loss: Loss::Mse,
-        precision: Default::default(),
-        model: ModelSpec {
-            dims: c.dims.clone(),
-            activation: c.activation,
-            activations: None,
-            bias: Flags::All(c.bias),
-            norm_layers: vec![],
-            init: c.init.clone(),
-            layer_scales: c.scales.clone(),
-        },
-        data: DataSpec::Teacher { teacher: c.teacher.clone(), n: Some(c.n), eval_n: 1000 },
-        optimizer: method,
-        schedule: Default::default(),
-        observe: ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() },
-    }
+    let model = ModelSpec {
+        dims: c.dims.clone(),
+        activation: c.activation,
+        activations: None,
+        bias: Flags::All(c.bias),
+        norm_layers: vec![],
+        init: c.init.clone(),
+        layer_scales: c.scales.clone(),
+    };
+    TrainConfig::new(model, method, lr, steps)
+        .with_seed(seed)
+        .with_log_every((steps / 100).max(1))
+        .with_data(DataSpec::teacher(c.teacher.clone(), Some(c.n)))
+        .with_observe(ObserveSpec { pair_entries: 0, unit_charges: false, ..Default::default() })
 }
 
 /// Largest single-orbit distance to the continuous-time noise equilibrium (see the module doc).

@@ -4,6 +4,8 @@
 //! - [`plot`]: a [`Figure`] description (line, dashed, marker series; log axes; `y = x` scatter; small-multiple
 //!   grids; matrix heat maps) rendered by one routine to both PNG and SVG, with fixed colours per method name.
 //! - [`export`]: the run folder (`metrics.csv` streamed row by row, `summary.json`, `config.toml`).
+//! - [`exporter`]: `--export-json/-csv/-markdown` of the table-producing commands, one [`Exporter`] per format,
+//!   over the per-command result structs of [`records`].
 //! - [`table`]: one table routine; Markdown and HTML supply only their row and divider syntax.
 //! - [`document`]: [`Check`] rows (claim, predicted, measured, tolerance, pass) and the [`Report`] written as
 //!   `report.md` (figures linked) and a self-contained `report.html` (figures embedded as base64 PNG).
@@ -13,11 +15,14 @@
 
 pub mod document;
 pub mod export;
+pub mod exporter;
 pub mod plot;
+pub mod records;
 pub mod table;
 
 pub use document::{base64, Check, Report, ReportFiles, Rule, Section};
 pub use export::{MetricsWriter, RunDir, Summary};
+pub use exporter::{ExportDoc, ExportFormat, Exporter, Exports, Record};
 pub use plot::{color_for, Color, Figure, FigureFiles, Heatmap, Panel, Plot, Series, Style};
 
 /// A number for humans: 4 significant digits, trailing zeros dropped; fixed notation for `10⁻³ ≤ |x| < 10⁴`,

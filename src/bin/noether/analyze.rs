@@ -1,14 +1,17 @@
 //! `noether analyze`: per-symmetry noise diagnostics (library: `noether::equilibrium::analysis`).
 
-use crate::common::{Global, ModelData};
+use crate::common::{ExportArgs, Global, ModelData};
 use anyhow::Context;
 use noether::data::Sampling;
 use noether::equilibrium::{analysis, Analysis, AnalyzeOptions, Time};
+use noether::report::records::AnalyzeRecord;
+use serde::Serialize;
 use std::io::Write;
 use std::process::ExitCode;
 
 /// Which clock the equilibria are computed for.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TimeArg {
     /// SDE / continuous time: balance Σ (centred).
     Continuous,
@@ -17,7 +20,8 @@ pub enum TimeArg {
 }
 
 /// How minibatches are drawn (for the finite-population factor).
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum SamplingArg {
     /// i.i.d. indices (factor 1).
     With,
@@ -34,10 +38,11 @@ impl From<SamplingArg> for Sampling {
     }
 }
 
-/// Arguments of `noether analyze`.
-#[derive(clap::Args, Debug)]
+/// Arguments of `noether analyze` (serialised as the exports' `config`).
+#[derive(clap::Args, Debug, Serialize)]
 pub struct Args {
     #[command(flatten)]
+    #[serde(flatten)]
     pub io: ModelData,
     /// Batch size S for the predicted drifts and the discrete target, e.g. `--batch-size 32`.
     #[arg(long, default_value_t = 1)]
@@ -53,7 +58,11 @@ pub struct Args {
     pub sampling: SamplingArg,
     /// Print the result as JSON (the fields of tests/data/*/case.json) instead of a table.
     #[arg(long)]
+    #[serde(skip)]
     pub json: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub export: ExportArgs,
 }
 
 /// The resolved [`Time`] of the `--time`, `--batch-size`, `--sampling` flags for N samples.
@@ -65,6 +74,7 @@ pub fn time_of(time: TimeArg, batch_size: usize, sampling: SamplingArg, n: usize
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let exports = args.export.create()?;
     let (model, data, loss) = args.io.load()?;
     let bar = crate::progress::bar(1, "statistics pass", global);
     let opts = AnalyzeOptions {
@@ -76,6 +86,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let a = analysis(&model, &data, loss, &opts).context("analysing the model")?;
     bar.finish_and_clear();
+    crate::common::export(&exports, "analyze", &args, None, &AnalyzeRecord::all(&a))?;
+    if exports.to_stdout() {
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &a)?;

@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use noether::data::load_dataset;
 use noether::model::load_safetensors;
+use noether::report::{ExportDoc, ExportFormat, Exports, Record};
 use noether::{Activation, Dataset, Loss, Model};
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// How progress is shown.
@@ -32,7 +34,7 @@ pub struct Global {
 }
 
 /// A model file, a data file and how to read them.
-#[derive(clap::Args, Debug, Clone)]
+#[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct ModelData {
     /// Model weights (safetensors: `layers.{l}.weight` [out, in] and `.bias`, or nn.Sequential names), e.g. `--model mlp.safetensors`.
     #[arg(long)]
@@ -62,4 +64,53 @@ impl ModelData {
             .with_context(|| format!("{} does not fit {}", self.data.display(), self.model.display()))?;
         Ok((model, data, loss))
     }
+}
+
+/// The export flags of the commands that produce a result table (STYLE.md §12; library: `noether::report::exporter`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ExportArgs {
+    /// Also write the results as JSON, `{"noether_version", "command", "config", "seed", "results": [...]}`,
+    /// e.g. `--export-json results.json` (`-` = stdout, replacing the table).
+    #[arg(long, value_name = "FILE")]
+    pub export_json: Option<PathBuf>,
+    /// Also write one CSV row per result record with raw values, e.g. `--export-csv results.csv` (`-` = stdout).
+    #[arg(long, value_name = "FILE")]
+    pub export_csv: Option<PathBuf>,
+    /// Also write the results as a Markdown table, e.g. `--export-markdown results.md` (`-` = stdout).
+    #[arg(long, value_name = "FILE")]
+    pub export_markdown: Option<PathBuf>,
+}
+
+impl ExportArgs {
+    /// Creates every export file now, before any work, so that a bad path fails fast.
+    pub fn create(&self) -> Result<Exports> {
+        let mut exports = Exports::default();
+        let flags = [
+            ("--export-json", ExportFormat::Json, &self.export_json),
+            ("--export-csv", ExportFormat::Csv, &self.export_csv),
+            ("--export-markdown", ExportFormat::Markdown, &self.export_markdown),
+        ];
+        for (flag, format, path) in flags {
+            if let Some(path) = path {
+                // The library error already names the path and the OS reason.
+                exports.add(format, path.clone()).map_err(|e| {
+                    anyhow::anyhow!("{flag}: {e}; give a path in an existing, writable directory")
+                })?;
+            }
+        }
+        Ok(exports)
+    }
+}
+
+/// Writes `records` of `command` (run with `config`, seeded by `seed`) to every requested export.
+pub fn export<R: Record>(
+    exports: &Exports,
+    command: &str,
+    config: &impl Serialize,
+    seed: Option<u64>,
+    records: &[R],
+) -> Result<()> {
+    let doc = ExportDoc::new(command, config, seed, records)?;
+    exports.write(&doc, &mut std::io::stdout().lock())?;
+    Ok(())
 }

@@ -1,21 +1,23 @@
 //! `noether sharpness`: top Hessian eigenvalues and trace, optionally along a symmetry orbit.
 
-use crate::common::{Global, ModelData};
+use crate::common::{ExportArgs, Global, ModelData};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use noether::curvature::{
     orbit_sharpness, parse_grid, Curvature, HvpOptions, LanczosOptions, Orbit, Sharpness, SharpnessOptions,
     Subset, TraceMethod,
 };
+use noether::report::records::SharpnessRecord;
 use noether::symmetry::{enumerate, Generator};
 use noether::Architecture;
 use serde::Serialize;
 use std::process::ExitCode;
 
-/// Arguments of `noether sharpness`.
-#[derive(clap::Args, Debug)]
+/// Arguments of `noether sharpness` (serialised as the exports' `config`).
+#[derive(clap::Args, Debug, Serialize)]
 pub struct Args {
     #[command(flatten)]
+    #[serde(flatten)]
     md: ModelData,
     /// Number of top eigenvalues k (1 ≤ k ≤ P), by Lanczos.
     #[arg(long, default_value_t = 1)]
@@ -55,7 +57,11 @@ pub struct Args {
     chunk: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
+    #[serde(skip)]
     json: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    export: ExportArgs,
 }
 
 /// One point of the orbit curve in the JSON output.
@@ -103,6 +109,7 @@ fn parse_generator(s: &str, arch: &Architecture) -> Result<Generator> {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
+    let exports = args.export.create()?;
     let (model, data, loss) = args.md.load()?;
     let p = model.arch.n_params();
     if args.top == 0 || args.top > p {
@@ -146,12 +153,14 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         seed: args.seed,
     };
     let at_theta = noether::curvature::sharpness(&model, &data, loss, &opts)?;
+    let mut records = SharpnessRecord::at_theta(&at_theta);
     let mut points = None;
     if let Some((grid, orbit)) = &orbit {
         let bar = progress::bar(grid.len() as u64, format!("orbit {}", orbit.label()), global);
         let mut pts = Vec::with_capacity(grid.len());
         for &lambda in grid {
             let o = orbit_sharpness(&model, &data, loss, orbit, &[lambda], &opts)?;
+            records.push(SharpnessRecord::on_orbit(&o[0]));
             pts.push(Point {
                 lambda,
                 top_eigenvalue: o[0].top_eigenvalue,
@@ -169,6 +178,10 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         orbit_generator: orbit.as_ref().map(|(_, o)| o.label()),
         orbit: points,
     };
+    crate::common::export(&exports, "sharpness", &args, Some(args.seed), &records)?;
+    if exports.to_stdout() {
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);

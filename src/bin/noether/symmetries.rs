@@ -1,17 +1,18 @@
 //! `noether symmetries --model M.safetensors --activation ACT [--json]`: every exact exponential symmetry of a
 //! model file with its Noether charge.
 
-use crate::common::Global;
+use crate::common::{ExportArgs, Global};
 use anyhow::{Context, Result};
 use noether::model::load_safetensors;
-use noether::symmetry::{double_rotation, enumerate, rescale, scale, Symmetry};
+use noether::report::records::SymmetryRecord;
+use noether::symmetry::double_rotation;
 use noether::{Activation, Architecture};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Arguments of `noether symmetries`.
-#[derive(clap::Args, Debug)]
+/// Arguments of `noether symmetries` (serialised as the exports' `config`).
+#[derive(clap::Args, Debug, Serialize)]
 pub struct Args {
     /// Model weights (safetensors), e.g. `--model mlp.safetensors`.
     #[arg(long)]
@@ -24,7 +25,11 @@ pub struct Args {
     pub norm_layers: Vec<usize>,
     /// Print JSON instead of a table.
     #[arg(long)]
+    #[serde(skip)]
     pub json: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    pub export: ExportArgs,
 }
 
 /// One symmetry with its charge (the JSON schema of `noether symmetries --json`).
@@ -46,6 +51,7 @@ struct Entry {
 }
 
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
+    let exports = args.export.create()?;
     let act = Activation::parse(&args.activation)?;
     let mut model = load_safetensors::<f64>(&args.model, act)
         .with_context(|| format!("loading {}", args.model.display()))?;
@@ -60,35 +66,28 @@ pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
     }
     model.arch = Architecture::from_layers(layers);
     let (arch, theta) = (&model.arch, &model.params);
-    let entries: Vec<Entry> = enumerate(arch)
-        .into_iter()
-        .map(|s| match s {
-            Symmetry::Rescale { layer, unit } => Entry {
-                family: "rescale",
-                layer,
-                unit: Some(unit),
-                charge: rescale::quad(arch, layer, unit, theta).into(),
-                charge_fro: None,
-            },
-            Symmetry::DoubleRotation { layer } => {
-                let m = double_rotation::matrix_charge(arch, layer, theta);
-                let rows: Vec<Vec<f64>> =
-                    (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)]).collect()).collect();
-                Entry {
-                    family: "double_rotation",
-                    layer,
-                    unit: None,
-                    charge: serde_json::json!(rows),
-                    charge_fro: Some(m.norm_l2()),
+    let records = SymmetryRecord::all(arch, theta);
+    crate::common::export(&exports, "symmetries", &args, None, &records)?;
+    if exports.to_stdout() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The --json charge of a double rotation is the matrix itself, as rows.
+    let entries: Vec<Entry> = records
+        .iter()
+        .map(|r| Entry {
+            family: r.family,
+            layer: r.layer,
+            unit: r.unit,
+            charge: match r.charge {
+                Some(c) => c.into(),
+                None => {
+                    let m = double_rotation::matrix_charge(arch, r.layer, theta);
+                    let rows: Vec<Vec<f64>> =
+                        (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)]).collect()).collect();
+                    serde_json::json!(rows)
                 }
-            }
-            Symmetry::Scale { layer } => Entry {
-                family: "scale",
-                layer,
-                unit: None,
-                charge: scale::quad(arch, layer, theta).into(),
-                charge_fro: None,
             },
+            charge_fro: r.charge_fro,
         })
         .collect();
     if args.json {

@@ -1,17 +1,19 @@
 //! `noether teleport`: move a model to its noise equilibrium (library: `noether::equilibrium::teleport`).
 
 use crate::analyze::{time_of, SamplingArg, TimeArg};
-use crate::common::{Global, ModelData};
+use crate::common::{ExportArgs, Global, ModelData};
 use anyhow::Context;
 use noether::equilibrium::teleport::{teleport, TeleportOptions, TeleportTarget};
 use noether::model::tensors_to_safetensors_bytes;
 use noether::Model;
+use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Where to move the model.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TargetArg {
     /// The noise equilibrium (least Tr Σ along the orbits).
     Noise,
@@ -19,10 +21,11 @@ pub enum TargetArg {
     Norm,
 }
 
-/// Arguments of `noether teleport`.
-#[derive(clap::Args, Debug)]
+/// Arguments of `noether teleport` (serialised as the exports' `config`).
+#[derive(clap::Args, Debug, Serialize)]
 pub struct Args {
     #[command(flatten)]
+    #[serde(flatten)]
     pub io: ModelData,
     /// Output model file, e.g. `--out moved.safetensors` (layers.{l}.weight / .bias, float64).
     #[arg(long)]
@@ -44,10 +47,16 @@ pub struct Args {
     pub tol: f64,
     /// Print the report as JSON.
     #[arg(long)]
+    #[serde(skip)]
     pub json: bool,
+    // Exports: one record per orbit (symmetry, distance moved, status).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub export: ExportArgs,
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    let exports = args.export.create()?;
     let (model, data, loss) = args.io.load()?;
     let target = match args.target {
         TargetArg::Noise => {
@@ -60,6 +69,11 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     let (moved, rep) = teleport(&model, &data, loss, &opts).context("teleporting the model")?;
     bar.finish_and_clear();
     save_like(&moved, &args.io.model, &args.out)?;
+    crate::common::export(&exports, "teleport", &args, None, &rep.orbits)?;
+    let code = if rep.converged { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if exports.to_stdout() {
+        return Ok(code);
+    }
     let mut out = std::io::stdout().lock();
     if args.json {
         serde_json::to_writer_pretty(&mut out, &rep)?;
@@ -94,7 +108,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             writeln!(out, "note: {n}")?;
         }
     }
-    Ok(if rep.converged { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(code)
 }
 
 /// Writes `model` under the tensor names of `original` (`layers.{l}.*`, `{i}.*` or a prefixed `nn.Sequential`),

@@ -1,0 +1,266 @@
+//! Result records of the table-producing commands: one flat serde struct per command, one value per row of
+//! its exports (STYLE.md §12). Each struct is the schema of `--export-json` (`results`), `--export-csv` and
+//! `--export-markdown`; its [`Record::COLUMNS`] are its field names in order (tested below).
+//!
+//! Rows: `analyze` one per symmetry (every rescaled unit, linear pair and scale block); `sharpness` one per
+//! eigenvalue (the top k and the bottom one at θ, then the top one at each orbit point); `symmetries` one per
+//! symmetry; `teleport` one per orbit ([`OrbitMove`]). Undefined values are `None` (JSON null, empty CSV field).
+
+use super::exporter::Record;
+use crate::curvature::{OrbitPoint, Sharpness};
+use crate::equilibrium::teleport::OrbitMove;
+use crate::equilibrium::{Analysis, Status};
+use crate::model::Architecture;
+use crate::symmetry::{double_rotation, enumerate, rescale, scale, Symmetry};
+use serde::Serialize;
+
+/// One symmetry of `noether analyze`: its charge, noise, Noether flow and equilibrium.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AnalyzeRecord {
+    /// `rescale`, `double_rotation` or `scale`.
+    pub family: &'static str,
+    /// Layer l (for a double rotation, the first layer of the pair (l, l+1)).
+    pub layer: usize,
+    /// Hidden unit (rescale only).
+    pub unit: Option<usize>,
+    /// Charge `θᵀAθ` (null for a double rotation, whose charge is a matrix).
+    pub charge: Option<f64>,
+    /// Incoming noise (centred; rescale only).
+    pub noise_in: Option<f64>,
+    /// Outgoing noise (centred; rescale only).
+    pub noise_out: Option<f64>,
+    /// `Tr[AΣ]` (centred, 1/N; B = I for a double rotation).
+    pub tr_a_sigma: f64,
+    /// Predicted `dC/dt = (η/S)Tr[AΣ]` per unit time (null for a double rotation).
+    pub dc_dt_per_time: Option<f64>,
+    /// Expected drift of C per SGD step (rescale only).
+    pub drift_per_step: Option<f64>,
+    /// Single-generator λ* of the chosen target (rescale only; null when there is none).
+    pub lambda_star: Option<f64>,
+    /// `ok | dead | no_equilibrium | unbounded`.
+    pub status: Status,
+    /// Dimension of the noisy subspace the pair was solved on (double rotation only).
+    pub rank: Option<usize>,
+}
+
+impl Record for AnalyzeRecord {
+    const COLUMNS: &'static [&'static str] = &[
+        "family",
+        "layer",
+        "unit",
+        "charge",
+        "noise_in",
+        "noise_out",
+        "tr_a_sigma",
+        "dc_dt_per_time",
+        "drift_per_step",
+        "lambda_star",
+        "status",
+        "rank",
+    ];
+}
+
+impl AnalyzeRecord {
+    /// One record per symmetry of `a`: rescalings, then linear pairs, then scale blocks.
+    pub fn all(a: &Analysis) -> Vec<Self> {
+        let none = |family, layer, tr_a_sigma, status| AnalyzeRecord {
+            family,
+            layer,
+            unit: None,
+            charge: None,
+            noise_in: None,
+            noise_out: None,
+            tr_a_sigma,
+            dc_dt_per_time: None,
+            drift_per_step: None,
+            lambda_star: None,
+            status,
+            rank: None,
+        };
+        let neurons = a.neurons.iter().map(|n| AnalyzeRecord {
+            unit: Some(n.unit),
+            charge: Some(n.charge),
+            noise_in: Some(n.noise_in),
+            noise_out: Some(n.noise_out),
+            dc_dt_per_time: Some(n.dc_dt_per_time),
+            drift_per_step: Some(n.drift_per_step),
+            lambda_star: n.lambda_star,
+            ..none("rescale", n.layer, n.tr_a_sigma, n.status)
+        });
+        let pairs = a.pairs.iter().map(|p| AnalyzeRecord {
+            rank: Some(p.rank),
+            ..none("double_rotation", p.layer, p.tr_a_sigma, p.status)
+        });
+        let scales = a.scales.iter().map(|s| AnalyzeRecord {
+            charge: Some(s.charge),
+            dc_dt_per_time: Some(s.dc_dt_per_time),
+            ..none("scale", s.layer, s.tr_a_sigma, s.status)
+        });
+        neurons.chain(pairs).chain(scales).collect()
+    }
+}
+
+/// One eigenvalue of `noether sharpness` (Hessian or Gauss–Newton matrix of the mean loss, as configured).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SharpnessRecord {
+    /// Orbit coordinate λ of the point `e^{λA}θ`; null at θ itself.
+    pub orbit_lambda: Option<f64>,
+    /// `top` (the k-th largest) or `bottom` (the smallest).
+    pub which: &'static str,
+    /// k for a top eigenvalue (1 = largest); null for the bottom one.
+    pub rank: Option<usize>,
+    /// The eigenvalue.
+    pub eigenvalue: f64,
+    /// Trace at the same point (null when not computed).
+    pub trace: Option<f64>,
+    /// Mean loss at the same point.
+    pub loss: f64,
+}
+
+impl Record for SharpnessRecord {
+    const COLUMNS: &'static [&'static str] =
+        &["orbit_lambda", "which", "rank", "eigenvalue", "trace", "loss"];
+}
+
+impl SharpnessRecord {
+    /// The top k eigenvalues at θ, descending, then the bottom one if computed.
+    pub fn at_theta(s: &Sharpness) -> Vec<Self> {
+        let row = |which, rank, eigenvalue| SharpnessRecord {
+            orbit_lambda: None,
+            which,
+            rank,
+            eigenvalue,
+            trace: s.trace,
+            loss: s.loss,
+        };
+        let top = s.top_eigenvalues.iter().enumerate().map(|(k, &e)| row("top", Some(k + 1), e));
+        top.chain(s.bottom_eigenvalue.map(|e| row("bottom", None, e))).collect()
+    }
+
+    /// The top eigenvalue at one orbit point.
+    pub fn on_orbit(p: &OrbitPoint) -> Self {
+        SharpnessRecord {
+            orbit_lambda: Some(p.lambda),
+            which: "top",
+            rank: Some(1),
+            eigenvalue: p.top_eigenvalue,
+            trace: p.trace,
+            loss: p.loss,
+        }
+    }
+}
+
+/// One exact exponential symmetry of `noether symmetries` with its Noether charge.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SymmetryRecord {
+    /// `rescale`, `double_rotation` or `scale`.
+    pub family: &'static str,
+    /// Layer l (for a double rotation, the first layer of the pair).
+    pub layer: usize,
+    /// Hidden unit (rescale only).
+    pub unit: Option<usize>,
+    /// Charge `θᵀAθ` (null for a double rotation).
+    pub charge: Option<f64>,
+    /// Frobenius norm of the matrix charge `W_lW_lᵀ + b_lb_lᵀ − W_{l+1}ᵀW_{l+1}` (double rotation only).
+    pub charge_fro: Option<f64>,
+}
+
+impl Record for SymmetryRecord {
+    const COLUMNS: &'static [&'static str] = &["family", "layer", "unit", "charge", "charge_fro"];
+}
+
+impl SymmetryRecord {
+    /// Every symmetry [`enumerate`] lists for `arch`, with its charge at `theta`. Cost: O(P).
+    pub fn all(arch: &Architecture, theta: &[f64]) -> Vec<Self> {
+        enumerate(arch)
+            .into_iter()
+            .map(|s| match s {
+                Symmetry::Rescale { layer, unit } => SymmetryRecord {
+                    family: "rescale",
+                    layer,
+                    unit: Some(unit),
+                    charge: Some(rescale::quad(arch, layer, unit, theta)),
+                    charge_fro: None,
+                },
+                Symmetry::DoubleRotation { layer } => SymmetryRecord {
+                    family: "double_rotation",
+                    layer,
+                    unit: None,
+                    charge: None,
+                    charge_fro: Some(double_rotation::matrix_charge(arch, layer, theta).norm_l2()),
+                },
+                Symmetry::Scale { layer } => SymmetryRecord {
+                    family: "scale",
+                    layer,
+                    unit: None,
+                    charge: Some(scale::quad(arch, layer, theta)),
+                    charge_fro: None,
+                },
+            })
+            .collect()
+    }
+}
+
+impl Record for OrbitMove {
+    const COLUMNS: &'static [&'static str] = &["symmetry", "distance", "status"];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::curvature::LanczosInfo;
+    use crate::report::exporter::csv_header;
+
+    fn assert_columns<R: Record>(sample: &R) {
+        assert_eq!(csv_header(sample).unwrap(), R::COLUMNS, "COLUMNS must list the serde fields in order");
+    }
+
+    #[test]
+    fn columns_are_the_serde_field_names() {
+        assert_columns(&AnalyzeRecord {
+            family: "rescale",
+            layer: 0,
+            unit: None,
+            charge: None,
+            noise_in: None,
+            noise_out: None,
+            tr_a_sigma: 0.0,
+            dc_dt_per_time: None,
+            drift_per_step: None,
+            lambda_star: None,
+            status: Status::Ok,
+            rank: None,
+        });
+        let s = Sharpness {
+            loss: 1.0,
+            top_eigenvalues: vec![2.0],
+            bottom_eigenvalue: Some(-1.0),
+            trace: None,
+            trace_method: None,
+            trace_stderr: None,
+            trace_ci95: None,
+            lanczos: LanczosInfo { iterations: 1, residual: 0.0, converged: true, hvps: 1 },
+            hvps: 1,
+            samples: 1,
+            n_params: 1,
+        };
+        let rows = SharpnessRecord::at_theta(&s);
+        assert_eq!(
+            rows.iter().map(|r| (r.which, r.rank)).collect::<Vec<_>>(),
+            [("top", Some(1)), ("bottom", None)]
+        );
+        assert_columns(&rows[0]);
+        assert_columns(&SymmetryRecord {
+            family: "scale",
+            layer: 0,
+            unit: None,
+            charge: None,
+            charge_fro: None,
+        });
+        assert_columns(&OrbitMove {
+            symmetry: "rescale(l=0, j=0)".into(),
+            distance: 0.5,
+            status: Status::Ok,
+        });
+    }
+}
