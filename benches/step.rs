@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use noether::data::{Dataset, Sampling, Targets};
-use noether::dynamics::{DataSpec, Method, TrainConfig, TrainData, Trainer};
+use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::{Init, ModelSpec};
 use noether::{Activation, Loss, Real};
 use rand::SeedableRng;
@@ -25,20 +25,8 @@ pub fn trainer<T: Real>(dims: &[usize], act: Activation, s: usize) -> Trainer<T>
     )
     .unwrap();
     spec.init = Init::Kaiming;
-    let config = TrainConfig {
-        seed: 0,
-        steps: u64::MAX,
-        log_every: 1,
-        lr: 1e-4,
-        weight_decay: 0.0,
-        loss: Loss::Mse,
-        precision: Default::default(),
-        model: spec.clone(),
-        data: DataSpec::default(),
-        optimizer: Method::Sgd { batch_size: s, sampling: Sampling::WithReplacement },
-        schedule: Default::default(),
-        observe: Default::default(),
-    };
+    let sgd = Method::Sgd { batch_size: s, sampling: Sampling::WithReplacement };
+    let config = TrainConfig::new(spec.clone(), sgd, 1e-4, u64::MAX).with_loss(Loss::Mse);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let model = spec.build::<T, _>(&mut rng).unwrap();
     let n = (4 * s).max(1024);
