@@ -127,3 +127,26 @@ fn fused_small_batch_step_matches_the_tape() {
     one::<f64>(1e-13);
     one::<f32>(1e-5);
 }
+
+/// faer's parallel GEMM splits the output, not the inner sum: a pass on two threads gives bit-identical
+/// gradients to the sequential pass (so results of the analysis passes do not depend on the core count).
+#[test]
+fn parallel_passes_are_bit_identical_to_sequential() {
+    use noether::model::Tape;
+    let acts = [Activation::Relu, Activation::Tanh, Activation::Identity];
+    let (model, data) =
+        random_case(&[96, 128, 160, 10], &acts, true, &[false, true, false], Loss::CrossEntropy, 300, 5);
+    let grad_with = |par: faer::Par| {
+        let mut tape = Tape::new(&model.arch, 300);
+        tape.set_par(par);
+        tape.load_range(&data, 0..300);
+        tape.forward(&model);
+        tape.loss_and_output_grad(Loss::CrossEntropy).unwrap();
+        let mut g = vec![0.0; model.arch.n_params()];
+        tape.backward(&model, Some(&mut g), 1.0);
+        g
+    };
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    let par = pool.install(|| grad_with(faer::Par::rayon(2)));
+    assert_eq!(par, grad_with(faer::Par::Seq));
+}
