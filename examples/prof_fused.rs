@@ -8,7 +8,8 @@ fn main() {
     model.params.iter_mut().for_each(|v| *v *= 0.1);
     let reps = 200_000;
     for b in [1usize, 2, 4, 8] {
-        let rows: Vec<Vec<usize>> = (0..64).map(|k| (0..b).map(|i| (k * 37 + i * 11) % 1024).collect()).collect();
+        let rows: Vec<Vec<usize>> =
+            (0..64).map(|k| (0..b).map(|i| (k * 37 + i * 11) % 1024).collect()).collect();
         let mut fused = SmallBatchStep::<f64>::new(&model.arch, b);
         let mut theta = model.params.clone();
         let mut g = vec![0.0; theta.len()];

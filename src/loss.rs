@@ -170,9 +170,10 @@ impl std::str::FromStr for Loss {
     }
 }
 
-/// `g = f − y` and returns `Σ (f − y)²` over contiguous slices (eight independent partial sums).
+/// `g = f − y` and returns `Σ (f − y)²` over contiguous slices (eight independent partial sums): the MSE
+/// output gradient and twice the loss of any batch stored contiguously.
 #[inline]
-fn residuals_into<T: Real>(f: &[T], y: &[T], g: &mut [T]) -> T {
+pub(crate) fn residuals_into<T: Real>(f: &[T], y: &[T], g: &mut [T]) -> T {
     const LANES: usize = 8;
     let split = f.len() / LANES * LANES;
     let mut acc = [T::zero(); LANES];

@@ -107,12 +107,18 @@ impl<T: Real> SmallBatchStep<T> {
         self.forward(params);
         let (b, last) = (self.batch, self.arch.n_layers() - 1);
         let d = self.arch.d_out();
-        let total = loss.value_and_grad_into(
-            MatRef::from_row_major_slice(&self.h[last + 1], b, d),
-            MatRef::from_row_major_slice(&self.y, b, d),
-            &self.labels,
-            MatMut::from_row_major_slice_mut(&mut self.delta[last], b, d),
-        );
+        let total = match loss {
+            // Sample-major rows are one contiguous slice: the residuals in one sweep.
+            Loss::Mse => {
+                0.5 * crate::loss::residuals_into(&self.h[last + 1], &self.y, &mut self.delta[last]).to_f64()
+            }
+            Loss::CrossEntropy => loss.value_and_grad_into(
+                MatRef::from_row_major_slice(&self.h[last + 1], b, d),
+                MatRef::from_row_major_slice(&self.y, b, d),
+                &self.labels,
+                MatMut::from_row_major_slice_mut(&mut self.delta[last], b, d),
+            ),
+        };
         let mean = total / b as f64;
         if mean.is_finite() {
             self.backward_update(params, grad, record, eta, weight_decay);
@@ -245,33 +251,61 @@ unsafe fn tail_mask(rem: usize) -> std::arch::x86_64::__m256i {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn matvec_f64_avx2(w: &[f64], x: &[f64], out: &mut [f64]) {
-    use std::arch::x86_64::*;
     let d = x.len();
     assert_eq!(w.len(), d * out.len());
-    let rem = d % 4;
-    let mask = tail_mask(rem);
-    let xp = x.as_ptr();
-    for (i, o) in out.iter_mut().enumerate() {
-        let wp = w.as_ptr().add(i * d);
-        let (mut a0, mut a1) = (_mm256_setzero_pd(), _mm256_setzero_pd());
-        let mut k = 0;
-        while k + 8 <= d {
-            a0 = _mm256_fmadd_pd(_mm256_loadu_pd(wp.add(k)), _mm256_loadu_pd(xp.add(k)), a0);
-            a1 = _mm256_fmadd_pd(_mm256_loadu_pd(wp.add(k + 4)), _mm256_loadu_pd(xp.add(k + 4)), a1);
-            k += 8;
-        }
-        if k + 4 <= d {
-            a0 = _mm256_fmadd_pd(_mm256_loadu_pd(wp.add(k)), _mm256_loadu_pd(xp.add(k)), a0);
-            k += 4;
-        }
-        if rem > 0 {
-            let (wv, xv) = (_mm256_maskload_pd(wp.add(k), mask), _mm256_maskload_pd(xp.add(k), mask));
-            a1 = _mm256_fmadd_pd(wv, xv, a1);
-        }
-        let s = _mm256_add_pd(a0, a1);
-        let h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
-        *o = _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)));
+    let mask = tail_mask(d % 4);
+    let mut i = 0;
+    while i + 2 <= out.len() {
+        let [s0, s1] = rows_dot_f64_avx2::<2>(w.as_ptr().add(i * d), x, mask);
+        (out[i], out[i + 1]) = (s0, s1);
+        i += 2;
     }
+    if i < out.len() {
+        out[i] = rows_dot_f64_avx2::<1>(w.as_ptr().add(i * d), x, mask)[0];
+    }
+}
+
+/// Dot products of `R` consecutive rows (length `x.len()`, starting at `w`) with `x`: two 4-lane FMA
+/// chains per row sharing the loads of `x`, and a masked tail (`mask` = [`tail_mask`] of `x.len() % 4`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_dot_f64_avx2<const R: usize>(
+    w: *const f64,
+    x: &[f64],
+    mask: std::arch::x86_64::__m256i,
+) -> [f64; R] {
+    use std::arch::x86_64::*;
+    let (d, xp) = (x.len(), x.as_ptr());
+    let mut a0 = [_mm256_setzero_pd(); R];
+    let mut a1 = [_mm256_setzero_pd(); R];
+    let mut k = 0;
+    while k + 8 <= d {
+        let (x0, x1) = (_mm256_loadu_pd(xp.add(k)), _mm256_loadu_pd(xp.add(k + 4)));
+        for r in 0..R {
+            let wp = w.add(r * d + k);
+            a0[r] = _mm256_fmadd_pd(_mm256_loadu_pd(wp), x0, a0[r]);
+            a1[r] = _mm256_fmadd_pd(_mm256_loadu_pd(wp.add(4)), x1, a1[r]);
+        }
+        k += 8;
+    }
+    if k + 4 <= d {
+        let x0 = _mm256_loadu_pd(xp.add(k));
+        for r in 0..R {
+            a0[r] = _mm256_fmadd_pd(_mm256_loadu_pd(w.add(r * d + k)), x0, a0[r]);
+        }
+        k += 4;
+    }
+    if k < d {
+        let x1 = _mm256_maskload_pd(xp.add(k), mask);
+        for r in 0..R {
+            a1[r] = _mm256_fmadd_pd(_mm256_maskload_pd(w.add(r * d + k), mask), x1, a1[r]);
+        }
+    }
+    std::array::from_fn(|r| {
+        let s = _mm256_add_pd(a0[r], a1[r]);
+        let h = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd::<1>(s));
+        _mm_cvtsd_f64(_mm_add_sd(h, _mm_unpackhi_pd(h, h)))
+    })
 }
 
 /// `acc[t] = Σ_i δ_i W[i, k0 + t]` for `t < N` (a block of `Wᵀδ`, `W` row-major with `d` columns).

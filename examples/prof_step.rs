@@ -1,0 +1,31 @@
+//! Times `Trainer::step` for the paper's 30-40-30 linear net (f64): `prof_step S STEPS`.
+use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
+use noether::model::{Init, ModelSpec};
+use noether::{Activation, Loss};
+use rand::SeedableRng;
+
+fn main() {
+    let arg = |i: usize| std::env::args().nth(i).and_then(|v| v.parse().ok());
+    let (s, steps): (usize, usize) = (arg(1).unwrap_or(1), arg(2).unwrap_or(1_000_000));
+    let mut spec = ModelSpec::from_compact("30-40-30", Activation::Identity, false).unwrap();
+    spec.init = Init::Kaiming;
+    let sgd = Method::Sgd { batch_size: s, sampling: noether::data::Sampling::WithReplacement };
+    let config = TrainConfig::new(spec.clone(), sgd, 1e-4, u64::MAX).with_loss(Loss::Mse);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let model = spec.build::<f64, _>(&mut rng).unwrap();
+    let (_, data) = noether::testutil::random_case(
+        &[30, 40, 30],
+        &[Activation::Identity; 2],
+        false,
+        &[false; 2],
+        Loss::Mse,
+        1024,
+        1,
+    );
+    let mut t = Trainer::new(model, TrainData::Finite(data), &config, rng).unwrap();
+    let start = std::time::Instant::now();
+    for _ in 0..steps {
+        t.step().unwrap();
+    }
+    println!("S={s}: {:.3} µs/step", start.elapsed().as_secs_f64() / steps as f64 * 1e6);
+}
