@@ -147,7 +147,10 @@ pub fn moments<T: Real>(
     let mut gram_t: Vec<ChunkGrams<T>> = acc
         .iter()
         .map(|a| {
-            let z = |m: &Option<Mat<f64>>| m.as_ref().map(|m| Mat::<T>::zeros(m.nrows(), m.ncols()));
+            // In f64 the products go straight into the accumulators ([`add_product`]): no temporaries.
+            let in_f64 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>();
+            let shape = |m: &Mat<f64>| if in_f64 { (0, 0) } else { (m.nrows(), m.ncols()) };
+            let z = |m: &Option<Mat<f64>>| m.as_ref().map(|m| Mat::<T>::zeros(shape(m).0, shape(m).1));
             (z(&a.elementwise), z(&a.delta_gram), z(&a.input_gram))
         })
         .collect();
@@ -218,34 +221,37 @@ fn layer_chunk<T: Real>(
         // E[δ_nj² x_ni²] = (Δ∘Δ)ᵀ(X∘X)
         squares_into(ws.sq.as_mut().submatrix_mut(0, 0, b, d_out), D);
         squares_into(ws.sq2.as_mut().submatrix_mut(0, 0, b, d_in), X);
-        gemm_par(
-            tmp.as_mut(),
-            false,
-            ws.sq.as_ref().submatrix(0, 0, b, d_out).transpose(),
-            ws.sq2.as_ref().submatrix(0, 0, b, d_in),
-            T::one(),
-            tape.par(),
-        );
-        add_to_f64(dst.as_mut(), tmp.as_ref());
+        let (dsq, xsq) = (ws.sq.as_ref().submatrix(0, 0, b, d_out), ws.sq2.as_ref().submatrix(0, 0, b, d_in));
+        add_product(dst, tmp, dsq.transpose(), xsq, tape.par());
     }
     if let (Some(dst), Some(tmp)) = (acc.delta_gram.as_mut(), grams.1.as_mut()) {
         // Δᵀ diag(s) Δ
-        weighted_gram(D, xn, &mut ws.sq, tmp, tape.par());
-        add_to_f64(dst.as_mut(), tmp.as_ref());
+        row_scaled_into(ws.sq.as_mut().submatrix_mut(0, 0, b, d_out), D, xn);
+        add_product(dst, tmp, D.transpose(), ws.sq.as_ref().submatrix(0, 0, b, d_out), tape.par());
     }
     if let (Some(dst), Some(tmp)) = (acc.input_gram.as_mut(), grams.2.as_mut()) {
         // Xᵀ diag(‖δ‖²) X
-        weighted_gram(X, dn, &mut ws.sq, tmp, tape.par());
-        add_to_f64(dst.as_mut(), tmp.as_ref());
+        row_scaled_into(ws.sq.as_mut().submatrix_mut(0, 0, b, d_in), X, dn);
+        add_product(dst, tmp, X.transpose(), ws.sq.as_ref().submatrix(0, 0, b, d_in), tape.par());
     }
     let _ = &mut ws.tmp;
 }
 
-/// `out ← Aᵀ diag(w) A` for `A` `[B, d]` (scratch holds `diag(w) A`).
-fn weighted_gram<T: Real>(a: MatRef<'_, T>, w: &[T], scratch: &mut Mat<T>, out: &mut Mat<T>, par: Par) {
-    let (b, d) = (a.nrows(), a.ncols());
-    row_scaled_into(scratch.as_mut().submatrix_mut(0, 0, b, d), a, w);
-    gemm_par(out.as_mut(), false, a.transpose(), scratch.as_ref().submatrix(0, 0, b, d), T::one(), par);
+/// `dst += lhs·rhs` with `dst` in f64: straight into `dst` when `T` is f64; otherwise the product is formed
+/// in `T` in `tmp` (same shape as `dst`) and added in f64, so the sum over chunks stays in f64.
+fn add_product<T: Real>(
+    dst: &mut Mat<f64>,
+    tmp: &mut Mat<T>,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    par: Par,
+) {
+    if let Some(dst) = (dst as &mut dyn std::any::Any).downcast_mut::<Mat<T>>() {
+        gemm_par(dst.as_mut(), true, lhs, rhs, T::one(), par);
+    } else {
+        gemm_par(tmp.as_mut(), false, lhs, rhs, T::one(), par);
+        add_to_f64(dst.as_mut(), tmp.as_ref());
+    }
 }
 
 impl Moments {
