@@ -98,7 +98,6 @@ struct Workspace<T> {
     dn: Vec<T>,
     sq: Mat<T>,
     sq2: Mat<T>,
-    tmp: Vec<T>,
 }
 
 /// Per-sample gradient moments of `model` on `data` in one pass (forward + backward + O(B·(d_in + d_out)) per
@@ -118,14 +117,6 @@ pub fn moments<T: Real>(
     let mut tape = Tape::for_passes(arch, chunk);
     let mut g = vec![T::zero(); arch.n_params()];
     let mut grad = vec![0.0; arch.n_params()];
-    let wmax = arch.max_width();
-    let mut ws = Workspace {
-        xn: vec![T::zero(); chunk],
-        dn: vec![T::zero(); chunk],
-        sq: Mat::zeros(chunk, wmax),
-        sq2: Mat::zeros(chunk, wmax),
-        tmp: vec![T::zero(); wmax],
-    };
     let nl = arch.n_layers();
     let mut acc: Vec<LayerMoments> = (0..nl)
         .map(|l| {
@@ -140,6 +131,22 @@ pub fn moments<T: Real>(
                 delta_gram: (opts.pair_grams && linear_pair(arch, l)).then(|| Mat::zeros(ly.d_out, ly.d_out)),
                 input_gram: (opts.pair_grams && l > 0 && linear_pair(arch, l - 1))
                     .then(|| Mat::zeros(ly.d_in, ly.d_in)),
+            }
+        })
+        .collect();
+    // One workspace per layer, so that the layers' statistics can run on different cores.
+    let mut ws: Vec<Workspace<T>> = acc
+        .iter()
+        .zip(&arch.layers)
+        .map(|(a, ly)| {
+            let (grams, element) =
+                (a.delta_gram.is_some() || a.input_gram.is_some(), a.elementwise.is_some());
+            let sq_cols = if element || grams { ly.d_in.max(ly.d_out) } else { 0 };
+            Workspace {
+                xn: vec![T::zero(); chunk],
+                dn: vec![T::zero(); chunk],
+                sq: Mat::zeros(chunk, sq_cols),
+                sq2: Mat::zeros(chunk, if element { ly.d_in } else { 0 }),
             }
         })
         .collect();
@@ -166,8 +173,16 @@ pub fn moments<T: Real>(
         for (t, v) in grad.iter_mut().zip(&g) {
             *t += v.to_f64();
         }
-        for l in 0..nl {
-            layer_chunk(&tape, l, b, &mut ws, &mut acc[l], &mut gram_t[l]);
+        let layers = acc.iter_mut().zip(gram_t.iter_mut()).zip(ws.iter_mut()).enumerate();
+        if matches!(tape.par(), Par::Rayon(_)) {
+            // Each layer's reductions are memory-bound passes over its X and Δ: the layers share the cores.
+            use rayon::prelude::*;
+            let layers: Vec<_> = layers.collect();
+            layers.into_par_iter().for_each(|(l, ((a, g), w))| layer_chunk(&tape, l, b, w, a, g));
+        } else {
+            for (l, ((a, g), w)) in layers {
+                layer_chunk(&tape, l, b, w, a, g);
+            }
         }
         start = end;
     }
@@ -234,7 +249,6 @@ fn layer_chunk<T: Real>(
         row_scaled_into(ws.sq.as_mut().submatrix_mut(0, 0, b, d_in), X, dn);
         add_product(dst, tmp, X.transpose(), ws.sq.as_ref().submatrix(0, 0, b, d_in), tape.par());
     }
-    let _ = &mut ws.tmp;
 }
 
 /// `dst += lhs·rhs` with `dst` in f64: straight into `dst` when `T` is f64; otherwise the product is formed
