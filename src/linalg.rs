@@ -538,16 +538,22 @@ mod small {
 }
 
 /// Flops of one pass (forward + backward GEMMs, [`crate::Architecture::train_flops`]) from which
-/// [`par_for_flops`] uses every core. Measured on the shared 2-core development machine (other builds
-/// running): two threads did not beat one even at 784-512-512-10, S = 128 (0.4 GFLOP per step: f32 11.4 ms
-/// sequential vs 13.9 ms with rayon), so only passes of a GFLOP or more (full-batch chunks of large models),
-/// where thread start-up is negligible, go parallel.
-pub const PAR_MIN_FLOPS: f64 = 1e9;
+/// [`par_for_flops`] uses every core. Measured on the idle 2-core machine with `examples/prof_par.rs`
+/// (784-512-512-10 relu, one SGD pass, sequential / two-thread time): 0.88 at 0.026 GFLOP (B = 8), 1.13 at
+/// 0.051, 1.45 at 0.10, 1.58 at 0.41; so passes from 0.05 GFLOP on run their GEMMs on every core.
+pub const PAR_MIN_FLOPS: f64 = 5e7;
 
-/// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) above
-/// [`PAR_MIN_FLOPS`], `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
-pub fn par_for_flops(flops: f64) -> Par {
-    if flops >= PAR_MIN_FLOPS && rayon::current_num_threads() > 1 {
+/// Flops of one pass from which a *training step* uses every core. Higher than [`PAR_MIN_FLOPS`] because
+/// faer's parallel GEMM allocates its buffers on every call (≈ 25 allocations per SGD step of 784-512-512-10)
+/// and the step loop allocates nothing below this size (`tests/alloc.rs`); a two-thread step would be
+/// 1.1–1.6× faster from 0.05 GFLOP on.
+pub const STEP_PAR_MIN_FLOPS: f64 = 1e9;
+
+/// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) from
+/// `threshold` flops on ([`PAR_MIN_FLOPS`] for analysis passes, [`STEP_PAR_MIN_FLOPS`] for training steps),
+/// `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
+pub fn par_for_flops(flops: f64, threshold: f64) -> Par {
+    if flops >= threshold && rayon::current_num_threads() > 1 {
         Par::rayon(0)
     } else {
         Par::Seq

@@ -65,6 +65,9 @@ const LINEAR: &str = "dims = [6, 8, 5]\nactivation = \"identity\"\nbias = false"
 const MLP: &str = "dims = [6, 8, 8, 5]\nactivation = \"relu\"\nbias = true";
 /// Large enough that its GEMMs go to faer's matmul rather than the fused small loops.
 const WIDE: &str = "dims = [40, 64, 64, 5]\nactivation = \"tanh\"\nbias = true";
+/// 63 MFLOP per pass at S = 48: above `linalg::PAR_MIN_FLOPS` (analysis passes use both cores), below
+/// `linalg::STEP_PAR_MIN_FLOPS` (a training step stays sequential and allocation-free).
+const PARALLEL: &str = "dims = [256, 512, 256]\nactivation = \"relu\"\nbias = true";
 const FINITE: &str = "kind = \"teacher\"\nn = 50\nteacher = { map = \"random\" }";
 const ONLINE: &str = "kind = \"teacher\"\neval_n = 20\nteacher = { map = \"random\" }";
 
@@ -78,7 +81,7 @@ fn counting_allocator_sees_allocations() {
 
 #[test]
 fn sgd_step_allocates_nothing_on_finite_data() {
-    for (model, batch) in [(LINEAR, 1), (LINEAR, 7), (MLP, 16), (WIDE, 32)] {
+    for (model, batch) in [(LINEAR, 1), (LINEAR, 7), (MLP, 16), (WIDE, 32), (PARALLEL, 48)] {
         for sampling in ["with_replacement", "without_replacement"] {
             let opt = format!("method = \"sgd\"\nbatch_size = {batch}\nsampling = \"{sampling}\"");
             assert_eq!(

@@ -91,7 +91,8 @@ impl<T: Real> Trainer<T> {
         let rk = matches!(config.optimizer, Method::GradientFlow { .. });
         // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.
         let mut tape = Tape::new(&model.arch, tape_cap);
-        tape.set_par(crate::linalg::par_for_flops(model.arch.train_flops(tape_cap)));
+        let flops = model.arch.train_flops(tape_cap);
+        tape.set_par(crate::linalg::par_for_flops(flops, crate::linalg::STEP_PAR_MIN_FLOPS));
         let fused = match config.optimizer {
             Method::Sgd { batch_size, .. } if SmallBatchStep::<T>::supports(&model.arch, batch_size) => {
                 Some(SmallBatchStep::new(&model.arch, batch_size))

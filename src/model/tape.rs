@@ -79,7 +79,8 @@ impl<T: Real> Tape<T> {
     /// `capacity` samples is large enough to pay for the threads ([`crate::linalg::par_for_flops`]).
     pub fn for_passes(arch: &Architecture, capacity: usize) -> Self {
         let mut tape = Self::new(arch, capacity);
-        tape.set_par(crate::linalg::par_for_flops(arch.train_flops(tape.capacity)));
+        let flops = arch.train_flops(tape.capacity);
+        tape.set_par(crate::linalg::par_for_flops(flops, crate::linalg::PAR_MIN_FLOPS));
         tape
     }
 
