@@ -599,8 +599,14 @@ fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
 
 /// Column `j` of a matrix with unit row stride (every tape and data matrix) as a slice.
 #[inline(always)]
-fn col_slice<T: Real>(a: MatRef<'_, T>, j: usize) -> &[T] {
+pub(crate) fn col_slice<T: Real>(a: MatRef<'_, T>, j: usize) -> &[T] {
     a.col(j).try_as_col_major().expect("column-major matrix").as_slice()
+}
+
+/// Mutable [`col_slice`].
+#[inline(always)]
+pub(crate) fn col_slice_mut<T: Real>(a: MatMut<'_, T>, j: usize) -> &mut [T] {
+    a.col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut()
 }
 
 simd_dispatch! {
@@ -688,7 +694,7 @@ simd_dispatch! {
         let mut dst = dst;
         assert_eq!((dst.nrows(), dst.ncols()), (a.nrows(), a.ncols()));
         for j in 0..a.ncols() {
-            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            let d = col_slice_mut(dst.rb_mut(), j);
             for (o, &v) in d.iter_mut().zip(col_slice(a, j)) {
                 *o = v * v;
             }
@@ -703,7 +709,7 @@ simd_dispatch! {
         assert_eq!((dst.nrows(), dst.ncols()), (a.nrows(), a.ncols()));
         assert_eq!(w.len(), a.nrows());
         for j in 0..a.ncols() {
-            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            let d = col_slice_mut(dst.rb_mut(), j);
             for ((o, &v), &wn) in d.iter_mut().zip(col_slice(a, j)).zip(w) {
                 *o = v * wn;
             }
@@ -717,7 +723,7 @@ simd_dispatch! {
         let mut dst = dst;
         assert_eq!((dst.nrows(), dst.ncols()), (src.nrows(), src.ncols()));
         for j in 0..src.ncols() {
-            let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major matrix").as_slice_mut();
+            let d = col_slice_mut(dst.rb_mut(), j);
             for (o, &v) in d.iter_mut().zip(col_slice(src, j)) {
                 *o += v.to_f64();
             }

@@ -199,17 +199,31 @@ impl<T: Real> Trainer<T> {
         Ok(total / n as f64)
     }
 
+    /// The next SGD batch: the finite data set with the sampled rows, or a freshly drawn online batch (`None`:
+    /// its first `S` rows).
+    fn draw_batch<'a>(
+        data: &'a TrainData<T>,
+        sampler: &'a mut Option<BatchSampler>,
+        online_batch: &'a mut Option<Dataset<T>>,
+        rng: &mut ChaCha8Rng,
+    ) -> (&'a Dataset<T>, Option<&'a [usize]>) {
+        match (data, sampler, online_batch) {
+            (TrainData::Finite(d), Some(s), _) => (d, Some(s.next_batch(rng))),
+            (TrainData::Online { sampler, .. }, _, Some(batch)) => {
+                sampler.resample_into(batch, rng);
+                (batch, None)
+            }
+            _ => unreachable!("SGD trainer always has a sampler or an online batch"),
+        }
+    }
+
     /// One step. A non-finite loss is [`Error::Diverged`] naming the step; θ is left as it was before it.
     pub fn step(&mut self) -> Result<()> {
         let lr = self.current_lr();
         if let Some(fused) = self.fused.as_mut() {
-            match (&self.data, &mut self.sampler, &mut self.online_batch) {
-                (TrainData::Finite(d), Some(s), _) => fused.load_rows(d, s.next_batch(&mut self.rng)),
-                (TrainData::Online { sampler, .. }, _, Some(batch)) => {
-                    sampler.resample_into(batch, &mut self.rng);
-                    fused.load_first(batch);
-                }
-                _ => unreachable!("SGD trainer always has a sampler or an online batch"),
+            match Self::draw_batch(&self.data, &mut self.sampler, &mut self.online_batch, &mut self.rng) {
+                (d, Some(rows)) => fused.load_rows(d, rows),
+                (d, None) => fused.load_first(d),
             }
             let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
             let record = self.record_direction;
@@ -218,16 +232,9 @@ impl<T: Real> Trainer<T> {
         }
         let loss = match self.method.clone() {
             Method::Sgd { batch_size, .. } => {
-                match (&self.data, &mut self.sampler, &mut self.online_batch) {
-                    (TrainData::Finite(d), Some(s), _) => {
-                        let idx = s.next_batch(&mut self.rng);
-                        self.tape.load_rows(d, idx);
-                    }
-                    (TrainData::Online { sampler, .. }, _, Some(batch)) => {
-                        sampler.resample_into(batch, &mut self.rng);
-                        self.tape.load_range(batch, 0..batch_size);
-                    }
-                    _ => unreachable!("SGD trainer always has a sampler or an online batch"),
+                match Self::draw_batch(&self.data, &mut self.sampler, &mut self.online_batch, &mut self.rng) {
+                    (d, Some(rows)) => self.tape.load_rows(d, rows),
+                    (d, None) => self.tape.load_range(d, 0..batch_size),
                 }
                 self.tape.forward(&self.model);
                 let l = self.tape.loss_and_output_grad(self.loss)?;

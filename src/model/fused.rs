@@ -6,12 +6,12 @@
 //! (the paper's 30-40-30 net at S = 1 is 12k flops per step). Here, for every layer from the top, in order:
 //!
 //! - `δ_l ← δ_l ⊙ φ′(z_l)`;
-//! - `δ_{l−1} = W_lᵀ δ_l` (rows of `W_l` as axpys, with the weights *before* the update);
+//! - `δ_{l−1} = W_lᵀ δ_l` (column blocks of `W_l`, with the weights *before* the update);
 //! - `ĝ_l = (1/B) Σ_n δ_{l,n} x_{l,n}ᵀ` written to `grad` row by row, and each row updated at once,
 //!   `θ ← θ − η(ĝ + γθ)`, while it is in cache.
 //!
 //! The result equals [`crate::Tape`]'s forward and backward followed by [`crate::linalg::sgd_update_in_place`]
-//! up to round-off (sums run in a different order), and `grad` holds the same ĝ, so the exact identity
+//! up to round-off (sums run in a different order), and `grad` holds the same ĝ when it is recorded, so the exact identity
 //! `C_{t+1} − C_t = η²ĝᵀAĝ` holds to round-off against it. Layers with normalisation are not supported
 //! (see [`SmallBatchStep::supports`]); the trainer uses the tape for those.
 
@@ -171,7 +171,7 @@ fn gather_rows<T: Real>(src: MatRef<'_, T>, rows: impl Iterator<Item = usize>, d
     }
 }
 
-/// Lanes of each row's partial sum (one 256-bit vector of f64).
+/// Columns of the narrower blocks of `Wᵀδ` (one 256-bit vector of f64).
 const LANES: usize = 4;
 /// Columns per block of `Wᵀδ` (four 256-bit vectors of f64 in registers across all rows).
 const COLS: usize = 16;
@@ -413,23 +413,7 @@ simd_dispatch! {
                 matvec_t(w, dn, pn);
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(x), Some(delta), true, true) = (as_f64(x), as_f64(delta), x.len() == d_in, has_avx2_fma()) {
-            let (e, wd) = (eta.to_f64(), wd.to_f64());
-            // SAFETY: the CPU has AVX2 and FMA (checked); T is f64 (as_f64 succeeded).
-            unsafe {
-                let (w, gw) = (as_f64_mut(w).expect("f64"), as_f64_mut(gw).expect("f64"));
-                if record {
-                    rank1_update_f64_avx2::<true>(w, gw, x, delta, e, wd)
-                } else {
-                    rank1_update_f64_avx2::<false>(w, gw, x, delta, e, wd)
-                }
-            };
-        } else {
-            weight_update(w, gw, x, delta, d_in, inv_b, eta, wd);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        weight_update(w, gw, x, delta, d_in, inv_b, eta, wd);
+        weight_update(w, gw, record, x, delta, d_in, inv_b, eta, wd);
         for (i, (t, g)) in bias.iter_mut().zip(gb.iter_mut()).enumerate() {
             let mut s = T::zero();
             for dn in delta.chunks_exact(d_out) {
@@ -441,11 +425,13 @@ simd_dispatch! {
     }
 }
 
-/// `ĝ_i = inv_b Σ_n δ_{n,i} x_n` into the rows of `gw`, and `W_i ← W_i − η(ĝ_i + γW_i)`.
+/// `ĝ_i = inv_b Σ_n δ_{n,i} x_n` into the rows of `gw`, and `W_i ← W_i − η(ĝ_i + γW_i)`. One f64 sample runs
+/// the AVX2+FMA kernel, which leaves ĝ in `gw` only if `record`; otherwise `gw` always holds ĝ.
 #[inline(always)]
 fn weight_update<T: Real>(
     w: &mut [T],
     gw: &mut [T],
+    record: bool,
     x: &[T],
     delta: &[T],
     d_in: usize,
@@ -453,6 +439,19 @@ fn weight_update<T: Real>(
     eta: T,
     wd: T,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if let (Some(x), Some(delta), true, true) = (as_f64(x), as_f64(delta), x.len() == d_in, has_avx2_fma()) {
+        let (w, gw, e, wd) =
+            (as_f64_mut(w).expect("f64"), as_f64_mut(gw).expect("f64"), eta.to_f64(), wd.to_f64());
+        // SAFETY: the CPU has AVX2 and FMA (checked); T is f64 (as_f64 succeeded).
+        return unsafe {
+            if record {
+                rank1_update_f64_avx2::<true>(w, gw, x, delta, e, wd)
+            } else {
+                rank1_update_f64_avx2::<false>(w, gw, x, delta, e, wd)
+            }
+        };
+    }
     let d_out = w.len() / d_in;
     for (i, (wi, gi)) in w.chunks_exact_mut(d_in).zip(gw.chunks_exact_mut(d_in)).enumerate() {
         let mut samples = x.chunks_exact(d_in).zip(delta.chunks_exact(d_out));

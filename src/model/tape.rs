@@ -11,7 +11,7 @@
 use super::{Architecture, Model};
 use crate::data::{Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::linalg::{col_sums_into, gemm_par};
+use crate::linalg::{col_slice, col_slice_mut, col_sums_into, gemm_par};
 use crate::loss::Loss;
 use crate::real::Real;
 use faer::reborrow::{Reborrow, ReborrowMut};
@@ -430,8 +430,7 @@ fn gather_rows_into<T: Real>(src: MatRef<'_, T>, rows: &[usize], mut dst: MatMut
     assert!(rows.iter().all(|&i| i < src.nrows()), "row index out of range");
     assert!(rows.len() <= dst.nrows() && src.ncols() == dst.ncols());
     for j in 0..src.ncols() {
-        let s = src.col(j).try_as_col_major().expect("column-major data").as_slice();
-        let d = dst.rb_mut().col_mut(j).try_as_col_major_mut().expect("column-major tape").as_slice_mut();
+        let (s, d) = (col_slice(src, j), col_slice_mut(dst.rb_mut(), j));
         for (o, &i) in d.iter_mut().zip(rows) {
             // SAFETY: every i < src.nrows() = s.len() (asserted above).
             *o = unsafe { *s.get_unchecked(i) };
