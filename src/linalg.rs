@@ -33,9 +33,11 @@ pub fn gemm_par<T: Real>(
     matmul(dst, beta, lhs, rhs, alpha, par);
 }
 
-/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer (measured: below it faer's per-call
-/// dispatch and packing cost more than the loops lose to its blocked kernels).
-pub const SMALL_GEMM_MAX_MNK: usize = 32 * 32 * 32;
+/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer. Measured with
+/// `examples/prof_gemm_small.rs` (f64, best of 9, idle 2-core machine): the five GEMMs of a 30-40-30 step at
+/// S = 64 take 19 µs here against 24–30 µs in faer; on square shapes the two are level up to 80³
+/// (39–45 GFLOP/s, within run-to-run noise) and faer's cache-blocked kernels lead from 96³ (43 against 35).
+pub const SMALL_GEMM_MAX_MNK: usize = 64 * 64 * 64;
 
 /// The fused small-GEMM path: `dst ← (dst +) alpha·lhs·rhs` with explicit loops ordered by the operands'
 /// strides (innermost loop over contiguous memory, a register tile of independent accumulators). Returns
@@ -395,7 +397,9 @@ mod small {
                     for (f, len, c) in cands {
                         let Some(c) = c else { continue };
                         let len = if f == Form::Dot { len.min(V) } else { len.min(2 * MR) };
-                        if best.is_none_or(|(_, bl, bc)| len > bl || (len == bl && c < bc)) {
+                        // A form that copies nothing beats one that copies; then the longer vectors.
+                        let key = |len: usize, c: usize| (c == 0, len, std::cmp::Reverse(c));
+                        if best.is_none_or(|(_, bl, bc)| key(len, c) > key(bl, bc)) {
                             best = Some((f, len, c));
                         }
                     }
@@ -422,18 +426,31 @@ mod small {
                         Form::Dot => {
                             let a = if a.cs == 1 { a } else { pack(a, m, k, k as isize, 1, p0) };
                             let b = if b.rs == 1 { b } else { pack(b, k, n, 1, k as isize, p1) };
-                            dot::<F>(m, n, k, d, a, b, alpha, accumulate);
+                            if !(F
+                                && <T as super::Avx2Kernels>::dot_avx2(m, n, k, d, a, b, alpha, accumulate))
+                            {
+                                dot::<F>(m, n, k, d, a, b, alpha, accumulate);
+                            }
                         }
                         Form::Ax | Form::AxT => {
                             // AxT is Ax on the transposes: dstᵀ = rhsᵀ·lhsᵀ.
                             let (m, n, d, a, b) =
                                 if form == Form::Ax { (m, n, d, a, b) } else { (n, m, d.t(), b.t(), a.t()) };
                             let a = if a.rs == 1 { a } else { pack(a, m, k, 1, m as isize, p0) };
+                            let run = |d: Op<T>, accumulate: bool| {
+                                if !(F
+                                    && <T as super::Avx2Kernels>::ax_avx2(
+                                        m, n, k, d, a, b, alpha, accumulate,
+                                    ))
+                                {
+                                    ax::<F>(m, n, k, d, a, b, alpha, accumulate);
+                                }
+                            };
                             if d.rs == 1 {
-                                ax::<F>(m, n, k, d, a, b, alpha, accumulate);
+                                run(d, accumulate);
                             } else {
                                 let buf = Op { ptr: p1 as *const T, rs: 1, cs: m as isize };
-                                ax::<F>(m, n, k, buf, a, b, alpha, false);
+                                run(buf, false);
                                 for j in 0..n {
                                     for i in 0..m {
                                         let v = *p1.add(i + j * m);
@@ -531,6 +548,343 @@ mod small {
                 }
             }
         };
+    }
+
+    /// Explicit AVX2+FMA kernels where they exist (f64); `false` leaves the call to the generic loops.
+    pub trait Avx2Kernels: Sized {
+        /// The `dot` form (`a.cs = b.rs = 1`).
+        /// # Safety
+        /// As [`f64k::gemm`], and the CPU must have AVX2 and FMA.
+        unsafe fn dot_avx2(
+            _m: usize,
+            _n: usize,
+            _k: usize,
+            _d: Op<Self>,
+            _a: Op<Self>,
+            _b: Op<Self>,
+            _alpha: Self,
+            _accumulate: bool,
+        ) -> bool {
+            false
+        }
+        /// The `ax` form (`d.rs = a.rs = 1`).
+        /// # Safety
+        /// As [`f64k::gemm`], and the CPU must have AVX2 and FMA.
+        unsafe fn ax_avx2(
+            _m: usize,
+            _n: usize,
+            _k: usize,
+            _d: Op<Self>,
+            _a: Op<Self>,
+            _b: Op<Self>,
+            _alpha: Self,
+            _accumulate: bool,
+        ) -> bool {
+            false
+        }
+    }
+    impl Avx2Kernels for f32 {}
+    #[cfg(not(target_arch = "x86_64"))]
+    impl Avx2Kernels for f64 {}
+    #[cfg(target_arch = "x86_64")]
+    impl Avx2Kernels for f64 {
+        unsafe fn dot_avx2(
+            m: usize,
+            n: usize,
+            k: usize,
+            d: Op<f64>,
+            a: Op<f64>,
+            b: Op<f64>,
+            alpha: f64,
+            accumulate: bool,
+        ) -> bool {
+            dot_f64::dot(m, n, k, d, a, b, alpha, accumulate);
+            true
+        }
+        unsafe fn ax_avx2(
+            m: usize,
+            n: usize,
+            k: usize,
+            d: Op<f64>,
+            a: Op<f64>,
+            b: Op<f64>,
+            alpha: f64,
+            accumulate: bool,
+        ) -> bool {
+            ax_f64::ax(m, n, k, d, a, b, alpha, accumulate);
+            true
+        }
+    }
+
+    /// Lane masks for the first 0..4 lanes of a 256-bit f64 vector.
+    #[cfg(target_arch = "x86_64")]
+    const MASKS: [[i64; 4]; 4] = [[0, 0, 0, 0], [-1, 0, 0, 0], [-1, -1, 0, 0], [-1, -1, -1, 0]];
+
+    /// `dst[:, j] (+)= alpha·Σ_p lhs[:, p]·rhs[p, j]` with dst and lhs columns contiguous, in f64 AVX2
+    /// intrinsics: an 8 × 6 tile (two vectors of rows × six columns: twelve accumulators, two lhs vectors and
+    /// one broadcast of rhs, fifteen of the sixteen registers), then 4-row and masked 1–3-row tiles.
+    #[cfg(target_arch = "x86_64")]
+    mod ax_f64 {
+        use super::{Op, MASKS};
+        use std::arch::x86_64::*;
+
+        const C: usize = 6;
+
+        /// `VR` vectors of rows (the last one masked by `mask`) × `TC` columns.
+        #[inline(always)]
+        unsafe fn tile<const VR: usize, const TC: usize>(
+            k: usize,
+            d: *mut f64,
+            dcs: isize,
+            a: *const f64,
+            acs: isize,
+            b: *const f64,
+            brs: isize,
+            bcs: isize,
+            mask: __m256i,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let mut acc = [[_mm256_setzero_pd(); TC]; VR];
+            let load = |p: *const f64, v: usize| {
+                if v + 1 == VR {
+                    _mm256_maskload_pd(p.add(4 * v), mask)
+                } else {
+                    _mm256_loadu_pd(p.add(4 * v))
+                }
+            };
+            for p in 0..k {
+                let ap = a.offset(p as isize * acs);
+                let mut av = [_mm256_setzero_pd(); VR];
+                for v in 0..VR {
+                    av[v] = load(ap, v);
+                }
+                let bp = b.offset(p as isize * brs);
+                for c in 0..TC {
+                    let bb = _mm256_broadcast_sd(&*bp.offset(c as isize * bcs));
+                    for v in 0..VR {
+                        acc[v][c] = _mm256_fmadd_pd(av[v], bb, acc[v][c]);
+                    }
+                }
+            }
+            let al = _mm256_set1_pd(alpha);
+            for c in 0..TC {
+                let dp = d.offset(c as isize * dcs);
+                for v in 0..VR {
+                    let mut out = _mm256_mul_pd(al, acc[v][c]);
+                    if accumulate {
+                        out = _mm256_add_pd(out, load(dp, v));
+                    }
+                    if v + 1 == VR {
+                        _mm256_maskstore_pd(dp.add(4 * v), mask, out);
+                    } else {
+                        _mm256_storeu_pd(dp.add(4 * v), out);
+                    }
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn rows<const VR: usize>(
+            n: usize,
+            k: usize,
+            d: Op<f64>,
+            a: Op<f64>,
+            b: Op<f64>,
+            mask: __m256i,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let dp = d.ptr as *mut f64;
+            let mut j = 0;
+            let at = |j: usize| (dp.offset(j as isize * d.cs), b.ptr.offset(j as isize * b.cs));
+            while j + C <= n {
+                let (dj, bj) = at(j);
+                tile::<VR, C>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+                j += C;
+            }
+            let (dj, bj) = at(j);
+            let args = (k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+            let (k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc) = args;
+            match n - j {
+                5 => tile::<VR, 5>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                4 => tile::<VR, 4>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                3 => tile::<VR, 3>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                2 => tile::<VR, 2>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                1 => tile::<VR, 1>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                _ => {}
+            }
+        }
+
+        /// # Safety
+        /// Valid operands of the stated shapes, `d.rs = a.rs = 1`, AVX2 and FMA present.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn ax(
+            m: usize,
+            n: usize,
+            k: usize,
+            d: Op<f64>,
+            a: Op<f64>,
+            b: Op<f64>,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let full = _mm256_set1_epi64x(-1);
+            let at = |i: usize| (Op { ptr: d.ptr.add(i), ..d }, Op { ptr: a.ptr.add(i), ..a });
+            let mut i = 0;
+            while i + 8 <= m {
+                let (di, ai) = at(i);
+                rows::<2>(n, k, di, ai, b, full, alpha, accumulate);
+                i += 8;
+            }
+            if i + 4 <= m {
+                let (di, ai) = at(i);
+                rows::<1>(n, k, di, ai, b, full, alpha, accumulate);
+                i += 4;
+            }
+            if i < m {
+                let (di, ai) = at(i);
+                let mask = _mm256_loadu_si256(MASKS[m - i].as_ptr() as *const __m256i);
+                rows::<1>(n, k, di, ai, b, mask, alpha, accumulate);
+            }
+        }
+    }
+
+    /// `dst[i, j] (+)= alpha·Σ_p lhs[i, p]·rhs[p, j]` with lhs rows and rhs columns contiguous, in f64 AVX2
+    /// intrinsics: a 3 × 4 tile of outputs, each a 4-lane accumulator over p (twelve FMA chains, enough to
+    /// cover the FMA latency), the k mod 4 tail by masked loads, and the four sums of a tile row reduced to one
+    /// vector by two horizontal adds and a lane swap.
+    #[cfg(target_arch = "x86_64")]
+    mod dot_f64 {
+        use super::{Op, MASKS};
+        use std::arch::x86_64::*;
+
+        const R: usize = 3;
+        const C: usize = 4;
+
+        #[inline(always)]
+        unsafe fn tile<const TR: usize, const TC: usize>(
+            k: usize,
+            d: *mut f64,
+            drs: isize,
+            dcs: isize,
+            a: *const f64,
+            ars: isize,
+            b: *const f64,
+            bcs: isize,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let mut acc = [[_mm256_setzero_pd(); TC]; TR];
+            let kv = k / 4 * 4;
+            let mut p = 0;
+            // Registers: TR·TC accumulators, TR rows of lhs, one column of rhs at a time (16 for 3 × 4).
+            while p < kv {
+                let mut av = [_mm256_setzero_pd(); TR];
+                for r in 0..TR {
+                    av[r] = _mm256_loadu_pd(a.offset(r as isize * ars).add(p));
+                }
+                for c in 0..TC {
+                    let bv = _mm256_loadu_pd(b.offset(c as isize * bcs).add(p));
+                    for r in 0..TR {
+                        acc[r][c] = _mm256_fmadd_pd(av[r], bv, acc[r][c]);
+                    }
+                }
+                p += 4;
+            }
+            if kv < k {
+                let mask = _mm256_loadu_si256(MASKS[k - kv].as_ptr() as *const __m256i);
+                let mut bv = [_mm256_setzero_pd(); TC];
+                for c in 0..TC {
+                    bv[c] = _mm256_maskload_pd(b.offset(c as isize * bcs).add(kv), mask);
+                }
+                for r in 0..TR {
+                    let av = _mm256_maskload_pd(a.offset(r as isize * ars).add(kv), mask);
+                    for c in 0..TC {
+                        acc[r][c] = _mm256_fmadd_pd(av, bv[c], acc[r][c]);
+                    }
+                }
+            }
+            let al = _mm256_set1_pd(alpha);
+            for r in 0..TR {
+                // [Σacc0, Σacc1, Σacc2, Σacc3] from the four accumulators of the row (zeros past TC).
+                let z = _mm256_setzero_pd();
+                let g = |c: usize| if c < TC { acc[r][c] } else { z };
+                let h01 = _mm256_hadd_pd(g(0), g(1));
+                let h23 = _mm256_hadd_pd(g(2), g(3));
+                let lo = _mm256_permute2f128_pd(h01, h23, 0x20);
+                let hi = _mm256_permute2f128_pd(h01, h23, 0x31);
+                let sums = _mm256_mul_pd(al, _mm256_add_pd(lo, hi));
+                let dr = d.offset(r as isize * drs);
+                if TC == C && dcs == 1 {
+                    let v = if accumulate { _mm256_add_pd(_mm256_loadu_pd(dr), sums) } else { sums };
+                    _mm256_storeu_pd(dr, v);
+                } else {
+                    let mut out = [0.0f64; 4];
+                    _mm256_storeu_pd(out.as_mut_ptr(), sums);
+                    for c in 0..TC {
+                        let q = dr.offset(c as isize * dcs);
+                        *q = if accumulate { *q + out[c] } else { out[c] };
+                    }
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn rows<const TR: usize>(
+            n: usize,
+            k: usize,
+            d: *mut f64,
+            drs: isize,
+            dcs: isize,
+            a: *const f64,
+            ars: isize,
+            b: Op<f64>,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let mut j = 0;
+            while j + C <= n {
+                let (dj, bj) = (d.offset(j as isize * dcs), b.ptr.offset(j as isize * b.cs));
+                tile::<TR, C>(k, dj, drs, dcs, a, ars, bj, b.cs, alpha, accumulate);
+                j += C;
+            }
+            let (dj, bj) = (d.offset(j as isize * dcs), b.ptr.offset(j as isize * b.cs));
+            match n - j {
+                3 => tile::<TR, 3>(k, dj, drs, dcs, a, ars, bj, b.cs, alpha, accumulate),
+                2 => tile::<TR, 2>(k, dj, drs, dcs, a, ars, bj, b.cs, alpha, accumulate),
+                1 => tile::<TR, 1>(k, dj, drs, dcs, a, ars, bj, b.cs, alpha, accumulate),
+                _ => {}
+            }
+        }
+
+        /// # Safety
+        /// Valid operands of the stated shapes, `a.cs = b.rs = 1`, AVX2 and FMA present.
+        #[target_feature(enable = "avx2,fma")]
+        pub unsafe fn dot(
+            m: usize,
+            n: usize,
+            k: usize,
+            d: Op<f64>,
+            a: Op<f64>,
+            b: Op<f64>,
+            alpha: f64,
+            accumulate: bool,
+        ) {
+            let dp = d.ptr as *mut f64;
+            let mut i = 0;
+            while i + R <= m {
+                let (di, ai) = (dp.offset(i as isize * d.rs), a.ptr.offset(i as isize * a.rs));
+                rows::<R>(n, k, di, d.rs, d.cs, ai, a.rs, b, alpha, accumulate);
+                i += R;
+            }
+            let (di, ai) = (dp.offset(i as isize * d.rs), a.ptr.offset(i as isize * a.rs));
+            match m - i {
+                2 => rows::<2>(n, k, di, d.rs, d.cs, ai, a.rs, b, alpha, accumulate),
+                1 => rows::<1>(n, k, di, d.rs, d.cs, ai, a.rs, b, alpha, accumulate),
+                _ => {}
+            }
+        }
     }
 
     kernels!(f64k, f64, 4);

@@ -6,7 +6,7 @@ use noether::linalg::{gemm, gemm_small};
 use noether::Real;
 
 const GUARD: usize = 64;
-const DIMS: [usize; 5] = [1, 2, 3, 31, 64];
+const DIMS: [usize; 6] = [1, 2, 3, 13, 31, 64];
 
 /// Storage of an `r × c` operand: column-major padded, row-major padded, or column-major with reversed rows
 /// (negative row stride).
