@@ -1,4 +1,5 @@
-//! Times `Trainer::step` for the paper's 30-40-30 linear net (f64): `prof_step S STEPS`.
+//! Times `Trainer::step` for the paper's 30-40-30 net (f64): `prof_step S STEPS [ACTIVATION]` (identity by
+//! default: the linear net).
 use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::{Init, ModelSpec};
 use noether::{Activation, Loss};
@@ -7,7 +8,8 @@ use rand::SeedableRng;
 fn main() {
     let arg = |i: usize| std::env::args().nth(i).and_then(|v| v.parse().ok());
     let (s, steps): (usize, usize) = (arg(1).unwrap_or(1), arg(2).unwrap_or(1_000_000));
-    let mut spec = ModelSpec::from_compact("30-40-30", Activation::Identity, false).unwrap();
+    let act = std::env::args().nth(3).map_or(Activation::Identity, |a| Activation::parse(&a).unwrap());
+    let mut spec = ModelSpec::from_compact("30-40-30", act, false).unwrap();
     spec.init = Init::Kaiming;
     let sgd = Method::Sgd { batch_size: s, sampling: noether::data::Sampling::WithReplacement };
     let config = TrainConfig::new(spec.clone(), sgd, 1e-4, u64::MAX).with_loss(Loss::Mse);
@@ -15,7 +17,7 @@ fn main() {
     let model = spec.build::<f64, _>(&mut rng).unwrap();
     let (_, data) = noether::testutil::random_case(
         &[30, 40, 30],
-        &[Activation::Identity; 2],
+        &[act, Activation::Identity],
         false,
         &[false; 2],
         Loss::Mse,
@@ -27,5 +29,5 @@ fn main() {
     for _ in 0..steps {
         t.step().unwrap();
     }
-    println!("S={s}: {:.3} µs/step", start.elapsed().as_secs_f64() / steps as f64 * 1e6);
+    println!("S={s} {}: {:.3} µs/step", act.name(), start.elapsed().as_secs_f64() / steps as f64 * 1e6);
 }

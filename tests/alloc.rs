@@ -63,8 +63,9 @@ fn config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
 
 const LINEAR: &str = "dims = [6, 8, 5]\nactivation = \"identity\"\nbias = false";
 const MLP: &str = "dims = [6, 8, 8, 5]\nactivation = \"relu\"\nbias = true";
-/// Large enough that its GEMMs go to faer's matmul rather than the fused small loops.
-const WIDE: &str = "dims = [40, 64, 64, 5]\nactivation = \"tanh\"\nbias = true";
+/// Large enough that its GEMMs go to faer's matmul rather than the fused small loops (`m·n·k` above
+/// `linalg::SMALL_GEMM_MAX_MNK` at S = 32).
+const WIDE: &str = "dims = [80, 128, 128, 5]\nactivation = \"tanh\"\nbias = true";
 /// 63 MFLOP per pass at S = 48: above `linalg::PAR_MIN_FLOPS` (analysis passes use both cores), below
 /// `linalg::STEP_PAR_MIN_FLOPS` (a training step stays sequential and allocation-free).
 const PARALLEL: &str = "dims = [256, 512, 256]\nactivation = \"relu\"\nbias = true";
@@ -81,7 +82,8 @@ fn counting_allocator_sees_allocations() {
 
 #[test]
 fn sgd_step_allocates_nothing_on_finite_data() {
-    for (model, batch) in [(LINEAR, 1), (LINEAR, 7), (MLP, 16), (WIDE, 32), (PARALLEL, 48)] {
+    // LINEAR at S = 1 takes the fused step, at S = 7 and 32 the Gram-form linear-chain step.
+    for (model, batch) in [(LINEAR, 1), (LINEAR, 7), (LINEAR, 32), (MLP, 16), (WIDE, 32), (PARALLEL, 48)] {
         for sampling in ["with_replacement", "without_replacement"] {
             let opt = format!("method = \"sgd\"\nbatch_size = {batch}\nsampling = \"{sampling}\"");
             assert_eq!(
@@ -97,7 +99,13 @@ fn sgd_step_allocates_nothing_on_finite_data() {
 fn sgd_step_allocates_nothing_on_online_teacher_data() {
     for batch in [1, 8] {
         let opt = format!("method = \"sgd\"\nbatch_size = {batch}");
-        assert_eq!(allocations_per_100_steps(&config(MLP, ONLINE, &opt, "mse")), 0, "S={batch}");
+        for model in [MLP, LINEAR] {
+            assert_eq!(
+                allocations_per_100_steps(&config(model, ONLINE, &opt, "mse")),
+                0,
+                "{model} S={batch}"
+            );
+        }
     }
 }
 

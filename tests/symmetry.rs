@@ -45,6 +45,13 @@ fn family_cases() -> Vec<FamilyCase> {
         Generator::DoubleRotation { layer: 1, b: unit(random_symmetric(3, &mut rng)) },
     ];
     out.push(("linear", m, d, Loss::Mse, gens));
+    // The same without biases: SGD at B = 16 takes the Gram-form linear-chain step.
+    let (m, d) = random_case(&[5, 4, 3, 2], &[Activation::Identity; 3], false, &[false; 3], Loss::Mse, 20, 6);
+    let gens = vec![
+        Generator::DoubleRotation { layer: 0, b: unit(random_symmetric(4, &mut rng)) },
+        Generator::DoubleRotation { layer: 1, b: unit(random_symmetric(3, &mut rng)) },
+    ];
+    out.push(("linear_nobias", m, d, Loss::Mse, gens));
     // Scale: normalised blocks (tanh after the norm), cross-entropy.
     let (m, d) = random_case(
         &[4, 6, 5, 3],
@@ -158,10 +165,13 @@ fn abs_quad(g: &Generator, arch: &noether::Architecture, v: &[f64]) -> f64 {
 
 #[test]
 fn discrete_noether_identity_holds_at_every_sgd_step() {
-    // B = 1 and 2 take the fused small-batch step (B = 1 in f64 with the AVX2 kernels), B = 3 and 16 the tape.
+    // B = 1 and 2 take the fused small-batch step (B = 1 in f64 with the AVX2 kernels), B = 3 and 16 the tape,
+    // except for the bias-free linear chain at B = 16, which takes the Gram-form step (asserted below).
     let cases = family_cases().into_iter().flat_map(|c| [1, 2, 3, 16].map(|b| (c.clone(), b)));
     for ((name, model, data, loss, gens), batch) in cases {
         let name = format!("{name} B={batch}");
+        let gram = noether::model::LinearChainStep::<f64>::supports(&model.arch, batch);
+        assert_eq!(gram, name == "linear_nobias B=16", "{name}: which step SGD takes");
         let mut tr = sgd_trainer(model, data, loss, 0.05, batch, 7);
         let mut worst: f64 = 0.0;
         for _ in 0..1000 {

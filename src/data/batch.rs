@@ -95,3 +95,14 @@ mod tests {
         assert!(BatchSampler::new(3, 0, Sampling::WithReplacement).is_err());
     }
 }
+
+/// Where the next minibatch comes from (what [`crate::Tape::load_batch`] and the trainer's step kernels read).
+#[derive(Clone, Copy, Debug)]
+pub enum Batch<'a, T> {
+    /// The samples `rows` of a (column-major) data set.
+    Rows(&'a super::Dataset<T>, &'a [usize]),
+    /// The samples `rows` of the sample-major copy of a data set.
+    SampleMajorRows(&'a super::SampleMajor<T>, &'a [usize]),
+    /// The first `n` samples of a data set (a freshly drawn online batch).
+    First(&'a super::Dataset<T>, usize),
+}

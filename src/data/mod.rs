@@ -3,9 +3,11 @@
 
 mod batch;
 mod io;
+mod rows;
 
-pub use batch::{BatchSampler, Sampling};
+pub use batch::{Batch, BatchSampler, Sampling};
 pub use io::{load_dataset, save_dataset};
+pub use rows::{SampleMajor, SAMPLE_MAJOR_MAX_BYTES};
 pub mod teacher;
 pub use teacher::{Anisotropy, Teacher, TeacherMap, TeacherSampler};
 

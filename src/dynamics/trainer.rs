@@ -9,10 +9,10 @@
 
 use super::config::{Method, TrainConfig, TrainData};
 use super::Schedule;
-use crate::data::{BatchSampler, Dataset};
+use crate::data::{Batch, BatchSampler, Dataset, SampleMajor, SAMPLE_MAJOR_MAX_BYTES};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
-use crate::model::{Model, SmallBatchStep, Tape};
+use crate::model::{LinearChainStep, Model, SmallBatchStep, Tape};
 use crate::real::Real;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -39,8 +39,12 @@ pub struct Trainer<T: Real> {
     acc: Vec<T>,
     sampler: Option<BatchSampler>,
     online_batch: Option<Dataset<T>>,
+    /// Sample-major copy of finite SGD data, for fast minibatch gathers.
+    sample_major: Option<SampleMajor<T>>,
     /// The fused per-sample step, for SGD at batch sizes where it beats the batched tape.
     fused: Option<SmallBatchStep<T>>,
+    /// The Gram-form step, for SGD on linear chains where it needs fewer multiply-adds than the tape.
+    chain: Option<LinearChainStep<T>>,
     /// Whether the fused step must leave ĝ in `grad` (see [`Trainer::record_direction`]).
     record_direction: bool,
     xi: Vec<T>,
@@ -99,8 +103,26 @@ impl<T: Real> Trainer<T> {
             }
             _ => None,
         };
+        let chain = match config.optimizer {
+            Method::Sgd { batch_size, .. }
+                if fused.is_none() && LinearChainStep::<T>::supports(&model.arch, batch_size) =>
+            {
+                Some(LinearChainStep::new(&model.arch, batch_size))
+            }
+            _ => None,
+        };
+        let sample_major = match (&config.optimizer, &data) {
+            (Method::Sgd { .. }, TrainData::Finite(d))
+                if SampleMajor::bytes_for(d) <= SAMPLE_MAJOR_MAX_BYTES =>
+            {
+                Some(SampleMajor::new(d))
+            }
+            _ => None,
+        };
         Ok(Self {
+            sample_major,
             fused,
+            chain,
             record_direction: false,
             tape,
             model,
@@ -199,19 +221,24 @@ impl<T: Real> Trainer<T> {
         Ok(total / n as f64)
     }
 
-    /// The next SGD batch: the finite data set with the sampled rows, or a freshly drawn online batch (`None`:
-    /// its first `S` rows).
+    /// The next SGD batch: sampled rows of the finite data set (from its sample-major copy when there is
+    /// one), or a freshly drawn online batch.
     fn draw_batch<'a>(
         data: &'a TrainData<T>,
+        sample_major: &'a Option<SampleMajor<T>>,
         sampler: &'a mut Option<BatchSampler>,
         online_batch: &'a mut Option<Dataset<T>>,
         rng: &mut ChaCha8Rng,
-    ) -> (&'a Dataset<T>, Option<&'a [usize]>) {
+    ) -> Batch<'a, T> {
         match (data, sampler, online_batch) {
-            (TrainData::Finite(d), Some(s), _) => (d, Some(s.next_batch(rng))),
+            (TrainData::Finite(d), Some(s), _) => match sample_major {
+                Some(m) => Batch::SampleMajorRows(m, s.next_batch(rng)),
+                None => Batch::Rows(d, s.next_batch(rng)),
+            },
             (TrainData::Online { sampler, .. }, _, Some(batch)) => {
                 sampler.resample_into(batch, rng);
-                (batch, None)
+                let n = batch.len();
+                Batch::First(batch, n)
             }
             _ => unreachable!("SGD trainer always has a sampler or an online batch"),
         }
@@ -221,10 +248,13 @@ impl<T: Real> Trainer<T> {
     pub fn step(&mut self) -> Result<()> {
         let lr = self.current_lr();
         if let Some(fused) = self.fused.as_mut() {
-            match Self::draw_batch(&self.data, &mut self.sampler, &mut self.online_batch, &mut self.rng) {
-                (d, Some(rows)) => fused.load_rows(d, rows),
-                (d, None) => fused.load_first(d),
-            }
+            fused.load_batch(Self::draw_batch(
+                &self.data,
+                &self.sample_major,
+                &mut self.sampler,
+                &mut self.online_batch,
+                &mut self.rng,
+            ));
             let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
             let record = self.record_direction;
             let loss = fused.step(&mut self.model.params, &mut self.grad, record, self.loss, eta, wd);
@@ -232,14 +262,27 @@ impl<T: Real> Trainer<T> {
         }
         let loss = match self.method.clone() {
             Method::Sgd { batch_size, .. } => {
-                match Self::draw_batch(&self.data, &mut self.sampler, &mut self.online_batch, &mut self.rng) {
-                    (d, Some(rows)) => self.tape.load_rows(d, rows),
-                    (d, None) => self.tape.load_range(d, 0..batch_size),
+                let batch = Self::draw_batch(
+                    &self.data,
+                    &self.sample_major,
+                    &mut self.sampler,
+                    &mut self.online_batch,
+                    &mut self.rng,
+                );
+                if let Some(chain) = self.chain.as_mut() {
+                    chain.load_batch(batch);
+                    chain.gradient(&self.model.params, &mut self.grad, self.loss)
+                } else {
+                    self.tape.load_batch(batch);
+                    self.tape.forward(&self.model);
+                    let l = self.tape.loss_and_output_grad(self.loss)?;
+                    self.tape.backward(
+                        &self.model,
+                        Some(&mut self.grad),
+                        T::from_f64(1.0 / batch_size as f64),
+                    );
+                    l
                 }
-                self.tape.forward(&self.model);
-                let l = self.tape.loss_and_output_grad(self.loss)?;
-                self.tape.backward(&self.model, Some(&mut self.grad), T::from_f64(1.0 / batch_size as f64));
-                l
             }
             Method::Gd => {
                 let TrainData::Finite(d) = &self.data else { unreachable!() };

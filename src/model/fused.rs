@@ -16,7 +16,7 @@
 //! (see [`SmallBatchStep::supports`]); the trainer uses the tape for those.
 
 use super::Architecture;
-use crate::data::{Dataset, Targets};
+use crate::data::{Batch, Dataset, SampleMajor, Targets};
 use crate::linalg::simd_dispatch;
 use crate::loss::Loss;
 use crate::real::Real;
@@ -69,6 +69,30 @@ impl<T: Real> SmallBatchStep<T> {
     pub fn load_rows(&mut self, data: &Dataset<T>, rows: &[usize]) {
         assert_eq!(rows.len(), self.batch, "fused step built for batch {}", self.batch);
         self.load(data, rows.iter().copied());
+    }
+
+    /// Loads the minibatch `batch` (exactly `batch` samples) into the buffers.
+    pub fn load_batch(&mut self, batch: Batch<'_, T>) {
+        match batch {
+            Batch::Rows(data, rows) => self.load_rows(data, rows),
+            Batch::SampleMajorRows(data, rows) => self.load_rows_sample_major(data, rows),
+            Batch::First(data, n) => {
+                assert_eq!(n, self.batch, "fused step built for batch {}", self.batch);
+                self.load_first(data)
+            }
+        }
+    }
+
+    /// As [`SmallBatchStep::load_rows`], from the sample-major copy of the data.
+    pub fn load_rows_sample_major(&mut self, data: &SampleMajor<T>, rows: &[usize]) {
+        assert_eq!(rows.len(), self.batch, "fused step built for batch {}", self.batch);
+        let (b, d_in, d_out) = (self.batch, self.arch.d_in(), self.arch.d_out());
+        data.gather_x(rows, MatMut::from_row_major_slice_mut(&mut self.h[0], b, d_in));
+        if data.has_labels() {
+            data.gather_labels(rows, &mut self.labels);
+        } else {
+            data.gather_y(rows, MatMut::from_row_major_slice_mut(&mut self.y, b, d_out));
+        }
     }
 
     /// Copies the first `batch` samples of `data` (a freshly drawn online batch) into the buffers.

@@ -9,7 +9,7 @@
 //! All buffers are allocated once at the tape's capacity; a step allocates nothing.
 
 use super::{Architecture, Model};
-use crate::data::{Dataset, Targets};
+use crate::data::{Batch, Dataset, SampleMajor, Targets};
 use crate::error::{Error, Result};
 use crate::linalg::{col_slice, col_slice_mut, col_sums_into, gemm_par};
 use crate::loss::Loss;
@@ -123,6 +123,28 @@ impl<T: Real> Tape<T> {
                     self.labels[r] = c[i];
                 }
             }
+        }
+    }
+
+    /// Loads the minibatch `batch` into the tape.
+    pub fn load_batch(&mut self, batch: Batch<'_, T>) {
+        match batch {
+            Batch::Rows(data, rows) => self.load_rows(data, rows),
+            Batch::SampleMajorRows(data, rows) => self.load_rows_sample_major(data, rows),
+            Batch::First(data, n) => self.load_range(data, 0..n),
+        }
+    }
+
+    /// As [`Tape::load_rows`], from the sample-major copy of the data (one contiguous read per sample).
+    pub fn load_rows_sample_major(&mut self, data: &SampleMajor<T>, rows: &[usize]) {
+        assert!(rows.len() <= self.capacity, "batch {} exceeds tape capacity {}", rows.len(), self.capacity);
+        self.batch = rows.len();
+        data.gather_x(rows, self.acts[0].as_mut().subrows_mut(0, self.batch));
+        self.has_labels = data.has_labels();
+        if self.has_labels {
+            data.gather_labels(rows, &mut self.labels[..self.batch]);
+        } else {
+            data.gather_y(rows, self.y.as_mut().subrows_mut(0, self.batch));
         }
     }
 
