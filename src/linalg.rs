@@ -14,7 +14,7 @@ pub fn gemm<T: Real>(dst: MatMut<'_, T>, accumulate: bool, lhs: MatRef<'_, T>, r
 }
 
 /// As [`gemm`], with an explicit parallelism for large products. Shapes with `m·n·k ≤`
-/// [`SMALL_GEMM_MAX_MNK`] run the fused single-threaded loops of [`gemm_small`] (same result up to
+/// [`SMALL_GEMM_MAX_MNK_F64`] (f64 with AVX2+FMA) or [`SMALL_GEMM_MAX_MNK`] run the fused single-threaded loops of [`gemm_small`] (same result up to
 /// round-off); larger ones run faer's `matmul` with `par`.
 #[inline]
 pub fn gemm_par<T: Real>(
@@ -26,18 +26,36 @@ pub fn gemm_par<T: Real>(
     par: Par,
 ) {
     let mnk = dst.nrows() * dst.ncols() * lhs.ncols();
-    if mnk <= SMALL_GEMM_MAX_MNK && gemm_small(dst.rb_mut(), accumulate, lhs, rhs, alpha) {
+    if mnk <= small_gemm_max_mnk::<T>() && gemm_small(dst.rb_mut(), accumulate, lhs, rhs, alpha) {
         return;
     }
     let beta = if accumulate { Accum::Add } else { Accum::Replace };
     matmul(dst, beta, lhs, rhs, alpha, par);
 }
 
-/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer. Measured with
-/// `examples/prof_gemm_small.rs` (f64, best of 9, idle 2-core machine): the five GEMMs of a 30-40-30 step at
-/// S = 64 take 19 µs here against 24–30 µs in faer; on square shapes the two are level up to 80³
-/// (39–45 GFLOP/s, within run-to-run noise) and faer's cache-blocked kernels lead from 96³ (43 against 35).
-pub const SMALL_GEMM_MAX_MNK: usize = 64 * 64 * 64;
+/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer, for f64 on a CPU with AVX2+FMA
+/// (explicit intrinsic kernels). Measured with `examples/prof_gemm_small.rs` (f64, best of 9, idle 2-core
+/// machine): the five GEMMs of a 30-40-30 step at S = 64 take 19 µs here against 24–30 µs in faer; on square
+/// shapes the two are level up to 80³ (39–45 GFLOP/s, within run-to-run noise) and faer's cache-blocked
+/// kernels lead from 96³ (43 against 35).
+pub const SMALL_GEMM_MAX_MNK_F64: usize = 64 * 64 * 64;
+
+/// Largest `m·n·k` sent to the fused small-GEMM loops otherwise (f32, or no AVX2+FMA: the generic
+/// register-tiled loops, which fall behind faer above it: criterion timed the f32 30-40-30 step at S = 64 at
+/// 34 µs with them up to [`SMALL_GEMM_MAX_MNK_F64`] and 14 µs with this cutoff).
+pub const SMALL_GEMM_MAX_MNK: usize = 32 * 32 * 32;
+
+/// The small-GEMM cutoff for scalar type `T` on this CPU.
+fn small_gemm_max_mnk<T: Real>() -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>()
+        && std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        return SMALL_GEMM_MAX_MNK_F64;
+    }
+    SMALL_GEMM_MAX_MNK
+}
 
 /// The fused small-GEMM path: `dst ← (dst +) alpha·lhs·rhs` with explicit loops ordered by the operands'
 /// strides (innermost loop over contiguous memory, a register tile of independent accumulators). Returns
