@@ -424,6 +424,29 @@ mod small {
                     best.map(|(f, _, c)| (f, c))
                 }
 
+                /// The explicit AVX2 kernel for `form` where there is one (and `F`: compiled for AVX2), else
+                /// the generic loops.
+                #[inline(always)]
+                unsafe fn kernel<const F: bool>(
+                    form: super::Avx2Form,
+                    m: usize,
+                    n: usize,
+                    k: usize,
+                    d: Op<T>,
+                    a: Op<T>,
+                    b: Op<T>,
+                    alpha: T,
+                    accumulate: bool,
+                ) {
+                    if F && <T as super::Avx2Kernels>::gemm_avx2(form, m, n, k, d, a, b, alpha, accumulate) {
+                        return;
+                    }
+                    match form {
+                        super::Avx2Form::Ax => ax::<F>(m, n, k, d, a, b, alpha, accumulate),
+                        super::Avx2Form::Dot => dot::<F>(m, n, k, d, a, b, alpha, accumulate),
+                    }
+                }
+
                 /// Runs `form` with stack buffers of `N` elements for the copies.
                 #[inline(always)]
                 unsafe fn exec<const F: bool, const N: usize>(
@@ -444,11 +467,7 @@ mod small {
                         Form::Dot => {
                             let a = if a.cs == 1 { a } else { pack(a, m, k, k as isize, 1, p0) };
                             let b = if b.rs == 1 { b } else { pack(b, k, n, 1, k as isize, p1) };
-                            if !(F
-                                && <T as super::Avx2Kernels>::dot_avx2(m, n, k, d, a, b, alpha, accumulate))
-                            {
-                                dot::<F>(m, n, k, d, a, b, alpha, accumulate);
-                            }
+                            kernel::<F>(super::Avx2Form::Dot, m, n, k, d, a, b, alpha, accumulate);
                         }
                         Form::Ax | Form::AxT => {
                             // AxT is Ax on the transposes: dstᵀ = rhsᵀ·lhsᵀ.
@@ -456,13 +475,7 @@ mod small {
                                 if form == Form::Ax { (m, n, d, a, b) } else { (n, m, d.t(), b.t(), a.t()) };
                             let a = if a.rs == 1 { a } else { pack(a, m, k, 1, m as isize, p0) };
                             let run = |d: Op<T>, accumulate: bool| {
-                                if !(F
-                                    && <T as super::Avx2Kernels>::ax_avx2(
-                                        m, n, k, d, a, b, alpha, accumulate,
-                                    ))
-                                {
-                                    ax::<F>(m, n, k, d, a, b, alpha, accumulate);
-                                }
+                                kernel::<F>(super::Avx2Form::Ax, m, n, k, d, a, b, alpha, accumulate)
                             };
                             if d.rs == 1 {
                                 run(d, accumulate);
@@ -568,27 +581,21 @@ mod small {
         };
     }
 
+    /// The loop orders with explicit AVX2+FMA kernels.
+    #[derive(Clone, Copy)]
+    pub enum Avx2Form {
+        /// `d.rs = a.rs = 1`.
+        Ax,
+        /// `a.cs = b.rs = 1`.
+        Dot,
+    }
+
     /// Explicit AVX2+FMA kernels where they exist (f64); `false` leaves the call to the generic loops.
     pub trait Avx2Kernels: Sized {
-        /// The `dot` form (`a.cs = b.rs = 1`).
         /// # Safety
-        /// As [`f64k::gemm`], and the CPU must have AVX2 and FMA.
-        unsafe fn dot_avx2(
-            _m: usize,
-            _n: usize,
-            _k: usize,
-            _d: Op<Self>,
-            _a: Op<Self>,
-            _b: Op<Self>,
-            _alpha: Self,
-            _accumulate: bool,
-        ) -> bool {
-            false
-        }
-        /// The `ax` form (`d.rs = a.rs = 1`).
-        /// # Safety
-        /// As [`f64k::gemm`], and the CPU must have AVX2 and FMA.
-        unsafe fn ax_avx2(
+        /// As [`f64k::gemm`], with the strides `form` needs, and the CPU must have AVX2 and FMA.
+        unsafe fn gemm_avx2(
+            _form: Avx2Form,
             _m: usize,
             _n: usize,
             _k: usize,
@@ -606,7 +613,8 @@ mod small {
     impl Avx2Kernels for f64 {}
     #[cfg(target_arch = "x86_64")]
     impl Avx2Kernels for f64 {
-        unsafe fn dot_avx2(
+        unsafe fn gemm_avx2(
+            form: Avx2Form,
             m: usize,
             n: usize,
             k: usize,
@@ -616,20 +624,10 @@ mod small {
             alpha: f64,
             accumulate: bool,
         ) -> bool {
-            dot_f64::dot(m, n, k, d, a, b, alpha, accumulate);
-            true
-        }
-        unsafe fn ax_avx2(
-            m: usize,
-            n: usize,
-            k: usize,
-            d: Op<f64>,
-            a: Op<f64>,
-            b: Op<f64>,
-            alpha: f64,
-            accumulate: bool,
-        ) -> bool {
-            ax_f64::ax(m, n, k, d, a, b, alpha, accumulate);
+            match form {
+                Avx2Form::Ax => ax_f64::ax(m, n, k, d, a, b, alpha, accumulate),
+                Avx2Form::Dot => dot_f64::dot(m, n, k, d, a, b, alpha, accumulate),
+            }
             true
         }
     }

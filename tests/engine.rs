@@ -76,10 +76,26 @@ fn f32_engine_agrees_with_f64() {
 /// `sgd_update_in_place`) for every activation, both losses, with and without bias, B = 1..4, widths that
 /// leave vector tails (7, 9, 5), f64 and f32: same θ and same ĝ up to round-off; without recording ĝ the
 /// update is bit-identical to the recorded one.
+/// The tape's mean loss and mean gradient ĝ over the samples `rows` (the reference for the SGD step kernels).
+fn tape_batch_gradient<T: noether::Real>(
+    model: &noether::Model<T>,
+    data: &noether::data::Dataset<T>,
+    rows: &[usize],
+    loss: Loss,
+) -> (f64, Vec<T>) {
+    let mut tape = noether::model::Tape::new(&model.arch, rows.len());
+    tape.load_rows(data, rows);
+    tape.forward(model);
+    let l = tape.loss_and_output_grad(loss).unwrap();
+    let mut g = vec![T::zero(); model.arch.n_params()];
+    tape.backward(model, Some(&mut g), T::from_f64(1.0 / rows.len() as f64));
+    (l, g)
+}
+
 #[test]
 fn fused_small_batch_step_matches_the_tape() {
     use noether::linalg::sgd_update_in_place;
-    use noether::model::{SmallBatchStep, Tape, FUSED_MAX_BATCH};
+    use noether::model::{SmallBatchStep, FUSED_MAX_BATCH};
     use noether::Real;
     fn one<T: Real>(tol: f64) {
         let mut seed = 100;
@@ -93,12 +109,7 @@ fn fused_small_batch_step_matches_the_tape() {
                         let (model, data) = (m64.cast::<T>(), d64.cast::<T>());
                         let rows: Vec<usize> = (0..b).map(|i| (i * 5 + seed as usize) % 11).collect();
                         let (eta, wd) = (T::from_f64(0.1), T::from_f64(0.01));
-                        let mut tape = Tape::new(&model.arch, b);
-                        tape.load_rows(&data, &rows);
-                        tape.forward(&model);
-                        let l_tape = tape.loss_and_output_grad(loss).unwrap();
-                        let mut g_tape = vec![T::zero(); model.arch.n_params()];
-                        tape.backward(&model, Some(&mut g_tape), T::from_f64(1.0 / b as f64));
+                        let (l_tape, g_tape) = tape_batch_gradient(&model, &data, &rows, loss);
                         let mut theta_tape = model.params.clone();
                         sgd_update_in_place(&mut theta_tape, &g_tape, eta, wd);
 
@@ -133,7 +144,7 @@ fn fused_small_batch_step_matches_the_tape() {
 #[test]
 fn linear_chain_step_matches_the_tape() {
     use noether::data::{Batch, SampleMajor};
-    use noether::model::{LinearChainStep, Tape};
+    use noether::model::LinearChainStep;
     use noether::Real;
     fn one<T: Real>(tol: f64) {
         let mut seed = 300;
@@ -146,12 +157,7 @@ fn linear_chain_step_matches_the_tape() {
                 let (m64, d64) = random_case(dims, &acts, false, &norm, loss, 40, seed);
                 let (model, data) = (m64.cast::<T>(), d64.cast::<T>());
                 let rows: Vec<usize> = (0..b).map(|i| (i * 7 + seed as usize) % 40).collect();
-                let mut tape = Tape::new(&model.arch, b);
-                tape.load_rows(&data, &rows);
-                tape.forward(&model);
-                let l_tape = tape.loss_and_output_grad(loss).unwrap();
-                let mut g_tape = vec![T::zero(); model.arch.n_params()];
-                tape.backward(&model, Some(&mut g_tape), T::from_f64(1.0 / b as f64));
+                let (l_tape, g_tape) = tape_batch_gradient(&model, &data, &rows, loss);
 
                 assert!(
                     LinearChainStep::<T>::supports(&model.arch, b),
