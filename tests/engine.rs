@@ -229,7 +229,7 @@ fn sample_major_gather_matches_the_data_set() {
         assert_eq!(sm.len(), 30);
         let (mut a, mut b) = (Tape::new(&model.arch, 16), Tape::new(&model.arch, 16));
         a.load_rows(&data, &rows);
-        b.load_rows_sample_major(&sm, &rows);
+        b.load_batch(noether::data::Batch::SampleMajorRows(&sm, &rows));
         assert_eq!(a.input(0), b.input(0));
         assert_eq!(a.batch(), b.batch());
         match loss {

@@ -96,7 +96,8 @@ mod tests {
     }
 }
 
-/// Where the next minibatch comes from (what [`crate::Tape::load_batch`] and the trainer's step kernels read).
+/// Where the next minibatch comes from: what [`crate::Tape::load_batch`] and the trainer's step kernels read,
+/// each through [`Batch::copy_into`] into its own layout.
 #[derive(Clone, Copy, Debug)]
 pub enum Batch<'a, T> {
     /// The samples `rows` of a (column-major) data set.
@@ -105,4 +106,51 @@ pub enum Batch<'a, T> {
     SampleMajorRows(&'a super::SampleMajor<T>, &'a [usize]),
     /// The first `n` samples of a data set (a freshly drawn online batch).
     First(&'a super::Dataset<T>, usize),
+}
+
+impl<T: crate::real::Real> Batch<'_, T> {
+    /// Number of samples B.
+    pub fn len(&self) -> usize {
+        match self {
+            Batch::Rows(_, rows) | Batch::SampleMajorRows(_, rows) => rows.len(),
+            Batch::First(_, n) => *n,
+        }
+    }
+    /// Whether the batch has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Whether the targets are class labels.
+    pub fn has_labels(&self) -> bool {
+        match self {
+            Batch::Rows(d, _) | Batch::First(d, _) => matches!(d.y, super::Targets::Classes(_)),
+            Batch::SampleMajorRows(d, _) => d.has_labels(),
+        }
+    }
+
+    /// Writes the B samples into the first B rows of `x` (`[·, d_in]`) and of `y` (`[·, d_out]`, float
+    /// targets) or of `labels` (class labels); `x` and `y` may have any layout.
+    pub fn copy_into(&self, x: faer::MatMut<'_, T>, y: faer::MatMut<'_, T>, labels: &mut [usize]) {
+        let (data, rows) = match *self {
+            Batch::SampleMajorRows(data, rows) => {
+                data.gather_x(rows, x);
+                if data.has_labels() {
+                    data.gather_labels(rows, labels);
+                } else {
+                    data.gather_y(rows, y);
+                }
+                return;
+            }
+            Batch::Rows(data, rows) => (data, Some(rows)),
+            Batch::First(data, _) => (data, None),
+        };
+        let n = self.len();
+        let pick = |r: usize| rows.map_or(r, |rows| rows[r]);
+        assert!((0..n).all(|r| pick(r) < data.len()), "batch row index out of range");
+        super::rows::gather_columns(data.x.as_ref(), n, &pick, x);
+        match &data.y {
+            super::Targets::Dense(t) => super::rows::gather_columns(t.as_ref(), n, &pick, y),
+            super::Targets::Classes(c) => (0..n).for_each(|r| labels[r] = c[pick(r)]),
+        }
+    }
 }

@@ -123,3 +123,23 @@ fn gather<T: Real>(src: &[T], n: usize, d: usize, rows: &[usize], mut dst: MatMu
         }
     }
 }
+
+/// `dst[(r, j)] = src[(pick(r), j)]` for `r < n`, from a column-major `src` (a [`Dataset`]'s arrays; every
+/// `pick(r)` checked by the caller): column by column when `dst` is column-major too, element by element
+/// otherwise.
+pub(crate) fn gather_columns<T: Real>(
+    src: faer::MatRef<'_, T>,
+    n: usize,
+    pick: &impl Fn(usize) -> usize,
+    mut dst: MatMut<'_, T>,
+) {
+    assert!(n <= dst.nrows() && src.ncols() == dst.ncols(), "gather: batch shape mismatch");
+    for j in 0..src.ncols() {
+        let s = crate::linalg::col_slice(src, j);
+        let mut col = dst.rb_mut().col_mut(j);
+        match col.rb_mut().try_as_col_major_mut() {
+            Some(d) => d.as_slice_mut()[..n].iter_mut().enumerate().for_each(|(r, o)| *o = s[pick(r)]),
+            None => (0..n).for_each(|r| col[r] = s[pick(r)]),
+        }
+    }
+}

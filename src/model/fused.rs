@@ -16,7 +16,7 @@
 //! (see [`SmallBatchStep::supports`]); the trainer uses the tape for those.
 
 use super::Architecture;
-use crate::data::{Batch, Dataset, SampleMajor, Targets};
+use crate::data::{Batch, Dataset};
 use crate::linalg::simd_dispatch;
 use crate::loss::Loss;
 use crate::real::Real;
@@ -67,50 +67,16 @@ impl<T: Real> SmallBatchStep<T> {
 
     /// Copies the samples `rows` of `data` (exactly `batch` of them) into the buffers.
     pub fn load_rows(&mut self, data: &Dataset<T>, rows: &[usize]) {
-        assert_eq!(rows.len(), self.batch, "fused step built for batch {}", self.batch);
-        self.load(data, rows.iter().copied());
+        self.load_batch(Batch::Rows(data, rows))
     }
 
-    /// Loads the minibatch `batch` (exactly `batch` samples) into the buffers.
+    /// Loads the minibatch `batch` (exactly `batch` samples) into the sample-major buffers.
     pub fn load_batch(&mut self, batch: Batch<'_, T>) {
-        match batch {
-            Batch::Rows(data, rows) => self.load_rows(data, rows),
-            Batch::SampleMajorRows(data, rows) => self.load_rows_sample_major(data, rows),
-            Batch::First(data, n) => {
-                assert_eq!(n, self.batch, "fused step built for batch {}", self.batch);
-                self.load_first(data)
-            }
-        }
-    }
-
-    /// As [`SmallBatchStep::load_rows`], from the sample-major copy of the data.
-    pub fn load_rows_sample_major(&mut self, data: &SampleMajor<T>, rows: &[usize]) {
-        assert_eq!(rows.len(), self.batch, "fused step built for batch {}", self.batch);
-        let (b, d_in, d_out) = (self.batch, self.arch.d_in(), self.arch.d_out());
-        data.gather_x(rows, MatMut::from_row_major_slice_mut(&mut self.h[0], b, d_in));
-        if data.has_labels() {
-            data.gather_labels(rows, &mut self.labels);
-        } else {
-            data.gather_y(rows, MatMut::from_row_major_slice_mut(&mut self.y, b, d_out));
-        }
-    }
-
-    /// Copies the first `batch` samples of `data` (a freshly drawn online batch) into the buffers.
-    pub fn load_first(&mut self, data: &Dataset<T>) {
-        assert!(data.len() >= self.batch, "fused step built for batch {}", self.batch);
-        self.load(data, 0..self.batch);
-    }
-
-    fn load(&mut self, data: &Dataset<T>, rows: impl Iterator<Item = usize> + Clone) {
-        gather_rows(data.x.as_ref(), rows.clone(), &mut self.h[0]);
-        match &data.y {
-            Targets::Dense(y) => gather_rows(y.as_ref(), rows, &mut self.y),
-            Targets::Classes(c) => {
-                for (r, i) in rows.enumerate() {
-                    self.labels[r] = c[i];
-                }
-            }
-        }
+        let b = self.batch;
+        assert_eq!(batch.len(), b, "fused step built for batch {b}");
+        let (d_in, d_out) = (self.arch.d_in(), self.arch.d_out());
+        let x = MatMut::from_row_major_slice_mut(&mut self.h[0], b, d_in);
+        batch.copy_into(x, MatMut::from_row_major_slice_mut(&mut self.y, b, d_out), &mut self.labels);
     }
 
     /// One SGD step on the loaded batch: returns the mean batch loss. When it is finite, updates
@@ -181,16 +147,6 @@ impl<T: Real> SmallBatchStep<T> {
                 eta,
                 wd,
             );
-        }
-    }
-}
-
-/// `dst[r·d + j] = src[rows[r], j]` (sample-major rows from a column-major matrix).
-fn gather_rows<T: Real>(src: MatRef<'_, T>, rows: impl Iterator<Item = usize>, dst: &mut [T]) {
-    let d = src.ncols();
-    for (r, i) in rows.enumerate() {
-        for (j, v) in dst[r * d..(r + 1) * d].iter_mut().enumerate() {
-            *v = src[(i, j)];
         }
     }
 }

@@ -15,11 +15,11 @@
 //! multiply-adds. Same ĝ as [`crate::Tape`] up to round-off (the sums are associated differently).
 
 use super::Architecture;
-use crate::data::{Batch, Dataset, Targets};
+use crate::data::Batch;
 use crate::linalg::gemm;
 use crate::loss::Loss;
 use crate::real::Real;
-use faer::reborrow::{Reborrow, ReborrowMut};
+use faer::reborrow::Reborrow;
 use faer::{MatMut, MatRef};
 
 /// Buffers of the Gram-form step for batches of exactly `batch` samples. Batch matrices are column-major
@@ -103,27 +103,9 @@ impl<T: Real> LinearChainStep<T> {
     /// Loads the minibatch `batch` (exactly `batch` samples).
     pub fn load_batch(&mut self, batch: Batch<'_, T>) {
         let (b, d0, dl) = (self.batch, self.dims[0], self.dims[self.dims.len() - 1]);
+        assert_eq!(batch.len(), b, "linear-chain step built for batch {b}");
         let x = MatMut::from_column_major_slice_mut(&mut self.x, b, d0);
-        let y = MatMut::from_column_major_slice_mut(&mut self.y, b, dl);
-        match batch {
-            Batch::SampleMajorRows(data, rows) => {
-                assert_eq!(rows.len(), b, "linear-chain step built for batch {b}");
-                data.gather_x(rows, x);
-                if data.has_labels() {
-                    data.gather_labels(rows, &mut self.labels);
-                } else {
-                    data.gather_y(rows, y);
-                }
-            }
-            Batch::Rows(data, rows) => {
-                assert_eq!(rows.len(), b, "linear-chain step built for batch {b}");
-                copy_samples(data, |r| rows[r], x, y, &mut self.labels);
-            }
-            Batch::First(data, n) => {
-                assert!(n == b && data.len() >= b, "linear-chain step built for batch {b}");
-                copy_samples(data, |r| r, x, y, &mut self.labels);
-            }
-        }
+        batch.copy_into(x, MatMut::from_column_major_slice_mut(&mut self.y, b, dl), &mut self.labels);
     }
 
     /// Writes ĝ = (1/B) Σ_n ∇ℓ_n of the loaded batch into `grad` (length P) and returns the mean batch loss.
@@ -195,22 +177,5 @@ impl<T: Real> LinearChainStep<T> {
             gemm(below, false, w(l).transpose(), tl, T::one());
         }
         mean
-    }
-}
-
-/// Sample `pick(r)` of the column-major `data` into row r of the batch (inputs, and targets or labels).
-fn copy_samples<T: Real>(
-    data: &Dataset<T>,
-    pick: impl Fn(usize) -> usize,
-    mut x: MatMut<'_, T>,
-    mut y: MatMut<'_, T>,
-    labels: &mut [usize],
-) {
-    for r in 0..x.nrows() {
-        x.rb_mut().row_mut(r).copy_from(data.x.row(pick(r)));
-        match &data.y {
-            Targets::Dense(t) => y.rb_mut().row_mut(r).copy_from(t.row(pick(r))),
-            Targets::Classes(c) => labels[r] = c[pick(r)],
-        }
     }
 }

@@ -9,9 +9,9 @@
 //! All buffers are allocated once at the tape's capacity; a step allocates nothing.
 
 use super::{Architecture, Model};
-use crate::data::{Batch, Dataset, SampleMajor, Targets};
+use crate::data::{Batch, Dataset, Targets};
 use crate::error::{Error, Result};
-use crate::linalg::{col_slice, col_slice_mut, col_sums_into, gemm_par};
+use crate::linalg::{col_sums_into, gemm_par};
 use crate::loss::Loss;
 use crate::real::Real;
 use faer::reborrow::{Reborrow, ReborrowMut};
@@ -109,43 +109,16 @@ impl<T: Real> Tape<T> {
 
     /// Copies the samples `rows` of `data` into the tape (inputs and targets).
     pub fn load_rows(&mut self, data: &Dataset<T>, rows: &[usize]) {
-        assert!(rows.len() <= self.capacity, "batch {} exceeds tape capacity {}", rows.len(), self.capacity);
-        self.batch = rows.len();
-        gather_rows_into(data.x.as_ref(), rows, self.acts[0].as_mut());
-        match &data.y {
-            Targets::Dense(y) => {
-                self.has_labels = false;
-                gather_rows_into(y.as_ref(), rows, self.y.as_mut());
-            }
-            Targets::Classes(c) => {
-                self.has_labels = true;
-                for (r, &i) in rows.iter().enumerate() {
-                    self.labels[r] = c[i];
-                }
-            }
-        }
+        self.load_batch(Batch::Rows(data, rows))
     }
 
     /// Loads the minibatch `batch` into the tape.
     pub fn load_batch(&mut self, batch: Batch<'_, T>) {
-        match batch {
-            Batch::Rows(data, rows) => self.load_rows(data, rows),
-            Batch::SampleMajorRows(data, rows) => self.load_rows_sample_major(data, rows),
-            Batch::First(data, n) => self.load_range(data, 0..n),
-        }
-    }
-
-    /// As [`Tape::load_rows`], from the sample-major copy of the data (one contiguous read per sample).
-    pub fn load_rows_sample_major(&mut self, data: &SampleMajor<T>, rows: &[usize]) {
-        assert!(rows.len() <= self.capacity, "batch {} exceeds tape capacity {}", rows.len(), self.capacity);
-        self.batch = rows.len();
-        data.gather_x(rows, self.acts[0].as_mut().subrows_mut(0, self.batch));
-        self.has_labels = data.has_labels();
-        if self.has_labels {
-            data.gather_labels(rows, &mut self.labels[..self.batch]);
-        } else {
-            data.gather_y(rows, self.y.as_mut().subrows_mut(0, self.batch));
-        }
+        let n = batch.len();
+        assert!(n <= self.capacity, "batch {n} exceeds tape capacity {}", self.capacity);
+        self.batch = n;
+        self.has_labels = batch.has_labels();
+        batch.copy_into(self.acts[0].as_mut(), self.y.as_mut(), &mut self.labels);
     }
 
     /// Copies the contiguous samples `range` of `data` into the tape.
@@ -444,18 +417,5 @@ impl<T: Real> Model<T> {
             start = end;
         }
         Ok(out)
-    }
-}
-
-/// `dst[r, j] = src[rows[r], j]` for every column j (column-major matrices; rows checked once).
-fn gather_rows_into<T: Real>(src: MatRef<'_, T>, rows: &[usize], mut dst: MatMut<'_, T>) {
-    assert!(rows.iter().all(|&i| i < src.nrows()), "row index out of range");
-    assert!(rows.len() <= dst.nrows() && src.ncols() == dst.ncols());
-    for j in 0..src.ncols() {
-        let (s, d) = (col_slice(src, j), col_slice_mut(dst.rb_mut(), j));
-        for (o, &i) in d.iter_mut().zip(rows) {
-            // SAFETY: every i < src.nrows() = s.len() (asserted above).
-            *o = unsafe { *s.get_unchecked(i) };
-        }
     }
 }
