@@ -646,9 +646,9 @@ mod small {
 
         const C: usize = 6;
 
-        /// `VR` vectors of rows (the last one masked by `mask`) × `TC` columns.
+        /// `VR` vectors of rows (the last one masked by `mask` when `MASKED`) × `TC` columns.
         #[inline(always)]
-        unsafe fn tile<const VR: usize, const TC: usize>(
+        unsafe fn tile<const VR: usize, const TC: usize, const MASKED: bool>(
             k: usize,
             d: *mut f64,
             dcs: isize,
@@ -663,7 +663,7 @@ mod small {
         ) {
             let mut acc = [[_mm256_setzero_pd(); TC]; VR];
             let load = |p: *const f64, v: usize| {
-                if v + 1 == VR {
+                if MASKED && v + 1 == VR {
                     _mm256_maskload_pd(p.add(4 * v), mask)
                 } else {
                     _mm256_loadu_pd(p.add(4 * v))
@@ -691,7 +691,7 @@ mod small {
                     if accumulate {
                         out = _mm256_add_pd(out, load(dp, v));
                     }
-                    if v + 1 == VR {
+                    if MASKED && v + 1 == VR {
                         _mm256_maskstore_pd(dp.add(4 * v), mask, out);
                     } else {
                         _mm256_storeu_pd(dp.add(4 * v), out);
@@ -701,7 +701,7 @@ mod small {
         }
 
         #[inline(always)]
-        unsafe fn rows<const VR: usize>(
+        unsafe fn rows<const VR: usize, const MASKED: bool>(
             n: usize,
             k: usize,
             d: Op<f64>,
@@ -714,20 +714,28 @@ mod small {
             let dp = d.ptr as *mut f64;
             let mut j = 0;
             let at = |j: usize| (dp.offset(j as isize * d.cs), b.ptr.offset(j as isize * b.cs));
+            if VR == 2 && MASKED {
+                // Two vectors and a mask register leave room for eight accumulators, not twelve.
+                while j + 4 <= n {
+                    let (dj, bj) = at(j);
+                    tile::<VR, 4, MASKED>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+                    j += 4;
+                }
+            }
             while j + C <= n {
                 let (dj, bj) = at(j);
-                tile::<VR, C>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+                tile::<VR, C, MASKED>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
                 j += C;
             }
             let (dj, bj) = at(j);
             let args = (k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
             let (k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc) = args;
             match n - j {
-                5 => tile::<VR, 5>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                4 => tile::<VR, 4>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                3 => tile::<VR, 3>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                2 => tile::<VR, 2>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                1 => tile::<VR, 1>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                5 => tile::<VR, 5, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                4 => tile::<VR, 4, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                3 => tile::<VR, 3, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                2 => tile::<VR, 2, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                1 => tile::<VR, 1, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
                 _ => {}
             }
         }
@@ -750,18 +758,18 @@ mod small {
             let mut i = 0;
             while i + 8 <= m {
                 let (di, ai) = at(i);
-                rows::<2>(n, k, di, ai, b, full, alpha, accumulate);
+                rows::<2, false>(n, k, di, ai, b, full, alpha, accumulate);
                 i += 8;
             }
-            if i + 4 <= m {
-                let (di, ai) = at(i);
-                rows::<1>(n, k, di, ai, b, full, alpha, accumulate);
-                i += 4;
-            }
-            if i < m {
-                let (di, ai) = at(i);
-                let mask = _mm256_loadu_si256(MASKS[m - i].as_ptr() as *const __m256i);
-                rows::<1>(n, k, di, ai, b, mask, alpha, accumulate);
+            // The last 1–7 rows: one full or masked vector, or a full vector and a masked one (so that e.g.
+            // 30 rows run as four 8-row tiles rather than three plus two half-empty 4-row ones).
+            let (di, ai) = at(i);
+            let mask = |lanes: usize| _mm256_loadu_si256(MASKS[lanes].as_ptr() as *const __m256i);
+            match m - i {
+                0 => {}
+                4 => rows::<1, false>(n, k, di, ai, b, full, alpha, accumulate),
+                r @ 1..=3 => rows::<1, true>(n, k, di, ai, b, mask(r), alpha, accumulate),
+                r => rows::<2, true>(n, k, di, ai, b, mask(r - 4), alpha, accumulate),
             }
         }
     }
@@ -965,6 +973,81 @@ fn lane_sum<T: Real>(acc: &[T; LANES]) -> T {
         s += v;
     }
     s
+}
+
+/// `dst ← src` for any layouts of the two. A transposing copy (row-major `src` into column-major `dst`) runs
+/// in 4 × 4 register transposes for f64 with AVX2 (faer's `copy_from` took 1.5 cycles per element on the
+/// weight-sized transposes of [`crate::model::LinearChainStep`]); everything else in 8 × 8 blocks, so that
+/// the strided side reads or writes eight consecutive cache lines at a time.
+pub fn copy_into<T: Real>(dst: MatMut<'_, T>, src: MatRef<'_, T>) {
+    let (m, n) = (dst.nrows(), dst.ncols());
+    assert!(src.nrows() == m && src.ncols() == n, "copy_into: shape mismatch");
+    let (drs, dcs, srs, scs) = (dst.row_stride(), dst.col_stride(), src.row_stride(), src.col_stride());
+    let (d, s) = (dst.as_ptr_mut(), src.as_ptr());
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>()
+        && drs == 1
+        && scs == 1
+        && std::arch::is_x86_feature_detected!("avx2")
+    {
+        // SAFETY: T is f64; the views hold every (i, j) with i < m, j < n at the stated strides.
+        unsafe { transpose_f64_avx2(m, n, d as *mut f64, dcs, s as *const f64, srs) };
+        return;
+    }
+    const BLK: usize = 8;
+    // SAFETY: every (i, j) with i < m, j < n is inside both views (faer views of the stated shapes).
+    unsafe {
+        for j0 in (0..n).step_by(BLK) {
+            for i0 in (0..m).step_by(BLK) {
+                for j in j0..(j0 + BLK).min(n) {
+                    for i in i0..(i0 + BLK).min(m) {
+                        let (i, j) = (i as isize, j as isize);
+                        *d.offset(i * drs + j * dcs) = *s.offset(i * srs + j * scs);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst(i, j) = src(i, j)` for `dst(i, j)` at `d + i + j·ldd` and `src(i, j)` at `s + i·lds + j`: 4 × 4
+/// blocks loaded as four rows of `src`, transposed in registers, stored as four columns of `dst`.
+///
+/// # Safety
+/// Both views hold every (i, j) with i < m, j < n; AVX2 present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_f64_avx2(m: usize, n: usize, d: *mut f64, ldd: isize, s: *const f64, lds: isize) {
+    use std::arch::x86_64::*;
+    let (m4, n4) = (m / 4 * 4, n / 4 * 4);
+    let at = |i: usize, j: usize| {
+        (s.offset(i as isize * lds + j as isize), d.offset(i as isize + j as isize * ldd))
+    };
+    for j in (0..n4).step_by(4) {
+        for i in (0..m4).step_by(4) {
+            let (sp, dp) = at(i, j);
+            let r = |k: isize| _mm256_loadu_pd(sp.offset(k * lds));
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            let (t0, t1) = (_mm256_unpacklo_pd(r0, r1), _mm256_unpackhi_pd(r0, r1));
+            let (t2, t3) = (_mm256_unpacklo_pd(r2, r3), _mm256_unpackhi_pd(r2, r3));
+            _mm256_storeu_pd(dp, _mm256_permute2f128_pd(t0, t2, 0x20));
+            _mm256_storeu_pd(dp.offset(ldd), _mm256_permute2f128_pd(t1, t3, 0x20));
+            _mm256_storeu_pd(dp.offset(2 * ldd), _mm256_permute2f128_pd(t0, t2, 0x31));
+            _mm256_storeu_pd(dp.offset(3 * ldd), _mm256_permute2f128_pd(t1, t3, 0x31));
+        }
+        for i in m4..m {
+            for jj in j..j + 4 {
+                let (sp, dp) = at(i, jj);
+                *dp = *sp;
+            }
+        }
+    }
+    for jj in n4..n {
+        for i in 0..m {
+            let (sp, dp) = at(i, jj);
+            *dp = *sp;
+        }
+    }
 }
 
 /// Column `j` of a matrix with unit row stride (every tape and data matrix) as a slice.

@@ -19,32 +19,32 @@ use crate::data::Batch;
 use crate::linalg::gemm;
 use crate::loss::Loss;
 use crate::real::Real;
-use faer::reborrow::Reborrow;
 use faer::{MatMut, MatRef};
 
-/// Buffers of the Gram-form step for batches of exactly `batch` samples. Batch matrices are column-major
-/// `[B, d]` like [`crate::Tape`]'s, so that `G = RᵀX` contracts contiguous columns; the weight-sized products
-/// are laid out so that every GEMM runs without copies (see [`LinearChainStep::gradient`]).
+/// Buffers of the Gram-form step for batches of exactly `batch` samples. Batch matrices are row-major
+/// `[B, d]` (one contiguous row per sample, unlike [`crate::Tape`]'s column-major ones): a minibatch is then
+/// gathered by copying each sample's row, not scattered element by element across B-strided columns, and
+/// both batch products run as column-axpy products (see [`LinearChainStep::gradient`]).
 #[derive(Clone, Debug)]
 pub struct LinearChainStep<T> {
     arch: Architecture,
     /// Widths `d_0, …, d_L`.
     dims: Vec<usize>,
     batch: usize,
-    /// Inputs `X`, `[B, d_0]`.
+    /// Inputs `X`, row-major `[B, d_0]`.
     x: Vec<T>,
-    /// Targets `Y`, `[B, d_L]`.
+    /// Targets `Y`, row-major `[B, d_L]`.
     y: Vec<T>,
     labels: Vec<usize>,
-    /// Outputs `F = X Pᵀ`, `[B, d_L]`.
+    /// Outputs `F = X Pᵀ`, row-major `[B, d_L]`.
     f: Vec<T>,
-    /// Output gradients `R`, `[B, d_L]`.
+    /// Output gradients `R`, row-major `[B, d_L]`.
     r: Vec<T>,
-    /// `qt[l] = Q_lᵀ`, column-major `d_0 × d_l`, for `2 ≤ l ≤ L` (`Q_1ᵀ = W_0ᵀ` is read from θ).
-    qt: Vec<Vec<T>>,
-    /// `Q_l` column-major `d_l × d_0` (one buffer reused for every layer), so that `ĝ_lᵀ = Q_l T_lᵀ` is a
-    /// column-axpy product: as the dot product `T_l Q_lᵀ` over k = d_0 it ran at half the speed.
-    q: Vec<T>,
+    /// `q[l] = Q_l`, column-major `d_l × d_0`, for `1 ≤ l ≤ L` (`q[1]` a copy of `W_0`, `q[L] = P`): then
+    /// `Q_{l+1} = W_l Q_l` is a dot product over contiguous rows of `W_l` and columns of `Q_l`, `Fᵀ = P Xᵀ`
+    /// and `ĝ_lᵀ = Q_l T_lᵀ` are column-axpy products, and the only copy is that of `W_0`. (As `Q_lᵀ` products
+    /// the chain needed a transposed copy of every `Q_l`, and of `P`.)
+    q: Vec<Vec<T>>,
     /// `G`, row-major `d_L × d_0`.
     g: Vec<T>,
     /// `t[l] = T_l`, row-major `d_{l+1} × d_0`, for `1 ≤ l ≤ L − 2` (`T_{L−1} = G`; `T_0` is written into ĝ).
@@ -91,8 +91,7 @@ impl<T: Real> LinearChainStep<T> {
             labels: vec![0; batch],
             f: zeros(batch * dl),
             r: zeros(batch * dl),
-            qt: (0..=n_layers).map(|l| if l >= 2 { zeros(d0 * dims[l]) } else { Vec::new() }).collect(),
-            q: zeros(d0 * dims[1..n_layers].iter().max().copied().unwrap_or(0)),
+            q: (0..=n_layers).map(|l| if l >= 1 { zeros(dims[l] * d0) } else { Vec::new() }).collect(),
             g: zeros(dl * d0),
             t: (0..n_layers)
                 .map(|l| if l >= 1 && l + 2 <= n_layers { zeros(dims[l + 1] * d0) } else { Vec::new() })
@@ -104,17 +103,17 @@ impl<T: Real> LinearChainStep<T> {
     pub fn load_batch(&mut self, batch: Batch<'_, T>) {
         let (b, d0, dl) = (self.batch, self.dims[0], self.dims[self.dims.len() - 1]);
         assert_eq!(batch.len(), b, "linear-chain step built for batch {b}");
-        let x = MatMut::from_column_major_slice_mut(&mut self.x, b, d0);
-        batch.copy_into(x, MatMut::from_column_major_slice_mut(&mut self.y, b, dl), &mut self.labels);
+        let x = MatMut::from_row_major_slice_mut(&mut self.x, b, d0);
+        batch.copy_into(x, MatMut::from_row_major_slice_mut(&mut self.y, b, dl), &mut self.labels);
     }
 
     /// Writes ĝ = (1/B) Σ_n ∇ℓ_n of the loaded batch into `grad` (length P) and returns the mean batch loss.
     /// `grad` is left unspecified when the loss is not finite.
     ///
-    /// Layouts (every product runs without copies in [`crate::linalg::gemm`]): `Q_{l+1}ᵀ = Q_lᵀ W_lᵀ` and
-    /// `F = X Q_Lᵀ` are column-axpy products; `G = (1/B) RᵀX` is a dot product over contiguous columns (of R
-    /// and X); `ĝ_lᵀ = Q_l T_lᵀ` is a column-axpy product on a column-major copy of `Q_l`, and
-    /// `T_{l−1} = W_lᵀ T_l` a row-axpy product.
+    /// Layouts (every product runs without copies in [`crate::linalg::gemm`]): `Q_{l+1} = W_l Q_l` is a dot
+    /// product over rows of `W_l` and columns of `Q_l`; `Fᵀ = P Xᵀ` is a column-axpy product (the sample rows
+    /// of X are the columns of Xᵀ), and so is `Gᵀ = (1/B) Xᵀ R`, over the sample rows of X and R;
+    /// `ĝ_lᵀ = Q_l T_lᵀ` is a column-axpy product, and `T_{l−1} = W_lᵀ T_l` a row-axpy product.
     pub fn gradient(&mut self, params: &[T], grad: &mut [T], loss: Loss) -> f64 {
         let (arch, dims) = (&self.arch, &self.dims);
         assert_eq!(params.len(), arch.n_params());
@@ -122,31 +121,30 @@ impl<T: Real> LinearChainStep<T> {
         let n_layers = arch.n_layers();
         let (b, d0, dl) = (self.batch, dims[0], dims[n_layers]);
         let w = |l: usize| MatRef::from_row_major_slice(&params[arch.weight_range(l)], dims[l + 1], dims[l]);
-        // Q_lᵀ: W_0ᵀ itself for l = 1, then the stored prefix products.
+        // Q_1 = W_0 (column-major copy), then Q_{l+1} = W_l Q_l.
+        crate::linalg::copy_into(MatMut::from_column_major_slice_mut(&mut self.q[1], dims[1], d0), w(0));
         for l in 1..n_layers {
-            let (lo, hi) = self.qt.split_at_mut(l + 1);
-            let qlt =
-                if l == 1 { w(0).transpose() } else { MatRef::from_column_major_slice(&lo[l], d0, dims[l]) };
-            let dst = MatMut::from_column_major_slice_mut(&mut hi[0], d0, dims[l + 1]);
-            gemm(dst, false, qlt, w(l).transpose(), T::one());
+            let (lo, hi) = self.q.split_at_mut(l + 1);
+            let ql = MatRef::from_column_major_slice(&lo[l], dims[l], d0);
+            gemm(MatMut::from_column_major_slice_mut(&mut hi[0], dims[l + 1], d0), false, w(l), ql, T::one());
         }
-        let pt = MatRef::from_column_major_slice(&self.qt[n_layers], d0, dl);
-        let x = MatRef::from_column_major_slice(&self.x, b, d0);
-        gemm(MatMut::from_column_major_slice_mut(&mut self.f, b, dl), false, x, pt, T::one());
+        let p = MatRef::from_column_major_slice(&self.q[n_layers], dl, d0);
+        let x = MatRef::from_row_major_slice(&self.x, b, d0);
+        gemm(MatMut::from_row_major_slice_mut(&mut self.f, b, dl), false, x, p.transpose(), T::one());
         let total = match loss {
             Loss::Mse => 0.5 * crate::loss::residuals_into(&self.f, &self.y, &mut self.r).to_f64(),
             Loss::CrossEntropy => loss.value_and_grad_into(
-                MatRef::from_column_major_slice(&self.f, b, dl),
-                MatRef::from_column_major_slice(&self.y, b, dl),
+                MatRef::from_row_major_slice(&self.f, b, dl),
+                MatRef::from_row_major_slice(&self.y, b, dl),
                 &self.labels,
-                MatMut::from_column_major_slice_mut(&mut self.r, b, dl),
+                MatMut::from_row_major_slice_mut(&mut self.r, b, dl),
             ),
         };
         let mean = total / b as f64;
         if !mean.is_finite() {
             return mean;
         }
-        let r = MatRef::from_column_major_slice(&self.r, b, dl);
+        let r = MatRef::from_row_major_slice(&self.r, b, dl);
         let inv_b = T::from_f64(1.0 / b as f64);
         gemm(MatMut::from_row_major_slice_mut(&mut self.g, dl, d0), false, r.transpose(), x, inv_b);
         // From the top: ĝ_l = T_l Q_lᵀ, then T_{l−1} = W_lᵀ T_l (T_0 is ĝ_0 itself).
@@ -157,18 +155,12 @@ impl<T: Real> LinearChainStep<T> {
             } else {
                 MatRef::from_row_major_slice(&t_hi[0], dims[l + 1], d0)
             };
-            let qlt = if l == 1 {
-                w(0).transpose()
-            } else {
-                MatRef::from_column_major_slice(&self.qt[l], d0, dims[l])
-            };
-            let mut ql = MatMut::from_column_major_slice_mut(&mut self.q[..dims[l] * d0], dims[l], d0);
-            ql.copy_from(qlt.transpose());
+            let ql = MatRef::from_column_major_slice(&self.q[l], dims[l], d0);
             let (head, gl) = grad.split_at_mut(arch.weight_range(l).start);
             // ĝ_l row-major is ĝ_lᵀ column-major: ĝ_lᵀ = Q_l T_lᵀ.
             let gwt =
                 MatMut::from_column_major_slice_mut(&mut gl[..dims[l + 1] * dims[l]], dims[l], dims[l + 1]);
-            gemm(gwt, false, ql.rb(), tl.transpose(), T::one());
+            gemm(gwt, false, ql, tl.transpose(), T::one());
             let below = if l == 1 {
                 MatMut::from_row_major_slice_mut(&mut head[arch.weight_range(0)], dims[1], d0)
             } else {
