@@ -60,45 +60,51 @@ fn main() {
         println!("{name}: faer {tf:.2} us ({:.1} GF/s)  small {ts:.2} us ({:.1} GF/s)", gf / tf, gf / ts);
     }
     println!("total: faer {:.2} small {:.2}", tot[0], tot[1]);
-    // The Gram-form linear-chain step of 30-40-30 at S = 64 (model::LinearChainStep).
+    // The Gram-form linear-chain step of 30-40-30 at S = 64 (model::LinearChainStep), in its layouts: row-major
+    // batch matrices, column-major Q_1 = W_0 (copy) and P = Q_2, row-major G.
     {
         let (d0, d1, d2, b) = (30usize, 40usize, 30usize, 64usize);
         let w0: Vec<f64> = (0..d1 * d0).map(|i| (i % 19) as f64 * 0.01).collect();
         let w1: Vec<f64> = (0..d2 * d1).map(|i| (i % 23) as f64 * 0.01).collect();
         let w0m = MatRef::from_row_major_slice(&w0, d1, d0);
         let w1m = MatRef::from_row_major_slice(&w1, d2, d1);
-        let x = Mat::<f64>::from_fn(b, d0, |i, j| ((i * 7 + j * 3) % 11) as f64 * 0.1);
-        let r = Mat::<f64>::from_fn(b, d2, |i, j| ((i * 3 + j * 7) % 17) as f64 * 0.1);
-        let mut pt = Mat::<f64>::zeros(d0, d2);
-        let mut f = Mat::<f64>::zeros(b, d2);
+        let xs: Vec<f64> = (0..b * d0).map(|i| ((i * 7) % 11) as f64 * 0.1).collect();
+        let rs: Vec<f64> = (0..b * d2).map(|i| ((i * 3) % 17) as f64 * 0.1).collect();
+        let x = MatRef::from_row_major_slice(&xs, b, d0);
+        let r = MatRef::from_row_major_slice(&rs, b, d2);
+        let mut q1 = Mat::<f64>::zeros(d1, d0);
+        let mut p = Mat::<f64>::zeros(d2, d0);
+        let mut f = vec![0.0; b * d2];
         let mut g = vec![0.0; d2 * d0];
         let mut g1 = vec![0.0; d2 * d1];
         let mut g0 = vec![0.0; d1 * d0];
         let gm: Vec<f64> = (0..d2 * d0).map(|i| (i % 13) as f64 * 0.01).collect();
         let gmr = MatRef::from_row_major_slice(&gm, d2, d0);
-        let cases: [(&str, usize, f64); 5] = [
+        noether::linalg::copy_into(q1.as_mut(), w0m);
+        let cases: [(&str, usize, f64); 6] = [
+            ("Q1 = W0 (copy)", 0, time(|| noether::linalg::copy_into(q1.as_mut(), w0m))),
+            ("P = W1 Q1", d2 * d1 * d0, time(|| run(true, p.as_mut(), w1m, q1.as_ref()))),
             (
-                "P^T = W0^T W1^T",
-                d0 * d2 * d1,
-                time(|| run(true, pt.as_mut(), w0m.transpose(), w1m.transpose())),
+                "F = X P^T",
+                b * d2 * d0,
+                time(|| run(true, MatMut::from_row_major_slice_mut(&mut f, b, d2), x, p.transpose())),
             ),
-            ("F = X P^T", b * d2 * d0, time(|| run(true, f.as_mut(), x.as_ref(), pt.as_ref()))),
             (
                 "G = R^T X",
                 d2 * d0 * b,
+                time(|| run(true, MatMut::from_row_major_slice_mut(&mut g, d2, d0), r.transpose(), x)),
+            ),
+            (
+                "gW1^T = Q1 G^T",
+                d2 * d1 * d0,
                 time(|| {
                     run(
                         true,
-                        MatMut::from_row_major_slice_mut(&mut g, d2, d0),
-                        r.as_ref().transpose(),
-                        x.as_ref(),
+                        MatMut::from_column_major_slice_mut(&mut g1, d1, d2),
+                        q1.as_ref(),
+                        gmr.transpose(),
                     )
                 }),
-            ),
-            (
-                "gW1 = G W0^T",
-                d2 * d1 * d0,
-                time(|| run(true, MatMut::from_row_major_slice_mut(&mut g1, d2, d1), gmr, w0m.transpose())),
             ),
             (
                 "gW0 = W1^T G",
