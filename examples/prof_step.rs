@@ -1,8 +1,8 @@
-//! Times `Trainer::step` for the paper's 30-40-30 net (f64): `prof_step S STEPS [ACTIVATION]` (identity by
-//! default: the linear net).
+//! Times `Trainer::step` for the paper's 30-40-30 net: `prof_step S STEPS [ACTIVATION] [f32]` (identity by
+//! default: the linear net; f64 unless `f32`).
 use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::{Init, ModelSpec};
-use noether::{Activation, Loss};
+use noether::{Activation, Loss, Real};
 use rand::SeedableRng;
 
 fn main() {
@@ -13,8 +13,7 @@ fn main() {
     spec.init = Init::Kaiming;
     let sgd = Method::Sgd { batch_size: s, sampling: noether::data::Sampling::WithReplacement };
     let config = TrainConfig::new(spec.clone(), sgd, 1e-4, u64::MAX).with_loss(Loss::Mse);
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let model = spec.build::<f64, _>(&mut rng).unwrap();
+    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let (_, data) = noether::testutil::random_case(
         &[30, 40, 30],
         &[act, Activation::Identity],
@@ -24,10 +23,27 @@ fn main() {
         1024,
         1,
     );
-    let mut t = Trainer::new(model, TrainData::Finite(data), &config, rng).unwrap();
+    let f32 = std::env::args().nth(4).is_some_and(|a| a == "f32");
+    let per_step = if f32 {
+        run::<f32>(&spec, &config, &data, rng, steps)
+    } else {
+        run::<f64>(&spec, &config, &data, rng, steps)
+    };
+    println!("S={s} {} {}: {per_step:.3} µs/step", act.name(), if f32 { "f32" } else { "f64" });
+}
+
+fn run<T: Real>(
+    spec: &ModelSpec,
+    config: &TrainConfig,
+    data: &noether::Dataset<f64>,
+    mut rng: rand_chacha::ChaCha8Rng,
+    steps: usize,
+) -> f64 {
+    let model = spec.build::<T, _>(&mut rng).unwrap();
+    let mut t = Trainer::new(model, TrainData::Finite(data.cast::<T>()), config, rng).unwrap();
     let start = std::time::Instant::now();
     for _ in 0..steps {
         t.step().unwrap();
     }
-    println!("S={s} {}: {:.3} µs/step", act.name(), start.elapsed().as_secs_f64() / steps as f64 * 1e6);
+    start.elapsed().as_secs_f64() / steps as f64 * 1e6
 }
