@@ -217,9 +217,8 @@ fn copy_into_copies_every_layout() {
                                 assert!(got[(i, j)] == src[(i, j)], "{m}x{n} {ls:?} -> {ld:?} at ({i},{j})");
                             }
                         }
-                        let g = init.len() - GUARD;
-                        assert!(d[g..] == init[g..], "copy_into wrote past {m}x{n} {ls:?} -> {ld:?}");
-                        // Nothing but the view's elements changed: restore them and compare everything.
+                        // Nothing but the view's elements changed (guard zone included): restore them and
+                        // compare everything.
                         let mut back = d.clone();
                         let orig = view(&init, m, n, ld);
                         let mut v = view_mut(&mut back, m, n, ld);
