@@ -500,8 +500,12 @@ mod small {
                 /// Small copies use a small stack frame; only shapes that need them pay for large buffers.
                 const SMALL_PACK: usize = 256;
 
+                // Not inlined into `gemm`: a caller that inlined the `PACK` instantiation would carry its
+                // 64 KB of buffers in its own frame and probe sixteen stack pages on every call, whichever
+                // instantiation it then ran.
                 #[cfg(target_arch = "x86_64")]
                 #[target_feature(enable = "avx2,fma")]
+                #[inline(never)]
                 unsafe fn exec_avx2<const N: usize>(
                     form: Form,
                     m: usize,
@@ -516,6 +520,7 @@ mod small {
                     exec::<true, N>(form, m, n, k, d, a, b, alpha, accumulate)
                 }
 
+                #[inline(never)]
                 unsafe fn exec_plain<const N: usize>(
                     form: Form,
                     m: usize,

@@ -179,12 +179,64 @@ fn linear_chain_step_matches_the_tape() {
                     assert!(rel(l, l_tape, 1e-3) < tol, "{what}: loss {l} vs {l_tape}");
                     let eg = max_rel_vec(&f(&g), &f(&g_tape));
                     assert!(eg < tol, "{what}: ĝ rel err {eg:e}");
+
+                    // The fused update: bit for bit θ − η·ĝ (every product here runs the small kernels).
+                    let eta = T::from_f64(0.05);
+                    let mut theta = model.params.clone();
+                    noether::linalg::sgd_update_in_place(&mut theta, &g, eta, T::zero());
+                    let mut fused = model.params.clone();
+                    let l_fused = chain.sgd_step(&mut fused, loss, eta);
+                    assert_eq!(l_fused.to_bits(), l.to_bits(), "{what}: fused step's loss");
+                    assert_eq!(fused, theta, "{what}: fused update differs from θ − η·ĝ");
                 }
             }
         }
     }
     one::<f64>(1e-12);
     one::<f32>(1e-4);
+}
+
+/// The trainer's Gram-form SGD step without a recorded direction (the products update θ, ĝ is never
+/// stored) follows the same trajectory, bit for bit, as with ĝ recorded and the separate update pass: the
+/// paper's 30-40-30 net at S = 64 over 50 steps, f64, on the benchmark's path. A non-finite loss leaves θ
+/// untouched.
+#[test]
+fn linear_chain_fused_update_follows_the_recorded_trajectory() {
+    use noether::data::Sampling;
+    use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
+    use noether::model::{LinearChainStep, ModelSpec};
+    use rand::SeedableRng;
+    let spec = ModelSpec::from_compact("30-40-30", Activation::Identity, false).unwrap();
+    let sgd = Method::Sgd { batch_size: 64, sampling: Sampling::WithReplacement };
+    let config = TrainConfig::new(spec.clone(), sgd, 0.01, 50).with_loss(Loss::Mse);
+    let acts = [Activation::Identity; 2];
+    let (_, data) = random_case(&[30, 40, 30], &acts, false, &[false; 2], Loss::Mse, 256, 7);
+    let trainer = |record: bool| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let model = spec.build::<f64, _>(&mut rng).unwrap();
+        let mut t = Trainer::new(model, TrainData::Finite(data.clone()), &config, rng).unwrap();
+        t.record_direction(record);
+        t
+    };
+    let (mut rec, mut fused) = (trainer(true), trainer(false));
+    assert!(LinearChainStep::<f64>::supports(&rec.model.arch, 64));
+    for step in 0..50 {
+        rec.step().unwrap();
+        fused.step().unwrap();
+        assert_eq!(fused.last_loss().to_bits(), rec.last_loss().to_bits(), "loss at step {step}");
+        assert_eq!(fused.model.params, rec.model.params, "θ at step {step}");
+        assert!(rec.last_direction().is_some() && fused.last_direction().is_none());
+    }
+    assert_ne!(fused.model.params, trainer(false).model.params, "the steps moved θ");
+
+    let mut chain = LinearChainStep::<f64>::new(&rec.model.arch, 64);
+    let rows: Vec<usize> = (0..64).collect();
+    chain.load_batch(noether::data::Batch::Rows(&data, &rows));
+    let mut theta = rec.model.params.clone();
+    theta[5] = f64::INFINITY;
+    let before: Vec<u64> = theta.iter().map(|v| v.to_bits()).collect();
+    assert!(!chain.sgd_step(&mut theta, Loss::Mse, 0.01).is_finite());
+    assert_eq!(theta.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), before, "θ touched on divergence");
 }
 
 /// The Gram form is taken exactly where it needs fewer multiply-adds: the paper's 30-40-30 net from B = 16

@@ -171,17 +171,19 @@ impl<T: Real> Trainer<T> {
         self.last_loss
     }
     /// Keep the update direction of every step for [`Trainer::last_direction`]. Every method keeps it anyway
-    /// except the fused small-batch SGD step, which at B = 1 applies `θ ← θ − η(δxᵀ + γθ)` without storing
-    /// `δxᵀ` (one store per parameter less) unless this is on.
+    /// except two SGD steps, which apply the update without storing ĝ unless this is on: the fused
+    /// small-batch step at B = 1 (`θ ← θ − η(δxᵀ + γθ)`, one store per parameter less) and the Gram-form
+    /// step of linear chains without weight decay (the products add `−η·ĝ_l` to the weights themselves, with
+    /// the same rounding as the update pass: 1–3% of the 30-40-30 step at S = 64 in paired runs).
     pub fn record_direction(&mut self, on: bool) {
         self.record_direction = on;
     }
 
     /// The update direction of the last step without weight decay: ĝ for SGD, ∇L for GD, ∇L − ζ for the SDE
-    /// (for gradient flow, the RK4 average direction). `None` for a fused small-batch SGD step taken without
-    /// [`Trainer::record_direction`], and before the first step.
+    /// (for gradient flow, the RK4 average direction). `None` for a fused small-batch or Gram-form SGD step
+    /// taken without [`Trainer::record_direction`], and before the first step.
     pub fn last_direction(&self) -> Option<&[T]> {
-        if self.step == 0 || (self.fused.is_some() && !self.record_direction) {
+        if self.step == 0 || ((self.fused.is_some() || self.chain.is_some()) && !self.record_direction) {
             None
         } else if matches!(self.method, Method::GradientFlow { .. }) {
             Some(&self.acc)
@@ -271,6 +273,11 @@ impl<T: Real> Trainer<T> {
                 );
                 if let Some(chain) = self.chain.as_mut() {
                     chain.load_batch(batch);
+                    if !self.record_direction && self.weight_decay == 0.0 {
+                        // The products apply θ ← θ − ηĝ themselves: no ĝ stored, no update pass.
+                        let loss = chain.sgd_step(&mut self.model.params, self.loss, T::from_f64(lr));
+                        return self.finish_step(loss, lr);
+                    }
                     chain.gradient(&self.model.params, &mut self.grad, self.loss)
                 } else {
                     self.tape.load_batch(batch);

@@ -44,9 +44,10 @@ pub struct LinearChainStep<T> {
     /// `q[l] = Q_l`, column-major `d_l × d_0`, for `1 ≤ l ≤ L` (`q[1]` a copy of `W_0`, `q[L] = P`): then
     /// `Fᵀ = P Xᵀ` and `ĝ_lᵀ = Q_l T_lᵀ` are column-axpy products with no transposed copies of `Q_l` or `P`.
     q: Vec<Vec<T>>,
-    /// A column-major copy of `W_l` (one buffer for every `1 ≤ l < L`), so that `Q_{l+1} = W_l Q_l` is a
-    /// column-axpy product too: as a dot product over the rows of `W_l` it ran at 31 GFLOP/s against 42.
-    wc: Vec<T>,
+    /// `wc[l]`: a column-major copy of `W_l` for `1 ≤ l < L`, so that `Q_{l+1} = W_l Q_l` is a column-axpy
+    /// product too (as a dot product over the rows of `W_l` it ran at 31 GFLOP/s against 42), and so that
+    /// the backward pass reads no weight from `params` (see [`LinearChainStep::sgd_step`]).
+    wc: Vec<Vec<T>>,
     /// `G`, row-major `d_L × d_0`.
     g: Vec<T>,
     /// `t[l] = T_l`, row-major `d_{l+1} × d_0`, for `1 ≤ l ≤ L − 2` (`T_{L−1} = G`; `T_0` is written into ĝ).
@@ -94,7 +95,9 @@ impl<T: Real> LinearChainStep<T> {
             f: zeros(batch * dl),
             r: zeros(batch * dl),
             q: (0..=n_layers).map(|l| if l >= 1 { zeros(dims[l] * d0) } else { Vec::new() }).collect(),
-            wc: zeros((1..n_layers).map(|l| dims[l + 1] * dims[l]).max().unwrap_or(0)),
+            wc: (0..n_layers)
+                .map(|l| if l >= 1 { zeros(dims[l + 1] * dims[l]) } else { Vec::new() })
+                .collect(),
             g: zeros(dl * d0),
             t: (0..n_layers)
                 .map(|l| if l >= 1 && l + 2 <= n_layers { zeros(dims[l + 1] * d0) } else { Vec::new() })
@@ -112,29 +115,44 @@ impl<T: Real> LinearChainStep<T> {
 
     /// Writes ĝ = (1/B) Σ_n ∇ℓ_n of the loaded batch into `grad` (length P) and returns the mean batch loss.
     /// `grad` is left unspecified when the loss is not finite.
-    ///
-    /// Layouts (besides the column-major copies of the weights, no product copies anything in
-    /// [`crate::linalg::gemm`]): `Q_{l+1} = W_l Q_l` is a column-axpy product on the copy of `W_l`;
-    /// `Fᵀ = P Xᵀ` is one too (the sample rows of X are the columns of Xᵀ), and so is `Gᵀ = (1/B) Xᵀ R`, over
-    /// the sample rows of X and R; `ĝ_lᵀ = Q_l T_lᵀ` is a column-axpy product, and `T_{l−1} = W_lᵀ T_l` a
-    /// row-axpy product.
     pub fn gradient(&mut self, params: &[T], grad: &mut [T], loss: Loss) -> f64 {
+        assert_eq!(grad.len(), self.arch.n_params());
+        let mean = self.forward(params, loss);
+        if mean.is_finite() {
+            self.backward(grad, T::one(), false);
+        }
+        mean
+    }
+
+    /// One SGD step without weight decay on the loaded batch, `θ ← θ − ηĝ`, applied by the products that
+    /// would otherwise write ĝ (`θ_l (+)= −η·T_l Q_lᵀ`): ĝ is never stored and there is no separate update
+    /// pass. Bit for bit the update of [`LinearChainStep::gradient`] followed by `θ ← θ − η·ĝ` on the
+    /// fused small-GEMM path (each product rounds `−η·Σ` once and adds it to θ; faer's kernels, for larger
+    /// shapes, may fuse that multiply-add). Returns the mean batch loss; `params` is untouched when it is
+    /// not finite.
+    pub fn sgd_step(&mut self, params: &mut [T], loss: Loss, eta: T) -> f64 {
+        let mean = self.forward(params, loss);
+        if mean.is_finite() {
+            self.backward(params, T::zero() - eta, true);
+        }
+        mean
+    }
+
+    /// Copies the weights, forms `Q_l`, `F`, `R` and `G`, and returns the mean batch loss (`G` is left
+    /// stale when it is not finite). Afterwards no product reads `params`: [`LinearChainStep::backward`]
+    /// reads the copies, so it may write into the weights themselves.
+    fn forward(&mut self, params: &[T], loss: Loss) -> f64 {
         let (arch, dims) = (&self.arch, &self.dims);
         assert_eq!(params.len(), arch.n_params());
-        assert_eq!(grad.len(), arch.n_params());
         let n_layers = arch.n_layers();
         let (b, d0, dl) = (self.batch, dims[0], dims[n_layers]);
         let w = |l: usize| MatRef::from_row_major_slice(&params[arch.weight_range(l)], dims[l + 1], dims[l]);
-        // Q_1 = W_0 (column-major copy), then Q_{l+1} = W_l Q_l.
+        // Q_1 = W_0 (column-major copy), then Q_{l+1} = W_l Q_l on a column-major copy of W_l.
         crate::linalg::copy_into(MatMut::from_column_major_slice_mut(&mut self.q[1], dims[1], d0), w(0));
         for l in 1..n_layers {
             let (lo, hi) = self.q.split_at_mut(l + 1);
             let ql = MatRef::from_column_major_slice(&lo[l], dims[l], d0);
-            let mut wl = MatMut::from_column_major_slice_mut(
-                &mut self.wc[..dims[l + 1] * dims[l]],
-                dims[l + 1],
-                dims[l],
-            );
+            let mut wl = MatMut::from_column_major_slice_mut(&mut self.wc[l], dims[l + 1], dims[l]);
             let dst = MatMut::from_column_major_slice_mut(&mut hi[0], dims[l + 1], d0);
             crate::linalg::copy_into(wl.rb_mut(), w(l));
             gemm(dst, false, wl.rb(), ql, T::one());
@@ -152,13 +170,24 @@ impl<T: Real> LinearChainStep<T> {
             ),
         };
         let mean = total / b as f64;
-        if !mean.is_finite() {
-            return mean;
+        if mean.is_finite() {
+            let r = MatRef::from_row_major_slice(&self.r, b, dl);
+            let inv_b = T::from_f64(1.0 / b as f64);
+            gemm(MatMut::from_row_major_slice_mut(&mut self.g, dl, d0), false, r.transpose(), x, inv_b);
         }
-        let r = MatRef::from_row_major_slice(&self.r, b, dl);
-        let inv_b = T::from_f64(1.0 / b as f64);
-        gemm(MatMut::from_row_major_slice_mut(&mut self.g, dl, d0), false, r.transpose(), x, inv_b);
-        // From the top: ĝ_l = T_l Q_lᵀ, then T_{l−1} = W_lᵀ T_l (T_0 is ĝ_0 itself).
+        mean
+    }
+
+    /// `out_l (+)= alpha·ĝ_l` for every weight block of `out` (a flat parameter vector): from the top,
+    /// `T_{l−1} = W_lᵀ T_l` (`T_0` is ĝ_0 itself), then `ĝ_l = T_l Q_lᵀ`, reading only the copies
+    /// [`LinearChainStep::forward`] made. Layouts: `ĝ_lᵀ = Q_l T_lᵀ` is a column-axpy product (ĝ_l
+    /// row-major is ĝ_lᵀ column-major) and `T_{l−1}ᵀ = T_lᵀ W_l` a column-axpy product over the columns of
+    /// `T_lᵀ`, with `W_l` (any layout) broadcast.
+    fn backward(&mut self, out: &mut [T], alpha: T, accumulate: bool) {
+        let (arch, dims) = (&self.arch, &self.dims);
+        assert_eq!(out.len(), arch.n_params());
+        let n_layers = arch.n_layers();
+        let (d0, dl) = (dims[0], dims[n_layers]);
         for l in (1..n_layers).rev() {
             let (t_lo, t_hi) = self.t.split_at_mut(l);
             let tl = if l == n_layers - 1 {
@@ -166,19 +195,19 @@ impl<T: Real> LinearChainStep<T> {
             } else {
                 MatRef::from_row_major_slice(&t_hi[0], dims[l + 1], d0)
             };
+            let wl = MatRef::from_column_major_slice(&self.wc[l], dims[l + 1], dims[l]);
+            let (head, gl) = out.split_at_mut(arch.weight_range(l).start);
+            if l == 1 {
+                let g0 = MatMut::from_row_major_slice_mut(&mut head[arch.weight_range(0)], dims[1], d0);
+                gemm(g0, accumulate, wl.transpose(), tl, alpha);
+            } else {
+                let below = MatMut::from_row_major_slice_mut(&mut t_lo[l - 1], dims[l], d0);
+                gemm(below, false, wl.transpose(), tl, T::one());
+            }
             let ql = MatRef::from_column_major_slice(&self.q[l], dims[l], d0);
-            let (head, gl) = grad.split_at_mut(arch.weight_range(l).start);
-            // ĝ_l row-major is ĝ_lᵀ column-major: ĝ_lᵀ = Q_l T_lᵀ.
             let gwt =
                 MatMut::from_column_major_slice_mut(&mut gl[..dims[l + 1] * dims[l]], dims[l], dims[l + 1]);
-            gemm(gwt, false, ql, tl.transpose(), T::one());
-            let below = if l == 1 {
-                MatMut::from_row_major_slice_mut(&mut head[arch.weight_range(0)], dims[1], d0)
-            } else {
-                MatMut::from_row_major_slice_mut(&mut t_lo[l - 1], dims[l], d0)
-            };
-            gemm(below, false, w(l).transpose(), tl, T::one());
+            gemm(gwt, accumulate, ql, tl.transpose(), alpha);
         }
-        mean
     }
 }
