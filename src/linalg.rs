@@ -14,8 +14,9 @@ pub fn gemm<T: Real>(dst: MatMut<'_, T>, accumulate: bool, lhs: MatRef<'_, T>, r
 }
 
 /// As [`gemm`], with an explicit parallelism for large products. Shapes with `m·n·k ≤`
-/// [`SMALL_GEMM_MAX_MNK_F64`] (f64 with AVX2+FMA) or [`SMALL_GEMM_MAX_MNK`] run the fused single-threaded loops of [`gemm_small`] (same result up to
-/// round-off); larger ones run faer's `matmul` with `par`.
+/// [`SMALL_GEMM_MAX_MNK_AVX2`] (f64 and f32 with AVX2+FMA, where the loop order has an explicit kernel) or
+/// [`SMALL_GEMM_MAX_MNK`] (otherwise) run the fused single-threaded loops of [`gemm_small`] (same result up
+/// to round-off); larger ones run faer's `matmul` with `par`.
 #[inline]
 pub fn gemm_par<T: Real>(
     mut dst: MatMut<'_, T>,
@@ -33,34 +34,34 @@ pub fn gemm_par<T: Real>(
     matmul(dst, beta, lhs, rhs, alpha, par);
 }
 
-/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer, for f64 on a CPU with AVX2+FMA
-/// (explicit intrinsic kernels). Measured with `examples/prof_gemm_small.rs` (f64, best of 9, idle 2-core
-/// machine): the five GEMMs of a 30-40-30 step at S = 64 take 19 µs here against 24–30 µs in faer; on square
-/// shapes the two are level up to 80³ (39–45 GFLOP/s, within run-to-run noise) and faer's cache-blocked
-/// kernels lead from 96³ (43 against 35).
-pub const SMALL_GEMM_MAX_MNK_F64: usize = 64 * 64 * 64;
+/// Largest `m·n·k` sent to the fused small-GEMM loops instead of faer on a CPU with AVX2+FMA, for the loop
+/// orders with explicit intrinsic kernels (`ax` in f64 and f32, `dot` in f64). Measured with
+/// `examples/prof_gemm_small.rs` (best of 9, idle 2-core machine): the five GEMMs of a 30-40-30 step at
+/// S = 64 take 19 µs here against 24–30 µs in faer (f64); on square shapes the two are level up to 80³
+/// (f64: 39–45 GFLOP/s, within run-to-run noise; f32 axpy: 73–96 against faer's 78–82 at 64³) and faer's
+/// cache-blocked kernels lead from 96³ (f64: 43 against 35).
+pub const SMALL_GEMM_MAX_MNK_AVX2: usize = 64 * 64 * 64;
 
-/// Largest `m·n·k` sent to the fused small-GEMM loops otherwise (f32, or no AVX2+FMA: the generic
-/// register-tiled loops, which fall behind faer above it: criterion timed the f32 30-40-30 step at S = 64 at
-/// 34 µs with them up to [`SMALL_GEMM_MAX_MNK_F64`] and 14 µs with this cutoff).
+/// Largest `m·n·k` sent to the generic register-tiled loops (no AVX2+FMA, or f32 in the `dot` order), which
+/// fall behind faer above it: criterion timed the f32 30-40-30 step at S = 64 at 34 µs with them up to
+/// [`SMALL_GEMM_MAX_MNK_AVX2`] and 14 µs with this cutoff, before f32 had its own axpy kernel.
 pub const SMALL_GEMM_MAX_MNK: usize = 32 * 32 * 32;
 
-/// The small-GEMM cutoff for scalar type `T` on this CPU.
+/// The small-GEMM cutoff for scalar type `T` on this CPU (the generic loops then decline shapes above
+/// [`SMALL_GEMM_MAX_MNK`] themselves).
 fn small_gemm_max_mnk<T: Real>() -> usize {
-    #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>()
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-    {
-        return SMALL_GEMM_MAX_MNK_F64;
+    let id = std::any::TypeId::of::<T>();
+    if (id == std::any::TypeId::of::<f64>() || id == std::any::TypeId::of::<f32>()) && small::avx2_fma() {
+        return SMALL_GEMM_MAX_MNK_AVX2;
     }
     SMALL_GEMM_MAX_MNK
 }
 
 /// The fused small-GEMM path: `dst ← (dst +) alpha·lhs·rhs` with explicit loops ordered by the operands'
 /// strides (innermost loop over contiguous memory, a register tile of independent accumulators). Returns
-/// `false` (touching nothing) when no loop order fits the strides, so the caller falls back to faer. Exposed
-/// for the tests that compare it with faer's `matmul`; [`gemm`] picks it by shape.
+/// `false` (touching nothing) when no loop order fits the strides, or when the order it would take has no
+/// explicit kernel on this CPU and `m·n·k >` [`SMALL_GEMM_MAX_MNK`], so the caller falls back to faer.
+/// Exposed for the tests that compare it with faer's `matmul`; [`gemm`] picks it by shape.
 pub fn gemm_small<T: Real>(
     dst: MatMut<'_, T>,
     accumulate: bool,
@@ -99,7 +100,8 @@ pub fn gemm_small<T: Real>(
 /// - `dot`: `dst[i, j] = Σ_p lhs[i, p] rhs[p, j]` (lhs rows and rhs columns contiguous), vectorised over p.
 ///
 /// An operand of at most [`small::PACK`] elements whose strides do not fit is first copied to a contiguous
-/// stack buffer. With AVX2+FMA available (checked at run time) the loops are compiled with those features.
+/// stack buffer. With AVX2+FMA available (checked at run time) the loops are compiled with those features,
+/// and `ax` (f64, f32) and `dot` (f64) run explicit intrinsic kernels.
 mod small {
     use std::mem::MaybeUninit;
 
@@ -561,11 +563,18 @@ mod small {
                         return true;
                     }
                     let Some((form, copy)) = plan(m, n, k, d, a, b) else { return false };
+                    let avx2 = super::avx2_fma();
+                    let kind = if form == Form::Dot { super::Avx2Form::Dot } else { super::Avx2Form::Ax };
+                    // The generic loops fall behind faer above SMALL_GEMM_MAX_MNK; only the explicit kernels
+                    // are worth taking up to SMALL_GEMM_MAX_MNK_AVX2.
+                    if !(avx2 && <T as super::Avx2Kernels>::explicit(kind))
+                        && m * n * k > crate::linalg::SMALL_GEMM_MAX_MNK
+                    {
+                        return false;
+                    }
                     let args = (form, m, n, k, d, a, b, alpha, accumulate);
                     #[cfg(target_arch = "x86_64")]
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
+                    if avx2 {
                         let (f, m, n, k, d, a, b, al, ac) = args;
                         if copy <= SMALL_PACK {
                             exec_avx2::<SMALL_PACK>(f, m, n, k, d, a, b, al, ac);
@@ -595,8 +604,22 @@ mod small {
         Dot,
     }
 
-    /// Explicit AVX2+FMA kernels where they exist (f64); `false` leaves the call to the generic loops.
+    /// Whether the CPU has AVX2 and FMA.
+    #[inline]
+    pub fn avx2_fma() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Explicit AVX2+FMA kernels where they exist (`ax` for f64 and f32, `dot` for f64); `false` leaves the
+    /// call to the generic loops.
     pub trait Avx2Kernels: Sized {
+        /// Whether [`Avx2Kernels::gemm_avx2`] has a kernel for `form`.
+        fn explicit(_form: Avx2Form) -> bool {
+            false
+        }
         /// # Safety
         /// As [`f64k::gemm`], with the strides `form` needs, and the CPU must have AVX2 and FMA.
         unsafe fn gemm_avx2(
@@ -613,11 +636,38 @@ mod small {
             false
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
     impl Avx2Kernels for f32 {}
+    #[cfg(target_arch = "x86_64")]
+    impl Avx2Kernels for f32 {
+        fn explicit(form: Avx2Form) -> bool {
+            matches!(form, Avx2Form::Ax)
+        }
+        unsafe fn gemm_avx2(
+            form: Avx2Form,
+            m: usize,
+            n: usize,
+            k: usize,
+            d: Op<f32>,
+            a: Op<f32>,
+            b: Op<f32>,
+            alpha: f32,
+            accumulate: bool,
+        ) -> bool {
+            match form {
+                Avx2Form::Ax => ax_avx2::ax(m, n, k, d, a, b, alpha, accumulate),
+                Avx2Form::Dot => return false,
+            }
+            true
+        }
+    }
     #[cfg(not(target_arch = "x86_64"))]
     impl Avx2Kernels for f64 {}
     #[cfg(target_arch = "x86_64")]
     impl Avx2Kernels for f64 {
+        fn explicit(_form: Avx2Form) -> bool {
+            true
+        }
         unsafe fn gemm_avx2(
             form: Avx2Form,
             m: usize,
@@ -630,7 +680,7 @@ mod small {
             accumulate: bool,
         ) -> bool {
             match form {
-                Avx2Form::Ax => ax_f64::ax(m, n, k, d, a, b, alpha, accumulate),
+                Avx2Form::Ax => ax_avx2::ax(m, n, k, d, a, b, alpha, accumulate),
                 Avx2Form::Dot => dot_f64::dot(m, n, k, d, a, b, alpha, accumulate),
             }
             true
@@ -641,106 +691,226 @@ mod small {
     #[cfg(target_arch = "x86_64")]
     const MASKS: [[i64; 4]; 4] = [[0, 0, 0, 0], [-1, 0, 0, 0], [-1, -1, 0, 0], [-1, -1, -1, 0]];
 
-    /// `dst[:, j] (+)= alpha·Σ_p lhs[:, p]·rhs[p, j]` with dst and lhs columns contiguous, in f64 AVX2
-    /// intrinsics: an 8 × 6 tile (two vectors of rows × six columns: twelve accumulators, two lhs vectors and
-    /// one broadcast of rhs, fifteen of the sixteen registers), then 4-row and masked 1–3-row tiles.
+    /// `dst[:, j] (+)= alpha·Σ_p lhs[:, p]·rhs[p, j]` with dst and lhs columns contiguous, in AVX2
+    /// intrinsics for f64 (four lanes) and f32 (eight): a tile of two vectors of rows × six columns (twelve
+    /// accumulators, two lhs vectors and one broadcast of rhs, fifteen of the sixteen registers), then one
+    /// full or masked vector of rows, or a full and a masked one in tiles of four columns.
     #[cfg(target_arch = "x86_64")]
-    mod ax_f64 {
-        use super::{Op, MASKS};
+    mod ax_avx2 {
+        use super::Op;
         use std::arch::x86_64::*;
 
         const C: usize = 6;
 
+        /// The vector operations of the kernel on one 256-bit register of `Self` lanes.
+        pub trait Simd: Copy {
+            type V: Copy;
+            const LANES: usize;
+            unsafe fn zero() -> Self::V;
+            unsafe fn load(p: *const Self) -> Self::V;
+            unsafe fn load_masked(p: *const Self, mask: __m256i) -> Self::V;
+            unsafe fn store(p: *mut Self, v: Self::V);
+            unsafe fn store_masked(p: *mut Self, mask: __m256i, v: Self::V);
+            unsafe fn broadcast(p: *const Self) -> Self::V;
+            unsafe fn splat(x: Self) -> Self::V;
+            /// `a·b + c`.
+            unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+            unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+            unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+            /// The mask of the first `lanes` lanes.
+            unsafe fn mask(lanes: usize) -> __m256i;
+        }
+
+        impl Simd for f64 {
+            type V = __m256d;
+            const LANES: usize = 4;
+            #[inline(always)]
+            unsafe fn zero() -> __m256d {
+                _mm256_setzero_pd()
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f64) -> __m256d {
+                _mm256_loadu_pd(p)
+            }
+            #[inline(always)]
+            unsafe fn load_masked(p: *const f64, mask: __m256i) -> __m256d {
+                _mm256_maskload_pd(p, mask)
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f64, v: __m256d) {
+                _mm256_storeu_pd(p, v)
+            }
+            #[inline(always)]
+            unsafe fn store_masked(p: *mut f64, mask: __m256i, v: __m256d) {
+                _mm256_maskstore_pd(p, mask, v)
+            }
+            #[inline(always)]
+            unsafe fn broadcast(p: *const f64) -> __m256d {
+                _mm256_broadcast_sd(&*p)
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f64) -> __m256d {
+                _mm256_set1_pd(x)
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
+                _mm256_fmadd_pd(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn mul(a: __m256d, b: __m256d) -> __m256d {
+                _mm256_mul_pd(a, b)
+            }
+            #[inline(always)]
+            unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
+                _mm256_add_pd(a, b)
+            }
+            #[inline(always)]
+            unsafe fn mask(lanes: usize) -> __m256i {
+                _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+            }
+        }
+
+        impl Simd for f32 {
+            type V = __m256;
+            const LANES: usize = 8;
+            #[inline(always)]
+            unsafe fn zero() -> __m256 {
+                _mm256_setzero_ps()
+            }
+            #[inline(always)]
+            unsafe fn load(p: *const f32) -> __m256 {
+                _mm256_loadu_ps(p)
+            }
+            #[inline(always)]
+            unsafe fn load_masked(p: *const f32, mask: __m256i) -> __m256 {
+                _mm256_maskload_ps(p, mask)
+            }
+            #[inline(always)]
+            unsafe fn store(p: *mut f32, v: __m256) {
+                _mm256_storeu_ps(p, v)
+            }
+            #[inline(always)]
+            unsafe fn store_masked(p: *mut f32, mask: __m256i, v: __m256) {
+                _mm256_maskstore_ps(p, mask, v)
+            }
+            #[inline(always)]
+            unsafe fn broadcast(p: *const f32) -> __m256 {
+                _mm256_broadcast_ss(&*p)
+            }
+            #[inline(always)]
+            unsafe fn splat(x: f32) -> __m256 {
+                _mm256_set1_ps(x)
+            }
+            #[inline(always)]
+            unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+                _mm256_fmadd_ps(a, b, c)
+            }
+            #[inline(always)]
+            unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+                _mm256_mul_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn add(a: __m256, b: __m256) -> __m256 {
+                _mm256_add_ps(a, b)
+            }
+            #[inline(always)]
+            unsafe fn mask(lanes: usize) -> __m256i {
+                _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+            }
+        }
+
         /// `VR` vectors of rows (the last one masked by `mask` when `MASKED`) × `TC` columns.
         #[inline(always)]
-        unsafe fn tile<const VR: usize, const TC: usize, const MASKED: bool>(
+        unsafe fn tile<T: Simd, const VR: usize, const TC: usize, const MASKED: bool>(
             k: usize,
-            d: *mut f64,
+            d: *mut T,
             dcs: isize,
-            a: *const f64,
+            a: *const T,
             acs: isize,
-            b: *const f64,
+            b: *const T,
             brs: isize,
             bcs: isize,
             mask: __m256i,
-            alpha: f64,
+            alpha: T,
             accumulate: bool,
         ) {
-            let mut acc = [[_mm256_setzero_pd(); TC]; VR];
-            let load = |p: *const f64, v: usize| {
+            let mut acc = [[T::zero(); TC]; VR];
+            let load = |p: *const T, v: usize| {
                 if MASKED && v + 1 == VR {
-                    _mm256_maskload_pd(p.add(4 * v), mask)
+                    T::load_masked(p.add(T::LANES * v), mask)
                 } else {
-                    _mm256_loadu_pd(p.add(4 * v))
+                    T::load(p.add(T::LANES * v))
                 }
             };
             for p in 0..k {
                 let ap = a.offset(p as isize * acs);
-                let mut av = [_mm256_setzero_pd(); VR];
+                let mut av = [T::zero(); VR];
                 for v in 0..VR {
                     av[v] = load(ap, v);
                 }
                 let bp = b.offset(p as isize * brs);
                 for c in 0..TC {
-                    let bb = _mm256_broadcast_sd(&*bp.offset(c as isize * bcs));
+                    let bb = T::broadcast(bp.offset(c as isize * bcs));
                     for v in 0..VR {
-                        acc[v][c] = _mm256_fmadd_pd(av[v], bb, acc[v][c]);
+                        acc[v][c] = T::fmadd(av[v], bb, acc[v][c]);
                     }
                 }
             }
-            let al = _mm256_set1_pd(alpha);
+            let al = T::splat(alpha);
             for c in 0..TC {
                 let dp = d.offset(c as isize * dcs);
                 for v in 0..VR {
-                    let mut out = _mm256_mul_pd(al, acc[v][c]);
+                    let mut out = T::mul(al, acc[v][c]);
                     if accumulate {
-                        out = _mm256_add_pd(out, load(dp, v));
+                        out = T::add(out, load(dp, v));
                     }
                     if MASKED && v + 1 == VR {
-                        _mm256_maskstore_pd(dp.add(4 * v), mask, out);
+                        T::store_masked(dp.add(T::LANES * v), mask, out);
                     } else {
-                        _mm256_storeu_pd(dp.add(4 * v), out);
+                        T::store(dp.add(T::LANES * v), out);
                     }
                 }
             }
         }
 
         #[inline(always)]
-        unsafe fn rows<const VR: usize, const MASKED: bool>(
+        unsafe fn rows<T: Simd, const VR: usize, const MASKED: bool>(
             n: usize,
             k: usize,
-            d: Op<f64>,
-            a: Op<f64>,
-            b: Op<f64>,
+            d: Op<T>,
+            a: Op<T>,
+            b: Op<T>,
             mask: __m256i,
-            alpha: f64,
+            alpha: T,
             accumulate: bool,
         ) {
-            let dp = d.ptr as *mut f64;
+            let dp = d.ptr as *mut T;
             let mut j = 0;
             let at = |j: usize| (dp.offset(j as isize * d.cs), b.ptr.offset(j as isize * b.cs));
             if VR == 2 && MASKED {
                 // Two vectors and a mask register leave room for eight accumulators, not twelve.
                 while j + 4 <= n {
                     let (dj, bj) = at(j);
-                    tile::<VR, 4, MASKED>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+                    tile::<T, VR, 4, MASKED>(
+                        k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate,
+                    );
                     j += 4;
                 }
             }
             while j + C <= n {
                 let (dj, bj) = at(j);
-                tile::<VR, C, MASKED>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
+                tile::<T, VR, C, MASKED>(k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
                 j += C;
             }
             let (dj, bj) = at(j);
             let args = (k, dj, d.cs, a.ptr, a.cs, bj, b.rs, b.cs, mask, alpha, accumulate);
             let (k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc) = args;
             match n - j {
-                5 => tile::<VR, 5, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                4 => tile::<VR, 4, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                3 => tile::<VR, 3, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                2 => tile::<VR, 2, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
-                1 => tile::<VR, 1, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                5 => tile::<T, VR, 5, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                4 => tile::<T, VR, 4, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                3 => tile::<T, VR, 3, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                2 => tile::<T, VR, 2, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
+                1 => tile::<T, VR, 1, MASKED>(k, dj, dcs, ap, acs, bj, brs, bcs, mask, alpha, acc),
                 _ => {}
             }
         }
@@ -748,33 +918,32 @@ mod small {
         /// # Safety
         /// Valid operands of the stated shapes, `d.rs = a.rs = 1`, AVX2 and FMA present.
         #[target_feature(enable = "avx2,fma")]
-        pub unsafe fn ax(
+        pub unsafe fn ax<T: Simd>(
             m: usize,
             n: usize,
             k: usize,
-            d: Op<f64>,
-            a: Op<f64>,
-            b: Op<f64>,
-            alpha: f64,
+            d: Op<T>,
+            a: Op<T>,
+            b: Op<T>,
+            alpha: T,
             accumulate: bool,
         ) {
-            let full = _mm256_set1_epi64x(-1);
+            let full = T::mask(T::LANES);
             let at = |i: usize| (Op { ptr: d.ptr.add(i), ..d }, Op { ptr: a.ptr.add(i), ..a });
             let mut i = 0;
-            while i + 8 <= m {
+            while i + 2 * T::LANES <= m {
                 let (di, ai) = at(i);
-                rows::<2, false>(n, k, di, ai, b, full, alpha, accumulate);
-                i += 8;
+                rows::<T, 2, false>(n, k, di, ai, b, full, alpha, accumulate);
+                i += 2 * T::LANES;
             }
-            // The last 1–7 rows: one full or masked vector, or a full vector and a masked one (so that e.g.
-            // 30 rows run as four 8-row tiles rather than three plus two half-empty 4-row ones).
+            // The last rows: one full or masked vector, or a full vector and a masked one (so that e.g.
+            // 30 f64 rows run as four 8-row tiles rather than three plus two half-empty 4-row ones).
             let (di, ai) = at(i);
-            let mask = |lanes: usize| _mm256_loadu_si256(MASKS[lanes].as_ptr() as *const __m256i);
             match m - i {
                 0 => {}
-                4 => rows::<1, false>(n, k, di, ai, b, full, alpha, accumulate),
-                r @ 1..=3 => rows::<1, true>(n, k, di, ai, b, mask(r), alpha, accumulate),
-                r => rows::<2, true>(n, k, di, ai, b, mask(r - 4), alpha, accumulate),
+                r if r == T::LANES => rows::<T, 1, false>(n, k, di, ai, b, full, alpha, accumulate),
+                r if r < T::LANES => rows::<T, 1, true>(n, k, di, ai, b, T::mask(r), alpha, accumulate),
+                r => rows::<T, 2, true>(n, k, di, ai, b, T::mask(r - T::LANES), alpha, accumulate),
             }
         }
     }

@@ -64,7 +64,7 @@ fn config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
 const LINEAR: &str = "dims = [6, 8, 5]\nactivation = \"identity\"\nbias = false";
 const MLP: &str = "dims = [6, 8, 8, 5]\nactivation = \"relu\"\nbias = true";
 /// Large enough that its GEMMs go to faer's matmul rather than the fused small loops (`m·n·k` above
-/// `linalg::SMALL_GEMM_MAX_MNK_F64` at S = 32).
+/// `linalg::SMALL_GEMM_MAX_MNK_AVX2` at S = 32).
 const WIDE: &str = "dims = [80, 128, 128, 5]\nactivation = \"tanh\"\nbias = true";
 /// 63 MFLOP per pass at S = 48: above `linalg::PAR_MIN_FLOPS` (analysis passes use both cores), below
 /// `linalg::STEP_PAR_MIN_FLOPS` (a training step stays sequential and allocation-free).

@@ -48,15 +48,16 @@ fn view_mut<T: Real>(s: &mut [T], r: usize, c: usize, lay: Layout) -> MatMut<'_,
     }
 }
 
-/// Checks `gemm_small` (and `gemm`) against faer for every shape in DIMS³, every layout of dst/lhs/rhs,
-/// with and without accumulation: |small − faer| ≤ 16ε·(k + 1)·(|alpha|·Σ_p|a_ip||b_pj| + |dst_ij|).
-fn check<T: Real>() {
+/// Checks `gemm_small` (and `gemm`) against faer for every shape in `ms × ns × ks`, every layout of
+/// dst/lhs/rhs, with and without accumulation: |small − faer| ≤ 16ε·(k + 1)·(|alpha|·Σ_p|a_ip||b_pj| +
+/// |dst_ij|). Returns how many of the calls the fused loops took, and of how many.
+fn check<T: Real>(ms: &[usize], ns: &[usize], ks: &[usize]) -> (usize, usize) {
     let eps = T::EPS.to_f64();
     let alpha = T::from_f64(-0.75);
     let mut taken = 0;
-    for &m in &DIMS {
-        for &n in &DIMS {
-            for &k in &DIMS {
+    for &m in ms {
+        for &n in ns {
+            for &k in ks {
                 let (sa, sb) = (storage::<T>(m, k, 1), storage::<T>(k, n, 2));
                 for la in LAYOUTS {
                     for lb in LAYOUTS {
@@ -116,20 +117,35 @@ fn check<T: Real>() {
             }
         }
     }
-    // Most combinations go through the fused loops (the rest, where every loop order would need a copy not
-    // paid for by reuse, fall back to faer).
-    let total = DIMS.len().pow(3) * LAYOUTS.len().pow(3) * 2;
+    (taken, ms.len() * ns.len() * ks.len() * LAYOUTS.len().pow(3) * 2)
+}
+
+/// Most combinations go through the fused loops (the rest, where every loop order would need a copy not
+/// paid for by reuse, fall back to faer).
+fn check_dims<T: Real>() {
+    let (taken, total) = check::<T>(&DIMS, &DIMS, &DIMS);
     assert!(taken * 20 >= total * 17, "small path taken for only {taken} of {total} cases");
 }
 
 #[test]
 fn small_gemm_matches_faer_f64() {
-    check::<f64>();
+    check_dims::<f64>();
 }
 
 #[test]
 fn small_gemm_matches_faer_f32() {
-    check::<f32>();
+    check_dims::<f32>();
+}
+
+/// Every row remainder of the AVX2 axpy kernels (two vectors of 4 f64 or 8 f32 lanes per tile): none, one
+/// full vector, one masked vector, a full and a masked one, for both lane widths.
+#[test]
+fn small_gemm_covers_every_row_remainder() {
+    let ms = [4, 5, 8, 12, 16, 20, 24, 29, 40];
+    let (ns, ks) = ([1, 4, 7, 13], [1, 9]);
+    for (taken, total) in [check::<f64>(&ms, &ns, &ks), check::<f32>(&ms, &ns, &ks)] {
+        assert!(taken * 2 >= total, "small path taken for only {taken} of {total} cases");
+    }
 }
 
 /// The layouts the tape uses at batch 1 (1-row matrices with a padded column stride) take the fused path.
