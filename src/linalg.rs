@@ -721,103 +721,96 @@ mod small {
             unsafe fn mask(lanes: usize) -> __m256i;
         }
 
-        impl Simd for f64 {
-            type V = __m256d;
-            const LANES: usize = 4;
-            #[inline(always)]
-            unsafe fn zero() -> __m256d {
-                _mm256_setzero_pd()
-            }
-            #[inline(always)]
-            unsafe fn load(p: *const f64) -> __m256d {
-                _mm256_loadu_pd(p)
-            }
-            #[inline(always)]
-            unsafe fn load_masked(p: *const f64, mask: __m256i) -> __m256d {
-                _mm256_maskload_pd(p, mask)
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut f64, v: __m256d) {
-                _mm256_storeu_pd(p, v)
-            }
-            #[inline(always)]
-            unsafe fn store_masked(p: *mut f64, mask: __m256i, v: __m256d) {
-                _mm256_maskstore_pd(p, mask, v)
-            }
-            #[inline(always)]
-            unsafe fn broadcast(p: *const f64) -> __m256d {
-                _mm256_broadcast_sd(&*p)
-            }
-            #[inline(always)]
-            unsafe fn splat(x: f64) -> __m256d {
-                _mm256_set1_pd(x)
-            }
-            #[inline(always)]
-            unsafe fn fmadd(a: __m256d, b: __m256d, c: __m256d) -> __m256d {
-                _mm256_fmadd_pd(a, b, c)
-            }
-            #[inline(always)]
-            unsafe fn mul(a: __m256d, b: __m256d) -> __m256d {
-                _mm256_mul_pd(a, b)
-            }
-            #[inline(always)]
-            unsafe fn add(a: __m256d, b: __m256d) -> __m256d {
-                _mm256_add_pd(a, b)
-            }
-            #[inline(always)]
-            unsafe fn mask(lanes: usize) -> __m256i {
-                _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes as i64), _mm256_setr_epi64x(0, 1, 2, 3))
-            }
+        /// `Simd` for one scalar type, from the names of its intrinsics.
+        macro_rules! simd {
+            ($t:ty, $v:ty, $lanes:expr, $zero:ident, $load:ident, $load_masked:ident, $store:ident,
+             $store_masked:ident, $broadcast:ident, $splat:ident, $fmadd:ident, $mul:ident, $add:ident,
+             |$l:ident| $mask:expr) => {
+                impl Simd for $t {
+                    type V = $v;
+                    const LANES: usize = $lanes;
+                    #[inline(always)]
+                    unsafe fn zero() -> $v {
+                        $zero()
+                    }
+                    #[inline(always)]
+                    unsafe fn load(p: *const $t) -> $v {
+                        $load(p)
+                    }
+                    #[inline(always)]
+                    unsafe fn load_masked(p: *const $t, mask: __m256i) -> $v {
+                        $load_masked(p, mask)
+                    }
+                    #[inline(always)]
+                    unsafe fn store(p: *mut $t, v: $v) {
+                        $store(p, v)
+                    }
+                    #[inline(always)]
+                    unsafe fn store_masked(p: *mut $t, mask: __m256i, v: $v) {
+                        $store_masked(p, mask, v)
+                    }
+                    #[inline(always)]
+                    unsafe fn broadcast(p: *const $t) -> $v {
+                        $broadcast(&*p)
+                    }
+                    #[inline(always)]
+                    unsafe fn splat(x: $t) -> $v {
+                        $splat(x)
+                    }
+                    #[inline(always)]
+                    unsafe fn fmadd(a: $v, b: $v, c: $v) -> $v {
+                        $fmadd(a, b, c)
+                    }
+                    #[inline(always)]
+                    unsafe fn mul(a: $v, b: $v) -> $v {
+                        $mul(a, b)
+                    }
+                    #[inline(always)]
+                    unsafe fn add(a: $v, b: $v) -> $v {
+                        $add(a, b)
+                    }
+                    #[inline(always)]
+                    unsafe fn mask($l: usize) -> __m256i {
+                        $mask
+                    }
+                }
+            };
         }
-
-        impl Simd for f32 {
-            type V = __m256;
-            const LANES: usize = 8;
-            #[inline(always)]
-            unsafe fn zero() -> __m256 {
-                _mm256_setzero_ps()
-            }
-            #[inline(always)]
-            unsafe fn load(p: *const f32) -> __m256 {
-                _mm256_loadu_ps(p)
-            }
-            #[inline(always)]
-            unsafe fn load_masked(p: *const f32, mask: __m256i) -> __m256 {
-                _mm256_maskload_ps(p, mask)
-            }
-            #[inline(always)]
-            unsafe fn store(p: *mut f32, v: __m256) {
-                _mm256_storeu_ps(p, v)
-            }
-            #[inline(always)]
-            unsafe fn store_masked(p: *mut f32, mask: __m256i, v: __m256) {
-                _mm256_maskstore_ps(p, mask, v)
-            }
-            #[inline(always)]
-            unsafe fn broadcast(p: *const f32) -> __m256 {
-                _mm256_broadcast_ss(&*p)
-            }
-            #[inline(always)]
-            unsafe fn splat(x: f32) -> __m256 {
-                _mm256_set1_ps(x)
-            }
-            #[inline(always)]
-            unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
-                _mm256_fmadd_ps(a, b, c)
-            }
-            #[inline(always)]
-            unsafe fn mul(a: __m256, b: __m256) -> __m256 {
-                _mm256_mul_ps(a, b)
-            }
-            #[inline(always)]
-            unsafe fn add(a: __m256, b: __m256) -> __m256 {
-                _mm256_add_ps(a, b)
-            }
-            #[inline(always)]
-            unsafe fn mask(lanes: usize) -> __m256i {
-                _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
-            }
-        }
+        simd!(
+            f64,
+            __m256d,
+            4,
+            _mm256_setzero_pd,
+            _mm256_loadu_pd,
+            _mm256_maskload_pd,
+            _mm256_storeu_pd,
+            _mm256_maskstore_pd,
+            _mm256_broadcast_sd,
+            _mm256_set1_pd,
+            _mm256_fmadd_pd,
+            _mm256_mul_pd,
+            _mm256_add_pd,
+            |lanes| _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes as i64), _mm256_setr_epi64x(0, 1, 2, 3))
+        );
+        simd!(
+            f32,
+            __m256,
+            8,
+            _mm256_setzero_ps,
+            _mm256_loadu_ps,
+            _mm256_maskload_ps,
+            _mm256_storeu_ps,
+            _mm256_maskstore_ps,
+            _mm256_broadcast_ss,
+            _mm256_set1_ps,
+            _mm256_fmadd_ps,
+            _mm256_mul_ps,
+            _mm256_add_ps,
+            |lanes| _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(lanes as i32),
+                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)
+            )
+        );
 
         /// `VR` vectors of rows (the last one masked by `mask` when `MASKED`) × `TC` columns.
         #[inline(always)]
