@@ -687,10 +687,6 @@ mod small {
         }
     }
 
-    /// Lane masks for the first 0..4 lanes of a 256-bit f64 vector.
-    #[cfg(target_arch = "x86_64")]
-    const MASKS: [[i64; 4]; 4] = [[0, 0, 0, 0], [-1, 0, 0, 0], [-1, -1, 0, 0], [-1, -1, -1, 0]];
-
     /// `dst[:, j] (+)= alpha·Σ_p lhs[:, p]·rhs[p, j]` with dst and lhs columns contiguous, in AVX2
     /// intrinsics for f64 (four lanes) and f32 (eight): a tile of two vectors of rows × six columns (twelve
     /// accumulators, two lhs vectors and one broadcast of rhs, fifteen of the sixteen registers), then one
@@ -947,7 +943,8 @@ mod small {
     /// vector by two horizontal adds and a lane swap.
     #[cfg(target_arch = "x86_64")]
     mod dot_f64 {
-        use super::{Op, MASKS};
+        use super::ax_avx2::Simd;
+        use super::Op;
         use std::arch::x86_64::*;
 
         const R: usize = 3;
@@ -984,7 +981,7 @@ mod small {
                 p += 4;
             }
             if kv < k {
-                let mask = _mm256_loadu_si256(MASKS[k - kv].as_ptr() as *const __m256i);
+                let mask = f64::mask(k - kv);
                 let mut bv = [_mm256_setzero_pd(); TC];
                 for c in 0..TC {
                     bv[c] = _mm256_maskload_pd(b.offset(c as isize * bcs).add(kv), mask);

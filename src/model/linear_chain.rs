@@ -197,13 +197,14 @@ impl<T: Real> LinearChainStep<T> {
             };
             let wl = MatRef::from_column_major_slice(&self.wc[l], dims[l + 1], dims[l]);
             let (head, gl) = out.split_at_mut(arch.weight_range(l).start);
-            if l == 1 {
-                let g0 = MatMut::from_row_major_slice_mut(&mut head[arch.weight_range(0)], dims[1], d0);
-                gemm(g0, accumulate, wl.transpose(), tl, alpha);
+            // T_{l−1} = W_lᵀ T_l; T_0 = ĝ_0 goes to `out` like every ĝ_l.
+            let (below, below_acc, below_alpha) = if l == 1 {
+                (&mut head[arch.weight_range(0)], accumulate, alpha)
             } else {
-                let below = MatMut::from_row_major_slice_mut(&mut t_lo[l - 1], dims[l], d0);
-                gemm(below, false, wl.transpose(), tl, T::one());
-            }
+                (&mut t_lo[l - 1][..], false, T::one())
+            };
+            let below = MatMut::from_row_major_slice_mut(below, dims[l], d0);
+            gemm(below, below_acc, wl.transpose(), tl, below_alpha);
             let ql = MatRef::from_column_major_slice(&self.q[l], dims[l], d0);
             let gwt =
                 MatMut::from_column_major_slice_mut(&mut gl[..dims[l + 1] * dims[l]], dims[l], dims[l + 1]);
