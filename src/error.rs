@@ -49,6 +49,22 @@ pub enum Error {
         /// Learning rate at that step.
         lr: f64,
     },
+    /// Adaptive gradient flow could not keep its error tolerance: the substep shrank below what the time
+    /// step can resolve.
+    #[error(
+        "gradient flow at step {step} (time {time}): the adaptive substep fell to {h:e}; the flow blows up there \
+         or is too stiff for tolerance {tolerance} (raise it, or drop it for fixed RK4 substeps)"
+    )]
+    FlowStepUnderflow {
+        /// Step at which it happened.
+        step: u64,
+        /// Flow time at the start of that step.
+        time: f64,
+        /// The rejected substep size.
+        h: f64,
+        /// The tolerance asked for.
+        tolerance: f64,
+    },
     /// An invalid configuration value.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -3,6 +3,7 @@
 //! - `cli`: the binary end to end (determinism, run folders, errors on bad input).
 //! - `curvature`: exact HVPs vs finite differences, spectra and traces vs reference cases, orbit sharpness.
 //! - `gemm`: the fused small-GEMM path of `linalg::gemm` against faer's `matmul`.
+//! - `flow`: gradient flow (fixed RK4 and adaptive Dormand–Prince) against the closed form of linear regression.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -15,6 +16,7 @@ mod alloc;
 mod cli;
 mod curvature;
 mod engine;
+mod flow;
 mod gemm;
 mod noise;
 mod reference;

@@ -70,11 +70,18 @@ pub enum Method {
         /// Batch size S of the SGD being modelled.
         batch_size: usize,
     },
-    /// Gradient flow `dθ/dt = −∇L`: each step advances time by η with `substeps` RK4 steps.
+    /// Gradient flow `dθ/dt = −(∇L + γθ)`: each step advances time by η. Without `tolerance`, in `substeps`
+    /// classical RK4 steps of η/substeps; with it, by Dormand–Prince 5(4) with error control, which shrinks the
+    /// substeps where the flow turns stiff (RK4 at a fixed substep h stops following the flow once
+    /// h·λ_max(∇²L) nears its stability limit 2.79).
     GradientFlow {
-        /// RK4 substeps per step.
+        /// RK4 substeps per step; with `tolerance`, only the first trial substep η/substeps.
         #[serde(default = "default_substeps")]
         substeps: usize,
+        /// Adaptive integration: every accepted substep's local error estimate `e` satisfies
+        /// `sqrt(mean_i (e_i / (tol·(1 + max(|θ_i|, |θ'_i|))))²) ≤ 1` (θ, θ' the substep's ends).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tolerance: Option<f64>,
     },
 }
 
@@ -300,8 +307,11 @@ impl TrainConfig {
             (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
                 return Err(Error::Config("batch_size must be at least 1".into()))
             }
-            (Method::GradientFlow { substeps: 0 }, _) => {
+            (Method::GradientFlow { substeps: 0, .. }, _) => {
                 return Err(Error::Config("substeps must be at least 1".into()))
+            }
+            (Method::GradientFlow { tolerance: Some(tol), .. }, _) if !(*tol > 0.0 && *tol < 1.0) => {
+                return Err(Error::Config(format!("tolerance must lie in (0, 1), got {tol}")))
             }
             (
                 Method::Sde { .. } | Method::Gd | Method::GradientFlow { .. },

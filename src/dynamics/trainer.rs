@@ -5,7 +5,8 @@
 //! - SDE (Euler–Maruyama, `dt = η`): `θ ← θ − η(∇L − ζ + γθ)` with `ζ = (1/√(SN))Σ_n ξ_n(g_n − ḡ)`,
 //!   `ξ_n ~ N(0,1)`, so `Cov(ηζ) = η²Σ/S` (Σ centred, 1/N) — the SGD noise. Computed as one weighted
 //!   backward pass `Σ_n c_n g_n` with `c_n = (1 + Σ_m w_m)/N − w_n`, `w_n = ξ_n/√(SN)`: no P×P matrix.
-//! - Gradient flow: RK4 on `dθ/dt = −(∇L + γθ)`, `substeps` per step, time advancing by η per step.
+//! - Gradient flow on `dθ/dt = −(∇L + γθ)`, time advancing by η per step: classical RK4 with `substeps` per
+//!   step, or Dormand–Prince 5(4) with error control and the substep carried from step to step (`tolerance`).
 
 use super::config::{Method, TrainConfig, TrainData};
 use super::Schedule;
@@ -37,6 +38,8 @@ pub struct Trainer<T: Real> {
     grad: Vec<T>,
     theta0: Vec<T>,
     acc: Vec<T>,
+    /// Dormand–Prince state for adaptive gradient flow.
+    dopri: Option<Dopri<T>>,
     sampler: Option<BatchSampler>,
     online_batch: Option<Dataset<T>>,
     /// Sample-major copy of finite SGD data, for fast minibatch gathers.
@@ -137,6 +140,12 @@ impl<T: Real> Trainer<T> {
             grad: vec![T::zero(); p],
             theta0: if rk { vec![T::zero(); p] } else { Vec::new() },
             acc: if rk { vec![T::zero(); p] } else { Vec::new() },
+            dopri: match config.optimizer {
+                Method::GradientFlow { substeps, tolerance: Some(tol) } => {
+                    Some(Dopri::new(p, config.lr / substeps as f64, tol))
+                }
+                _ => None,
+            },
             sampler,
             online_batch,
             xi,
@@ -296,8 +305,11 @@ impl<T: Real> Trainer<T> {
                 Self::full_grad_into(&mut self.tape, &self.model, d, self.loss, &mut self.grad)?
             }
             Method::Sde { batch_size } => self.sde_direction(batch_size)?,
-            Method::GradientFlow { substeps } => {
-                let l = self.rk4(lr, substeps)?;
+            Method::GradientFlow { substeps, tolerance } => {
+                let l = match tolerance {
+                    None => self.rk4(lr, substeps)?,
+                    Some(_) => self.dopri5(lr)?,
+                };
                 self.finish_step(l, lr)?;
                 return Ok(());
             }
@@ -385,5 +397,127 @@ impl<T: Real> Trainer<T> {
         let six = T::from_f64(1.0 / 6.0);
         self.acc.iter_mut().for_each(|a| *a *= six);
         Ok(first_loss)
+    }
+
+    /// Dormand–Prince 5(4) on `dθ/dt = −(∇L + γθ)` over time `lr`, with error control (see
+    /// [`Method::GradientFlow`]). The substep h carries over from the last step and follows the standard
+    /// controller `h ← h·clamp(0.9·err^{−1/5}, 0.2, 5)`; the last substep is cut to land on the step's end; a trial
+    /// whose stages leave the finite range is rejected like one with too large an error. `acc` ends as the last
+    /// substep's mean direction `Σ_j b_j k_j`. Returns the loss at the step's start, where θ is left untouched
+    /// if that loss is not finite.
+    fn dopri5(&mut self, lr: f64) -> Result<f64> {
+        let TrainData::Finite(d) = &self.data else { unreachable!() };
+        let dp = self.dopri.as_mut().expect("adaptive gradient flow allocates its stages");
+        let wd = T::from_f64(self.weight_decay);
+        let add_decay = |k: &mut [T], theta: &[T]| {
+            if wd != T::zero() {
+                k.iter_mut().zip(theta).for_each(|(k, &t)| *k += wd * t);
+            }
+        };
+        let first = Self::full_grad_into(&mut self.tape, &self.model, d, self.loss, &mut dp.k[0])?;
+        if !first.is_finite() {
+            return Ok(first);
+        }
+        add_decay(&mut dp.k[0], &self.model.params);
+        self.theta0.copy_from_slice(&self.model.params);
+        let mut t = 0.0;
+        while t < lr {
+            let planned = dp.h;
+            let last = planned >= (lr - t) * (1.0 - 1e-12);
+            let h = if last { lr - t } else { planned };
+            let th = T::from_f64(h);
+            let mut finite = true;
+            for s in 1..7 {
+                let a: [T; 6] = std::array::from_fn(|j| T::from_f64(DOPRI_A[s][j]));
+                let (done, rest) = dp.k.split_at_mut(s);
+                for i in 0..self.theta0.len() {
+                    let mut dir = T::zero();
+                    for (aj, kj) in a.iter().zip(done.iter()) {
+                        dir += *aj * kj[i];
+                    }
+                    self.model.params[i] = self.theta0[i] - th * dir;
+                    if s == 6 {
+                        self.acc[i] = dir;
+                    }
+                }
+                let l = Self::full_grad_into(&mut self.tape, &self.model, d, self.loss, &mut rest[0])?;
+                if !l.is_finite() {
+                    finite = false;
+                    break;
+                }
+                add_decay(&mut rest[0], &self.model.params);
+            }
+            let err = if finite { dp.error_norm(h, &self.theta0, &self.model.params) } else { f64::INFINITY };
+            if err <= 1.0 {
+                dp.accepted += 1;
+                let next = h * (0.9 * err.powf(-0.2)).clamp(0.2, 5.0);
+                dp.h = if last { next.max(planned) } else { next };
+                t = if last { lr } else { t + h };
+                dp.k.swap(0, 6);
+                self.theta0.copy_from_slice(&self.model.params);
+            } else {
+                dp.rejected += 1;
+                let shrink = if err.is_finite() { (0.9 * err.powf(-0.2)).clamp(0.2, 1.0) } else { 0.2 };
+                dp.h = h * shrink;
+                self.model.params.copy_from_slice(&self.theta0);
+                if dp.h <= lr * 1e-12 {
+                    return Err(Error::FlowStepUnderflow {
+                        step: self.step,
+                        time: self.time,
+                        h: dp.h,
+                        tolerance: dp.tolerance,
+                    });
+                }
+            }
+        }
+        Ok(first)
+    }
+
+    /// Substeps of adaptive gradient flow so far: `(accepted, rejected)`; `None` for any other method.
+    pub fn flow_substeps(&self) -> Option<(u64, u64)> {
+        self.dopri.as_ref().map(|dp| (dp.accepted, dp.rejected))
+    }
+}
+
+/// The Dormand–Prince 5(4) tableau: stage `s` is evaluated at `θ − h·Σ_{j<s} A[s][j]·k_j`; its last row is the
+/// fifth-order solution's weights `b` (first same as last: `k_6` is the next substep's `k_0`).
+const DOPRI_A: [[f64; 6]; 7] = [
+    [0.0; 6],
+    [1.0 / 5.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    [3.0 / 40.0, 9.0 / 40.0, 0.0, 0.0, 0.0, 0.0],
+    [44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0, 0.0, 0.0, 0.0],
+    [19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0, 0.0, 0.0],
+    [9017.0 / 3168.0, -355.0 / 33.0, 46732.0 / 5247.0, 49.0 / 176.0, -5103.0 / 18656.0, 0.0],
+    [35.0 / 384.0, 0.0, 500.0 / 1113.0, 125.0 / 192.0, -2187.0 / 6784.0, 11.0 / 84.0],
+];
+
+/// `b − b̂`: the fifth-order weights minus the embedded fourth-order ones, so that `h·Σ_j E[j]·k_j` estimates
+/// the local error of the fourth-order solution.
+const DOPRI_E: [f64; 7] =
+    [71.0 / 57600.0, 0.0, -71.0 / 16695.0, 71.0 / 1920.0, -17253.0 / 339200.0, 22.0 / 525.0, -1.0 / 40.0];
+
+/// Adaptive gradient flow: the seven stage directions, the substep to try next and the counts.
+struct Dopri<T> {
+    k: Vec<Vec<T>>,
+    h: f64,
+    tolerance: f64,
+    accepted: u64,
+    rejected: u64,
+}
+
+impl<T: Real> Dopri<T> {
+    fn new(n_params: usize, h: f64, tolerance: f64) -> Self {
+        Dopri { k: vec![vec![T::zero(); n_params]; 7], h, tolerance, accepted: 0, rejected: 0 }
+    }
+
+    /// `sqrt(mean_i (e_i / (tol·(1 + max(|θ_i|, |θ'_i|))))²)` with `e = h·Σ_j E[j]·k_j`.
+    fn error_norm(&self, h: f64, theta: &[T], next: &[T]) -> f64 {
+        let mut sum = 0.0;
+        for i in 0..theta.len() {
+            let e: f64 = (0..7).map(|j| DOPRI_E[j] * self.k[j][i].to_f64()).sum::<f64>() * h;
+            let scale = self.tolerance * (1.0 + theta[i].to_f64().abs().max(next[i].to_f64().abs()));
+            sum += (e / scale) * (e / scale);
+        }
+        (sum / theta.len().max(1) as f64).sqrt()
     }
 }

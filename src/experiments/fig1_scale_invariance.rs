@@ -145,7 +145,7 @@ impl Experiment for Fig1 {
 
         // Gradient flow from the same θ₀ over the same time.
         (ctx.progress)(p.steps, total, "gradient flow");
-        let cfg = config(&p, seed, Method::GradientFlow { substeps: 10 }, p.steps, 0.0, 1.0);
+        let cfg = config(&p, seed, Method::GradientFlow { substeps: 10, tolerance: None }, p.steps, 0.0, 1.0);
         write_config(ctx, &cfg, "gf")?;
         let mut tr = member_trainer(&cfg, 0)?;
         let r0 = norm(&tr.model);

@@ -257,7 +257,7 @@ fn run_case(ctx: &Context<'_>, case: &Case, p: &Params, progress: &mut dyn FnMut
     let seed = ctx.seed;
     let sgd = Method::Sgd { batch_size: case.batch, sampling: Sampling::WithReplacement };
     let sde = Method::Sde { batch_size: case.batch };
-    let gf = Method::GradientFlow { substeps: p.substeps };
+    let gf = Method::GradientFlow { substeps: p.substeps, tolerance: None };
     let cfg_sgd = config(case, p, seed, sgd);
     let cfg_sde = config(case, p, seed, sde);
     let cfg_gf = config(case, p, seed, gf);
