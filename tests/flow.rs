@@ -5,7 +5,7 @@
 
 use faer::{Mat, Side};
 use noether::data::{Dataset, Targets};
-use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
+use noether::dynamics::{Method, Precision, TrainConfig, TrainData, Trainer};
 use noether::model::{Model, ModelSpec};
 use noether::testutil::random_case;
 use noether::{Activation, Error, Loss};
@@ -144,6 +144,14 @@ fn tolerance_is_validated_and_parsed() {
             other => panic!("tolerance {bad} accepted: {other:?}"),
         }
     }
+    let mut f32_cfg = TrainConfig::new(spec.clone(), adaptive(1e-9), 0.1, 1);
+    f32_cfg.precision = Precision::F32;
+    match f32_cfg.validate() {
+        Err(Error::Config(msg)) => assert!(msg.contains("f32"), "{msg}"),
+        other => panic!("f32 with tolerance 1e-9 accepted: {other:?}"),
+    }
+    f32_cfg.optimizer = adaptive(1e-4);
+    f32_cfg.validate().unwrap();
     let toml = TrainConfig::new(spec, adaptive(1e-9), 0.1, 1).to_toml();
     assert!(toml.contains("tolerance = "), "{toml}");
     let back = TrainConfig::from_toml(&toml).unwrap();

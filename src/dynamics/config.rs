@@ -114,6 +114,10 @@ impl Method {
     }
 }
 
+/// The smallest adaptive gradient-flow tolerance an f32 run accepts: below it the error estimate is round-off,
+/// and the substeps would shrink without buying accuracy.
+pub const F32_MIN_FLOW_TOLERANCE: f64 = 1e-5;
+
 /// Floating-point precision of the run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -312,6 +316,14 @@ impl TrainConfig {
             }
             (Method::GradientFlow { tolerance: Some(tol), .. }, _) if !(*tol > 0.0 && *tol < 1.0) => {
                 return Err(Error::Config(format!("tolerance must lie in (0, 1), got {tol}")))
+            }
+            (Method::GradientFlow { tolerance: Some(tol), .. }, _)
+                if self.precision == Precision::F32 && *tol < F32_MIN_FLOW_TOLERANCE =>
+            {
+                return Err(Error::Config(format!(
+                    "tolerance {tol} is below what an f32 run can deliver (at least {F32_MIN_FLOW_TOLERANCE}: \
+                     f32 round-off would dominate the error estimate); raise it or use precision = \"f64\""
+                )))
             }
             (
                 Method::Sde { .. } | Method::Gd | Method::GradientFlow { .. },
