@@ -110,9 +110,16 @@ fn sgd_step_allocates_nothing_on_online_teacher_data() {
 }
 
 #[test]
-fn gd_and_sde_steps_allocate_nothing() {
+fn gd_sde_and_gradient_flow_steps_allocate_nothing() {
     for opt in ["method = \"gd\"", "method = \"sde\"\nbatch_size = 4"] {
         for model in [LINEAR, MLP, WIDE] {
+            assert_eq!(allocations_per_100_steps(&config(model, FINITE, opt, "mse")), 0, "{opt} {model}");
+        }
+    }
+    // Gradient flow takes its gradients through the same full-data pass as GD (covered on WIDE above). The
+    // tolerance is loose because MLP is a relu net, whose flow has kinks (see `Method::GradientFlow`).
+    for opt in ["method = \"gradient_flow\"\nsubsteps = 2", "method = \"gradient_flow\"\ntolerance = 1e-6"] {
+        for model in [LINEAR, MLP] {
             assert_eq!(allocations_per_100_steps(&config(model, FINITE, opt, "mse")), 0, "{opt} {model}");
         }
     }
