@@ -34,8 +34,8 @@ fn closed_form(model: &Model<f64>, data: &Dataset<f64>, t: f64) -> Mat<f64> {
     &w_inf + (&w0 - &w_inf) * &decay
 }
 
-/// Runs `steps` steps of gradient flow with learning rate `lr` and returns the final model.
-fn flow(model: &Model<f64>, data: &Dataset<f64>, method: Method, lr: f64, steps: u64) -> (Trainer<f64>, f64) {
+/// Runs `steps` steps of gradient flow with learning rate `lr` and returns the trainer.
+fn flow(model: &Model<f64>, data: &Dataset<f64>, method: Method, lr: f64, steps: u64) -> Trainer<f64> {
     let spec = ModelSpec::from_compact("1-1", Activation::Identity, false).unwrap();
     let cfg = TrainConfig::new(spec, method, lr, steps).with_weight_decay(GAMMA);
     let mut tr =
@@ -44,8 +44,7 @@ fn flow(model: &Model<f64>, data: &Dataset<f64>, method: Method, lr: f64, steps:
     for _ in 0..steps {
         tr.step().unwrap();
     }
-    let t = tr.time();
-    (tr, t)
+    tr
 }
 
 fn max_abs_diff(a: faer::MatRef<'_, f64>, b: faer::MatRef<'_, f64>) -> f64 {
@@ -84,9 +83,9 @@ fn rk4_flow_converges_to_the_closed_form_at_fourth_order() {
     let errs: Vec<f64> = [1, 2, 4]
         .into_iter()
         .map(|sub| {
-            let (tr, t) = flow(&model, &data, rk4(sub), 0.2, 50);
-            assert!((t - 10.0).abs() < 1e-12);
-            max_abs_diff(tr.model.weight(0), closed_form(&model, &data, t).as_ref())
+            let tr = flow(&model, &data, rk4(sub), 0.2, 50);
+            assert!((tr.time() - 10.0).abs() < 1e-12);
+            max_abs_diff(tr.model.weight(0), closed_form(&model, &data, tr.time()).as_ref())
         })
         .collect();
     // Halving the substep divides RK4's global error by ≈ 2⁴ = 16.
@@ -103,15 +102,15 @@ fn adaptive_flow_follows_the_closed_form_where_fixed_rk4_breaks_down() {
     // beyond RK4's stability limit 2.79 on the real axis.
     let (model, data) = case(6.0);
     let (lr, steps) = (0.25, 40);
-    let (tr, t) = flow(&model, &data, rk4(1), lr, steps);
-    let exact = closed_form(&model, &data, t);
+    let tr = flow(&model, &data, rk4(1), lr, steps);
+    let exact = closed_form(&model, &data, tr.time());
     let rk4_err = max_abs_diff(tr.model.weight(0), exact.as_ref());
     assert!(!rk4_err.is_finite() || rk4_err > 1.0, "fixed RK4 was expected to fail here, error {rk4_err:e}");
 
     let mut errs = vec![];
     for tol in [1e-6, 1e-9, 1e-12] {
-        let (tr, t) = flow(&model, &data, adaptive(tol), lr, steps);
-        let exact = closed_form(&model, &data, t);
+        let tr = flow(&model, &data, adaptive(tol), lr, steps);
+        let exact = closed_form(&model, &data, tr.time());
         let err = max_abs_diff(tr.model.weight(0), exact.as_ref());
         let (accepted, rejected) = tr.flow_substeps().unwrap();
         // The substeps shrank below the step where the flow is stiff.
@@ -127,8 +126,8 @@ fn adaptive_flow_follows_the_closed_form_where_fixed_rk4_breaks_down() {
 #[test]
 fn adaptive_flow_matches_rk4_where_both_are_accurate() {
     let (model, data) = case(1.0);
-    let (a, _) = flow(&model, &data, adaptive(1e-12), 0.4, 25);
-    let (r, _) = flow(&model, &data, rk4(64), 0.4, 25);
+    let a = flow(&model, &data, adaptive(1e-12), 0.4, 25);
+    let r = flow(&model, &data, rk4(64), 0.4, 25);
     let d: f64 = a.model.params.iter().zip(&r.model.params).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
     assert!(d < 1e-10, "adaptive vs RK4(64 substeps): {d:e}");
     assert!(a.last_direction().is_some());

@@ -228,6 +228,9 @@ impl Experiment for Fig5 {
             let sgd_run = run(ctx, &cfg_sgd, &format!("net{net}_sgd"))?;
             (ctx.progress)(2 * i as u64 + 1, 4, &format!("net {net} gradient flow"));
             let gf_run = run(ctx, &cfg_gf, &format!("net{net}_gf"))?;
+            // Steps and flow time the gradient flow completed (fewer than p.steps if it stopped early).
+            let gf_steps = (gf_run.norms.len() - 1) as f64;
+            let t_end = p.lr * gf_steps;
             let sym_total = |v: &[f64]| blocks.iter().map(|&l| v[l]).sum::<f64>();
             let total = |v: &[f64]| v.iter().sum::<f64>();
             // Every symmetric block and their sum.
@@ -252,7 +255,7 @@ impl Experiment for Fig5 {
                     name,
                     format!(
                         "net {net}, GF: max over t ≤ {:.2} of |‖θ‖²(t) − ‖θ‖²(0)| / ‖θ‖²(0) of {label}",
-                        p.lr * (gf_run.norms.len() - 1) as f64
+                        t_end
                     ),
                     1e-6,
                     gf_run.max_rel_change(f),
@@ -261,8 +264,6 @@ impl Experiment for Fig5 {
                 ));
             }
             let others: Vec<usize> = (0..arch.n_layers()).filter(|l| !blocks.contains(l)).collect();
-            let gf_steps = (gf_run.norms.len() - 1) as f64;
-            let t_end = p.lr * gf_steps;
             let substep_note = match gf_run.substeps {
                 Some((acc, rej)) => format!(
                     "adaptive Dormand–Prince 5(4) at tolerance {:.0e}: {acc} substeps accepted and {rej} rejected over \
@@ -325,7 +326,7 @@ impl Experiment for Fig5 {
                      λ_max held at RK4's stability edge (h·λ_max ≈ 2.8) and failed the GF checks with a drift of \
                      6.6e-3 (3.6e-3 with 8 substeps), which measured the integrator, not the flow.",
                     p.steps,
-                    k as f64 * p.lr,
+                    t_end,
                     p.steps
                 ));
             }
