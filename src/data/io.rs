@@ -1,4 +1,5 @@
-//! Data files: safetensors with `x` `[N, d_in]` (float) and `y` `[N, d_out]` (float) or `[N]` (integer labels).
+//! Data files: safetensors with `x` `[N, d_in]` or `[N, C, H, W]` (float) and `y` `[N, d_out]` (float) or `[N]`
+//! (integer labels). Image inputs are flattened per sample in PyTorch's (row-major, channel-first) order.
 
 use super::{Dataset, Targets};
 use crate::error::{Error, Result};
@@ -7,15 +8,36 @@ use crate::tensor_io;
 use faer::Mat;
 use std::path::Path;
 
-/// Loads a data set. Float `y` of rank 1 is taken as `[N, 1]` regression targets; integer `y` as labels.
+/// Loads a data set whose `x` is `[N, d_in]`. Float `y` of rank 1 is taken as `[N, 1]` regression targets;
+/// integer `y` as labels.
 pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
+    let (data, shape) = load_dataset_shaped(path)?;
+    if shape.len() != 1 {
+        return Err(Error::Data(format!(
+            "`x` in {} has per-sample shape {shape:?}; this model takes vectors ([N, d_in], rank 2): \
+             give an architecture file (--arch) for image inputs",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+/// Loads a data set whose `x` is `[N, *shape]` (rank 2 to 4), flattening each sample row-major, and returns
+/// the per-sample shape (`[d]` or `[C, H, W]`).
+pub fn load_dataset_shaped<T: Real>(path: &Path) -> Result<(Dataset<T>, Vec<usize>)> {
     let bytes = tensor_io::read_file(path)?;
     let st = tensor_io::parse(&bytes, path)?;
     let x = tensor_io::get(&st, "x", path)?;
-    if x.shape.len() != 2 {
-        return Err(Error::shape(format!("`x` in {}", path.display()), &[0, 0], &x.shape));
+    if !(2..=4).contains(&x.shape.len()) {
+        return Err(Error::Data(format!(
+            "`x` in {} has shape {:?} (rank {}); expected rank 2 ([N, d]) or 4 ([N, C, H, W])",
+            path.display(),
+            x.shape,
+            x.shape.len()
+        )));
     }
-    let (n, d) = (x.shape[0], x.shape[1]);
+    let shape = x.shape[1..].to_vec();
+    let (n, d) = (x.shape[0], shape.iter().product::<usize>());
     let xm = Mat::from_fn(n, d, |i, j| T::from_f64(x.data[i * d + j]));
     let y = tensor_io::get(&st, "y", path)?;
     let is_int = !matches!(y.dtype, safetensors::Dtype::F64 | safetensors::Dtype::F32);
@@ -39,12 +61,21 @@ pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
             )))
         }
     };
-    Dataset::new(xm, targets)
+    Ok((Dataset::new(xm, targets)?, shape))
 }
 
 /// Saves a data set in the format [`load_dataset`] reads (labels as int64).
 pub fn save_dataset<T: Real>(data: &Dataset<T>, path: &Path) -> Result<()> {
+    save_dataset_shaped(data, &[data.d_in()], path)
+}
+
+/// Saves a data set with `x` as `[N, *shape]` (for example `[N, C, H, W]`), the format
+/// [`load_dataset_shaped`] reads; `shape` must multiply to `d_in`.
+pub fn save_dataset_shaped<T: Real>(data: &Dataset<T>, shape: &[usize], path: &Path) -> Result<()> {
     let (n, d) = (data.len(), data.d_in());
+    if shape.iter().product::<usize>() != d {
+        return Err(Error::shape("per-sample shape of `x` (its product must be d_in)", &[d], shape));
+    }
     let rowmajor = |m: &Mat<T>| -> Vec<T> {
         let mut v = Vec::with_capacity(m.nrows() * m.ncols());
         for i in 0..m.nrows() {
@@ -54,7 +85,8 @@ pub fn save_dataset<T: Real>(data: &Dataset<T>, path: &Path) -> Result<()> {
         }
         v
     };
-    let mut tensors = vec![("x".to_string(), T::DTYPE, vec![n, d], T::to_le_bytes_vec(&rowmajor(&data.x)))];
+    let x_shape: Vec<usize> = std::iter::once(n).chain(shape.iter().copied()).collect();
+    let mut tensors = vec![("x".to_string(), T::DTYPE, x_shape, T::to_le_bytes_vec(&rowmajor(&data.x)))];
     match &data.y {
         Targets::Dense(y) => {
             tensors.push(("y".into(), T::DTYPE, vec![n, y.ncols()], T::to_le_bytes_vec(&rowmajor(y))))

@@ -6,7 +6,7 @@ mod io;
 mod rows;
 
 pub use batch::{Batch, BatchSampler, Sampling};
-pub use io::{load_dataset, save_dataset};
+pub use io::{load_dataset, load_dataset_shaped, save_dataset, save_dataset_shaped};
 pub use rows::{SampleMajor, SAMPLE_MAJOR_MAX_BYTES};
 pub mod teacher;
 pub use teacher::{Anisotropy, Teacher, TeacherMap, TeacherSampler};
