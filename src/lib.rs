@@ -32,6 +32,7 @@ pub mod experiments;
 pub mod linalg;
 pub mod loss;
 pub mod model;
+pub mod net;
 pub mod real;
 pub mod report;
 pub mod stats;

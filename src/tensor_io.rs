@@ -80,6 +80,15 @@ pub fn names(st: &SafeTensors<'_>) -> String {
 
 /// Writes named tensors (`name`, dtype, shape, little-endian bytes) to a safetensors file.
 pub fn write(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> Result<()> {
+    write_with_metadata(path, tensors, None)
+}
+
+/// As [`write`], with string pairs in the file's `__metadata__` (for example `noether.arch`).
+pub fn write_with_metadata(
+    path: &Path,
+    tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<()> {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .map(|(n, dt, shape, bytes)| {
@@ -88,6 +97,6 @@ pub fn write(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> R
                 .map_err(|e| Error::Safetensors { file: path.display().to_string(), reason: e.to_string() })
         })
         .collect::<Result<_>>()?;
-    safetensors::serialize_to_file(views, None, path)
+    safetensors::serialize_to_file(views, metadata, path)
         .map_err(|e| Error::Safetensors { file: path.display().to_string(), reason: e.to_string() })
 }

@@ -18,6 +18,7 @@ mod curvature;
 mod engine;
 mod flow;
 mod gemm;
+mod net;
 mod noise;
 mod reference;
 mod report;

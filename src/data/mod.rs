@@ -102,22 +102,23 @@ impl<T: Real> Dataset<T> {
     /// Checks that inputs and targets fit the model and the loss.
     pub fn check_model(&self, arch: &Architecture, loss: Loss) -> Result<()> {
         self.check_input(arch)?;
+        self.check_targets(arch.d_out(), loss)
+    }
+
+    /// Checks that the targets suit `loss` on a network with `d_out` outputs: float `y` `[N, d_out]` for
+    /// mse, integer labels `0…d_out − 1` for cross entropy.
+    pub fn check_targets(&self, d_out: usize, loss: Loss) -> Result<()> {
         match (&self.y, loss) {
             (Targets::Dense(y), Loss::Mse) => {
-                if y.ncols() != arch.d_out() {
-                    return Err(Error::shape(
-                        "data `y` width vs model output width",
-                        &[arch.d_out()],
-                        &[y.ncols()],
-                    ));
+                if y.ncols() != d_out {
+                    return Err(Error::shape("data `y` width vs model output width", &[d_out], &[y.ncols()]));
                 }
             }
             (Targets::Classes(c), Loss::CrossEntropy) => {
-                if let Some((i, &k)) = c.iter().enumerate().find(|(_, &k)| k >= arch.d_out()) {
+                if let Some((i, &k)) = c.iter().enumerate().find(|(_, &k)| k >= d_out) {
                     return Err(Error::Data(format!(
-                        "label {k} of sample {i} is out of range: the model has {} outputs (classes 0..{})",
-                        arch.d_out(),
-                        arch.d_out()
+                        "label {k} of sample {i} is out of range: the model has {d_out} outputs (classes 0–{})",
+                        d_out - 1
                     )));
                 }
             }

@@ -11,6 +11,7 @@
 //! (scale symmetry, no finite equilibrium) are values, never NaN.
 
 pub mod double_rotation;
+pub mod net;
 pub mod rescale;
 pub mod scale;
 pub mod teleport;

@@ -7,6 +7,7 @@
 //! outgoing noise, element-wise moments of coupled layers and the `d × d` moments of linear pairs.
 
 pub mod moments;
+pub mod net;
 
 pub use moments::{
     frobenius, linear_pair, moments, per_sample_grad_sq_norms, per_sample_quad, rescalable, LayerMoments,

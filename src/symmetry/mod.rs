@@ -8,6 +8,7 @@
 //!   `Q = e^{λB}`, B symmetric; `b_l` moves with `W_l`. Matrix charge `W_lW_lᵀ + b_lb_lᵀ − W_{l+1}ᵀW_{l+1}`.
 //! - [`scale`]: the block `(W_l, b_l)` of a layer followed by RMS normalisation; A = I on the block.
 
+pub mod channels;
 pub mod double_rotation;
 pub mod rescale;
 pub mod scale;

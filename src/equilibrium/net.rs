@@ -1,0 +1,202 @@
+//! Noise equilibria of a module tree's diagonal symmetries ([`crate::symmetry::channels`]) from its
+//! per-coordinate moments ([`crate::stats::net`]).
+//!
+//! For a diagonal generator A (entries `a_k = ±1`) the target moment of coordinate k, `w_k` (Σ_kk in continuous
+//! time, `f·Σ_kk/S + ḡ_k²` in discrete time, [`Time::target`]), moves along the orbit as `w_k e^{−2λa_k}`, so
+//! - the Noether flow is `Tr[AΣ] = noise_in − noise_out` (sums of `w_k` over `a_k > 0` and `a_k < 0`);
+//! - one generator's equilibrium is `λ* = ¼ ln(noise_in/noise_out)`;
+//! - jointly, λ minimises the convex `F(λ) = Σ_k w_k e^{−2(Sλ)_k}` (`(Sλ)_k = Σ_j λ_j a_jk`), F = the total
+//!   target noise along the joint orbit. Coordinate descent: for generator j with the others fixed,
+//!   `F = A e^{−2Δ} + B e^{2Δ} + const`, minimised by `Δ = ¼ ln(A/B)`; sweeps until every step is below
+//!   round-off. Generators without a finite equilibrium (dead, one-sided noise, scale) are held at 0.
+
+use super::rescale::equilibrium_lambda;
+use super::{scale, Equilibrium, Status, Time, NOISE_RTOL};
+use crate::real::Real;
+use crate::stats::net::NetMoments;
+use crate::symmetry::channels::{DiagSymmetry, Family};
+use serde::Serialize;
+
+/// One symmetry's charge, noise and equilibrium.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetSymmetryReport {
+    /// Family.
+    pub family: Family,
+    /// State-dict prefix of its first writer.
+    pub module: String,
+    /// The channel (none for scale).
+    pub unit: Option<usize>,
+    /// Writers, in state_dict order.
+    pub writers: Vec<String>,
+    /// Readers, in state_dict order.
+    pub readers: Vec<String>,
+    /// `C = θᵀAθ`.
+    pub charge: f64,
+    /// Target noise on the entries with `a_k > 0`.
+    pub noise_in: f64,
+    /// Target noise on the entries with `a_k < 0`.
+    pub noise_out: f64,
+    /// `Tr[A M] = noise_in − noise_out` (M = the target moment: Σ in continuous time).
+    pub tr_a_sigma: f64,
+    /// Entries with `a_k > 0`.
+    pub n_in: usize,
+    /// Entries with `a_k < 0`.
+    pub n_out: usize,
+    /// λ* of this generator alone (when finite).
+    pub lambda_star: Option<f64>,
+    /// ok | dead | no_equilibrium | unbounded.
+    pub status: Status,
+}
+
+/// The joint equilibrium of every rescaling.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetJoint {
+    /// λ per symmetry, in the order of the reports (0 for those held fixed).
+    pub lambda: Vec<f64>,
+    /// `Tr M` at θ (the target's total noise).
+    pub trace_target: f64,
+    /// `Tr M` at θ*, predicted from the moments (`Σ_k w_k e^{−2(Sλ)_k}`).
+    pub trace_target_at_star: f64,
+    /// `max_j |Tr[A_j M(θ*)]|` (predicted), relative to `Tr M(θ*)`: how close θ* is to the equilibrium.
+    pub max_rel_flow_at_star: f64,
+    /// Coordinate-descent sweeps run.
+    pub sweeps: usize,
+    /// Whether the sweeps converged (every step below round-off).
+    pub converged: bool,
+}
+
+/// Per-symmetry reports and the joint equilibrium.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetAnalysis {
+    /// The clock of the targets.
+    pub time: Time,
+    /// Mean loss.
+    pub loss: f64,
+    /// `Tr Σ` (centred, 1/N).
+    pub trace_sigma: f64,
+    /// One report per symmetry.
+    pub symmetries: Vec<NetSymmetryReport>,
+    /// The joint equilibrium of the rescalings.
+    pub joint: NetJoint,
+}
+
+/// The target moment of every coordinate: `time.target(Σ_kk, m_k)`.
+pub fn targets(m: &NetMoments, time: Time) -> Vec<f64> {
+    m.sigma_diag().iter().zip(&m.second).map(|(&c, &u)| time.target(c, u).max(0.0)).collect()
+}
+
+/// Reports of every symmetry at θ and the joint equilibrium of the rescalings.
+pub fn net_analysis<T: Real>(m: &NetMoments, theta: &[T], syms: &[DiagSymmetry], time: Time) -> NetAnalysis {
+    let w = targets(m, time);
+    let zero = NOISE_RTOL * m.trace_second_moment().max(f64::MIN_POSITIVE);
+    let reports: Vec<NetSymmetryReport> = syms
+        .iter()
+        .map(|s| {
+            let (mut a, mut b) = (0.0, 0.0);
+            for &(k, c) in &s.entries {
+                if c > 0.0 {
+                    a += w[k];
+                } else {
+                    b += w[k];
+                }
+            }
+            let (n_in, n_out) = s.counts();
+            let eq = match s.family {
+                Family::Rescale => equilibrium_lambda(a, b, zero),
+                Family::Scale => scale::equilibrium(a, zero),
+            };
+            NetSymmetryReport {
+                family: s.family,
+                module: s.module.clone(),
+                unit: s.unit,
+                writers: s.writers.clone(),
+                readers: s.readers.clone(),
+                charge: s.charge(theta),
+                noise_in: a,
+                noise_out: b,
+                tr_a_sigma: a - b,
+                n_in,
+                n_out,
+                lambda_star: eq.lambda(),
+                status: eq.status(),
+            }
+        })
+        .collect();
+    let free: Vec<bool> =
+        reports.iter().map(|r| r.family == Family::Rescale && r.status == Status::Ok).collect();
+    let joint = joint_equilibrium(&w, syms, &free, 100_000);
+    NetAnalysis { time, loss: m.loss, trace_sigma: m.trace_sigma(), symmetries: reports, joint }
+}
+
+/// The joint equilibrium λ of the `free` generators (the others held at 0) for per-coordinate targets `w`,
+/// by coordinate descent (at most `max_sweeps` sweeps).
+pub fn joint_equilibrium(w: &[f64], syms: &[DiagSymmetry], free: &[bool], max_sweeps: usize) -> NetJoint {
+    let mut s = vec![0.0; w.len()];
+    let mut lambda = vec![0.0; syms.len()];
+    let (mut sweeps, mut converged) = (0, free.iter().all(|f| !f));
+    while !converged && sweeps < max_sweeps {
+        sweeps += 1;
+        let mut biggest: f64 = 0.0;
+        for (j, sym) in syms.iter().enumerate() {
+            if !free[j] {
+                continue;
+            }
+            let (mut a, mut b) = (0.0, 0.0);
+            for &(k, c) in &sym.entries {
+                let v = w[k] * (-2.0 * s[k]).exp();
+                if c > 0.0 {
+                    a += v;
+                } else {
+                    b += v;
+                }
+            }
+            if a <= 0.0 || b <= 0.0 {
+                continue;
+            }
+            let d = 0.25 * (a / b).ln();
+            lambda[j] += d;
+            for &(k, c) in &sym.entries {
+                s[k] += d * c;
+            }
+            biggest = biggest.max(d.abs() / (1.0 + lambda[j].abs()));
+        }
+        converged = biggest <= 4.0 * f64::EPSILON;
+    }
+    let at = |k: usize| w[k] * (-2.0 * s[k]).exp();
+    let star: f64 = (0..w.len()).map(at).sum();
+    let flow = syms
+        .iter()
+        .zip(free)
+        .filter(|(_, &f)| f)
+        .map(|(sym, _)| sym.entries.iter().map(|&(k, c)| c * at(k)).sum::<f64>().abs())
+        .fold(0.0, f64::max);
+    NetJoint {
+        lambda,
+        trace_target: w.iter().sum(),
+        trace_target_at_star: star,
+        max_rel_flow_at_star: flow / star.max(f64::MIN_POSITIVE),
+        sweeps,
+        converged,
+    }
+}
+
+/// θ ← e^{Σ_j λ_j A_j} θ (the joint move; the generators commute).
+pub fn apply_joint<T: Real>(theta: &mut [T], syms: &[DiagSymmetry], lambda: &[f64]) {
+    for (sym, &l) in syms.iter().zip(lambda) {
+        if l != 0.0 {
+            sym.act_in_place(theta, l);
+        }
+    }
+}
+
+/// The equilibrium of one report, as the library's typed outcome.
+pub fn equilibrium_of(r: &NetSymmetryReport) -> Equilibrium {
+    match (r.status, r.lambda_star) {
+        (Status::Ok, Some(lambda)) => Equilibrium::Unique { lambda },
+        (Status::Unbounded, _) => Equilibrium::Unbounded,
+        (Status::NoEquilibrium, _) => {
+            Equilibrium::NoEquilibrium { direction: if r.noise_in > r.noise_out { 1.0 } else { -1.0 } }
+        }
+        _ => Equilibrium::Dead,
+    }
+}
