@@ -574,3 +574,147 @@ fn bad_architectures_name_the_module() {
         .to_string();
     assert!(e.contains("[4]") && e.contains("[3]"), "both shapes: {e}");
 }
+
+// ---------- through the CLI ----------
+
+fn run_json(args: &[&str]) -> Value {
+    let o = crate::cli::noether(args);
+    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn cnn_reference_cases_through_the_cli() {
+    for name in CNN_CASES {
+        let d = ref_dir(name);
+        let (m, a, x) = (d.join("model.safetensors"), d.join("arch.toml"), d.join("data.safetensors"));
+        let (m, a, x) = (m.to_str().unwrap(), a.to_str().unwrap(), x.to_str().unwrap());
+        let j: Value = serde_json::from_str(&std::fs::read_to_string(d.join("case.json")).unwrap()).unwrap();
+        let loss = j["loss"].as_str().unwrap();
+        let want = j["symmetries"].as_array().unwrap();
+        let s = run_json(&["symmetries", "--model", m, "--arch", a, "--json"]);
+        let s = s["symmetries"].as_array().unwrap();
+        assert_eq!(s.len(), want.len(), "{name}");
+        let an = run_json(&["analyze", "--model", m, "--arch", a, "--data", x, "--loss", loss, "--json"]);
+        assert!(close(f(&an["trace_sigma"]), f(&j["trace_sigma"]), 1e-10), "{name}: Tr Σ");
+        for ((sym, neuron), w) in s.iter().zip(an["neurons"].as_array().unwrap()).zip(want) {
+            for v in [sym, neuron] {
+                assert_eq!(v["module"], w["module"], "{name}");
+                assert_eq!(v["unit"], w["unit"], "{name}");
+                assert!(close(f(&v["charge"]), f(&w["charge"]), 1e-9), "{name}: charge");
+            }
+            for key in ["noise_in", "noise_out", "tr_a_sigma", "lambda_star"] {
+                assert!(
+                    close(f(&neuron[key]), f(&w[key]), 1e-9),
+                    "{name}: {key} {} vs {}",
+                    neuron[key],
+                    w[key]
+                );
+            }
+            assert_eq!(neuron["status"], w["status"]);
+        }
+        let star = f(&an["joint_equilibrium"]["trace_target_at_star"]);
+        assert!(close(star, f(&j["joint_equilibrium"]["trace_sigma_at_star"]), 1e-9), "{name}: Tr Σ(θ*)");
+        let sh = run_json(&[
+            "sharpness",
+            "--model",
+            m,
+            "--arch",
+            a,
+            "--data",
+            x,
+            "--loss",
+            loss,
+            "--top",
+            "3",
+            "--bottom",
+            "--json",
+        ]);
+        let hj = &j["hessian"];
+        for (got, want) in vf(&sh["top_eigenvalues"]).iter().zip(vf(&hj["top_eigenvalues"])) {
+            assert!(close(*got, want, 1e-6), "{name}: eigenvalue {got} vs {want}");
+        }
+        assert!(close(f(&sh["min_eigenvalue"]), f(&hj["min_eigenvalue"]), 1e-6), "{name}: min eigenvalue");
+        assert!(close(f(&sh["trace"]["trace"]), f(&hj["trace"]), 1e-9), "{name}: trace");
+        // Teleport writes the same tensor names back, with the architecture, and keeps every loss.
+        let dir = crate::cli::tmp(&format!("net-teleport-{name}"));
+        let out = dir.join("moved.safetensors");
+        let t = run_json(&[
+            "teleport",
+            "--model",
+            m,
+            "--arch",
+            a,
+            "--data",
+            x,
+            "--loss",
+            loss,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(f(&t["max_abs_loss_change_per_sample"]) < 1e-12);
+        assert!(close(f(&t["trace_sigma_after"]), f(&j["joint_equilibrium"]["trace_sigma_at_star"]), 1e-9));
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
+        names.sort();
+        let mut want_names: Vec<String> = j["arch"]["param_tensors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t[0].as_str().unwrap().to_string())
+            .collect();
+        want_names.sort();
+        assert_eq!(names, want_names);
+        let again = run_json(&["symmetries", "--model", out.to_str().unwrap(), "--json"]);
+        assert_eq!(again["symmetries"].as_array().unwrap().len(), want.len(), "metadata architecture");
+    }
+}
+
+#[test]
+fn bad_architecture_input_is_a_clear_error() {
+    let dir = crate::cli::tmp("net-bad");
+    let d = ref_dir("cnn_residual_mse");
+    let (m, x) = (d.join("model.safetensors"), d.join("data.safetensors"));
+    let (m, x) = (m.to_str().unwrap(), x.to_str().unwrap());
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let digits = ref_dir("cnn_digits_ce").join("arch.toml");
+    let chain = write("chain.toml", "input = [2, 6, 6]\n[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"linear\"\nin_features = 70\nout_features = 3\n");
+    let unknown = write("unknown.toml", "input = [2, 6, 6]\n[[layers]]\nkind = \"batch_norm\"\n");
+    let digits_model = ref_dir("cnn_digits_ce").join("model.safetensors");
+    let own_arch = d.join("arch.toml");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["symmetries", "--model", m, "--arch", &chain], "module `1` (linear)"),
+        (vec!["symmetries", "--model", m, "--arch", &unknown], "unknown module kind `batch_norm`"),
+        (vec!["symmetries", "--model", m, "--arch", digits.to_str().unwrap()], "missing tensor(s)"),
+        (
+            vec![
+                "analyze",
+                "--model",
+                digits_model.to_str().unwrap(),
+                "--arch",
+                digits.to_str().unwrap(),
+                "--data",
+                x,
+            ],
+            "per-sample shape of data `x`",
+        ),
+        (
+            vec!["symmetries", "--model", m, "--arch", own_arch.to_str().unwrap(), "--activation", "tanh"],
+            "--activation does not apply",
+        ),
+        (vec!["symmetries", "--model", m], "give the architecture with --arch"),
+    ];
+    for (args, want) in cases {
+        let o = crate::cli::noether(&args);
+        let e = crate::cli::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}\n  wanted: {want}");
+        assert!(!e.contains("panicked"), "{e}");
+    }
+}

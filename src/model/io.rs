@@ -39,11 +39,13 @@ fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
     for (stem, _) in stems {
         let w = tensor_io::get(&st, &format!("{stem}.weight"), path)?;
         if w.shape.len() != 2 {
-            return Err(Error::shape(
-                format!("tensor `{stem}.weight` (must be [out, in])"),
-                &[0, 0],
-                &w.shape,
-            ));
+            return Err(Error::Data(format!(
+                "tensor `{stem}.weight` in {} has shape {:?} (rank {}); a dense layer's weight is [out, in] \
+                 (rank 2); for conv or residual nets give the architecture with --arch ARCH.toml",
+                path.display(),
+                w.shape,
+                w.shape.len()
+            )));
         }
         let bname = format!("{stem}.bias");
         let b = if names.contains(&bname) { Some(tensor_io::get(&st, &bname, path)?) } else { None };

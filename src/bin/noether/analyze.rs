@@ -74,6 +74,15 @@ pub fn time_of(time: TimeArg, batch_size: usize, sampling: SamplingArg, n: usize
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some((net, data, loss)) = args.io.load_net()? {
+        crate::arch::refuse_exports(&args.export)?;
+        let time = time_of(args.time, args.batch_size, args.sampling, data.len())?;
+        let bar = crate::progress::bar(1, "statistics pass", global);
+        let (_, a) = crate::arch::analysis(&net, &data, loss, time)?;
+        bar.finish_and_clear();
+        crate::arch::analyze(&net, &data, &a, args.lr, args.batch_size, args.json)?;
+        return Ok(if a.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let exports = args.export.create()?;
     let (model, data, loss) = args.io.load()?;
     let bar = crate::progress::bar(1, "statistics pass", global);

@@ -48,9 +48,23 @@ pub struct ModelData {
     /// Loss: mse (½‖f − y‖²) or cross_entropy (integer labels).
     #[arg(long, default_value = "mse")]
     pub loss: String,
+    /// Architecture file (the module list of an `nn.Sequential`, docs/architecture-files.md); the model file
+    /// is then a PyTorch state_dict with those names. Files noether wrote carry it and need no --arch.
+    #[arg(long, value_name = "ARCH.toml")]
+    pub arch: Option<PathBuf>,
 }
 
 impl ModelData {
+    /// The model and data on the module-tree engine, when `--arch` is given or the model file carries its
+    /// architecture; `None` for a plain dense-chain file.
+    pub fn load_net(&self) -> Result<Option<(noether::net::Net<f64>, Dataset<f64>, Loss)>> {
+        let Some(net) = crate::arch::net_model(&self.model, self.arch.as_deref())? else { return Ok(None) };
+        crate::arch::refuse_dense_flags(&self.activation, &[])?;
+        let loss = Loss::parse(&self.loss)?;
+        let data = crate::arch::load_data(&net, &self.data, loss)?;
+        Ok(Some((net, data, loss)))
+    }
+
     #[allow(dead_code)] // used by analyze, teleport and sharpness
     /// Loads model and data in f64 and checks that they fit together and the loss.
     pub fn load(&self) -> Result<(Model<f64>, Dataset<f64>, Loss)> {

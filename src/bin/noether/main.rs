@@ -2,6 +2,7 @@
 //! Exit codes: 0 = ok, 1 = a check failed (e.g. a `reproduce` claim not met), 2 = error.
 
 mod analyze;
+mod arch;
 mod common;
 mod progress;
 mod reproduce;

@@ -109,6 +109,29 @@ fn parse_generator(s: &str, arch: &Architecture) -> Result<Generator> {
 }
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
+    if let Some((net, data, loss)) = args.md.load_net()? {
+        crate::arch::refuse_exports(&args.export)?;
+        if args.orbit.is_some() || args.generator.is_some() || args.gauss_newton || args.subset.is_some() {
+            bail!("--orbit, --generator, --gauss-newton and --subset are not available with an architecture yet");
+        }
+        let p = net.arch.n_params();
+        if args.top == 0 || args.top > p {
+            bail!("--top {} is out of range: the model has P = {p} parameters; use 1 ≤ k ≤ {p}", args.top);
+        }
+        let opts = LanczosOptions { max_iter: args.max_iter, tol: args.tol };
+        let ok = crate::arch::sharpness(
+            &net,
+            &data,
+            loss,
+            (args.top, args.bottom),
+            args.trace.as_deref(),
+            args.probes,
+            opts,
+            args.seed,
+            args.json,
+        )?;
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let exports = args.export.create()?;
     let (model, data, loss) = args.md.load()?;
     let p = model.arch.n_params();

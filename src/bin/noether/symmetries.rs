@@ -23,6 +23,9 @@ pub struct Args {
     /// Layers whose pre-activation is RMS-normalised (scale symmetry), e.g. `--norm-layers 0,1`.
     #[arg(long, value_delimiter = ',')]
     pub norm_layers: Vec<usize>,
+    /// Architecture file (module list of an `nn.Sequential`); the model is then a state_dict by those names.
+    #[arg(long, value_name = "ARCH.toml")]
+    pub arch: Option<PathBuf>,
     /// Print JSON instead of a table.
     #[arg(long)]
     #[serde(skip)]
@@ -51,6 +54,12 @@ struct Entry {
 }
 
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
+    if let Some(net) = crate::arch::net_model(&args.model, args.arch.as_deref())? {
+        crate::arch::refuse_dense_flags(&args.activation, &args.norm_layers)?;
+        crate::arch::refuse_exports(&args.export)?;
+        crate::arch::symmetries(&net, args.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let exports = args.export.create()?;
     let act = Activation::parse(&args.activation)?;
     let mut model = load_safetensors::<f64>(&args.model, act)

@@ -56,6 +56,16 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    if let Some((net, data, loss)) = args.io.load_net()? {
+        crate::arch::refuse_exports(&args.export)?;
+        anyhow::ensure!(
+            args.target == TargetArg::Noise,
+            "--target norm is not available with an architecture yet; use --target noise"
+        );
+        let time = time_of(args.time, args.batch_size, args.sampling, data.len())?;
+        let ok = crate::arch::teleport(&net, &data, loss, time, &args.out, args.json)?;
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+    }
     let exports = args.export.create()?;
     let (model, data, loss) = args.io.load()?;
     let target = match args.target {
