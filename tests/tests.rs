@@ -2,6 +2,7 @@
 //! - `alloc`: the step loop allocates nothing (counting global allocator, declared here).
 //! - `cli`: the binary end to end (determinism, run folders, errors on bad input).
 //! - `curvature`: exact HVPs vs finite differences, spectra and traces vs reference cases, orbit sharpness.
+//! - `idx`: MNIST-format IDX files (reader, standardisation, bad input, `noether data idx`, `kind = "idx"`, Fashion-MNIST).
 //! - `gemm`: the fused small-GEMM path of `linalg::gemm` against faer's `matmul`.
 //! - `flow`: gradient flow (fixed RK4 and adaptive Dormand–Prince) against the closed form of linear regression.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
@@ -18,6 +19,7 @@ mod curvature;
 mod engine;
 mod flow;
 mod gemm;
+mod idx;
 mod noise;
 mod reference;
 mod report;
