@@ -95,7 +95,7 @@ fn check_scaled<T: Real>(p: &Pair, n: usize, rows: usize, cols: usize) {
 #[test]
 fn reads_raw_and_gzip_files_pixel_for_pixel() {
     let dir = tmp("idx-read");
-    for (n, rows, cols) in [(1, 1, 1), (3, 2, 5), (17, 4, 3), (2, 28, 28)] {
+    for (n, rows, cols) in [(1, 1, 1), (3, 2, 5), (17, 4, 3), (2, 28, 28), (130, 3, 2)] {
         for gz in [false, true] {
             let p = write_pair(&dir, &format!("{n}-{rows}-{cols}-{gz}"), n, rows, cols, gz);
             check_scaled::<f64>(&p, n, rows, cols);
