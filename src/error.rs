@@ -100,6 +100,14 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A malformed IDX (MNIST-format) file, or an image/label pair that does not fit together.
+    #[error("IDX file {file}: {problem}")]
+    Idx {
+        /// The file at fault.
+        file: String,
+        /// What is wrong with it.
+        problem: crate::data::IdxProblem,
+    },
     /// I/O failure.
     #[error("{path}: {source}")]
     Io {

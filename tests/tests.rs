@@ -2,9 +2,12 @@
 //! - `alloc`: the step loop allocates nothing (counting global allocator, declared here).
 //! - `cli`: the binary end to end (determinism, run folders, errors on bad input).
 //! - `curvature`: exact HVPs vs finite differences, spectra and traces vs reference cases, orbit sharpness.
+//! - `idx`: MNIST-format IDX files (reader, standardisation, bad input, `noether data idx`, `kind = "idx"`, Fashion-MNIST).
 //! - `gemm`: the fused small-GEMM path of `linalg::gemm` against faer's `matmul`.
 //! - `flow`: gradient flow (fixed RK4 and adaptive Dormand–Prince) against the closed form of linear regression.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
+//! - `net`: the module-tree engine (every kind against central differences and the brute-force loop, the cnn_*
+//!   reference cases through the library and the CLI, graph symmetries, the exact SGD identity, state_dict files).
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
@@ -18,6 +21,7 @@ mod curvature;
 mod engine;
 mod flow;
 mod gemm;
+mod idx;
 mod net;
 mod noise;
 mod reference;

@@ -1,11 +1,13 @@
 //! Data sets: inputs `x` `[N, d_in]` with float targets `y` `[N, d_out]` or integer class labels `y` `[N]`;
-//! the synthetic Gaussian teacher; safetensors loading; minibatch sampling.
+//! the synthetic Gaussian teacher; safetensors loading; MNIST-format IDX images; minibatch sampling.
 
 mod batch;
+mod idx;
 mod io;
 mod rows;
 
 pub use batch::{Batch, BatchSampler, Sampling};
+pub use idx::{load_idx, IdxOptions, IdxProblem, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC};
 pub use io::{load_dataset, load_dataset_shaped, save_dataset, save_dataset_shaped};
 pub use rows::{SampleMajor, SAMPLE_MAJOR_MAX_BYTES};
 pub mod teacher;

@@ -1,7 +1,7 @@
 //! The validated description of a training run (`noether train CONFIG.toml`). Unknown keys are errors.
 
 use super::Schedule;
-use crate::data::{load_dataset, Dataset, Sampling, Teacher};
+use crate::data::{load_dataset, load_idx, Dataset, IdxOptions, Sampling, Teacher};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::model::{Model, ModelSpec};
@@ -31,6 +31,20 @@ pub enum DataSpec {
     File {
         /// Path of the file.
         path: PathBuf,
+    },
+    /// MNIST-format IDX images and labels (raw or gzip; [`crate::data::load_idx`]): `x` `[n, rows·cols]` with
+    /// pixels in [0, 1], the first `n` samples in file order. Paths are relative to the working directory.
+    Idx {
+        /// Image file (magic 0x00000803), e.g. `/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz`.
+        images: PathBuf,
+        /// Label file (magic 0x00000801) of the same samples.
+        labels: PathBuf,
+        /// Keep the first `n` samples; absent: all.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        n: Option<usize>,
+        /// Standardise each pixel over the loaded samples (constant pixels become 0).
+        #[serde(default)]
+        standardize: bool,
     },
 }
 
@@ -375,6 +389,10 @@ impl DataSpec {
     pub fn build<T: Real, R: Rng>(&self, d_in: usize, d_out: usize, rng: &mut R) -> Result<TrainData<T>> {
         match self {
             DataSpec::File { path } => Ok(TrainData::Finite(load_dataset(path)?)),
+            DataSpec::Idx { images, labels, n, standardize } => {
+                let options = IdxOptions { n: *n, standardize: *standardize };
+                Ok(TrainData::Finite(load_idx(images, labels, &options)?.0))
+            }
             DataSpec::Teacher { teacher, n, eval_n } => {
                 let s = teacher.build(d_in, d_out, rng)?;
                 match n {

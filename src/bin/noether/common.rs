@@ -33,6 +33,9 @@ pub struct Global {
     pub style: Style,
 }
 
+/// A module-tree model with its data and loss.
+pub type NetData = (noether::net::Net<f64>, Dataset<f64>, Loss);
+
 /// A model file, a data file and how to read them.
 #[derive(clap::Args, Debug, Clone, Serialize)]
 pub struct ModelData {
@@ -57,7 +60,7 @@ pub struct ModelData {
 impl ModelData {
     /// The model and data on the module-tree engine, when `--arch` is given or the model file carries its
     /// architecture; `None` for a plain dense-chain file.
-    pub fn load_net(&self) -> Result<Option<(noether::net::Net<f64>, Dataset<f64>, Loss)>> {
+    pub fn load_net(&self) -> Result<Option<NetData>> {
         let Some(net) = crate::arch::net_model(&self.model, self.arch.as_deref())? else { return Ok(None) };
         crate::arch::refuse_dense_flags(&self.activation, &[])?;
         let loss = Loss::parse(&self.loss)?;

@@ -4,6 +4,7 @@
 mod analyze;
 mod arch;
 mod common;
+mod data;
 mod progress;
 mod reproduce;
 mod sharpness;
@@ -39,6 +40,8 @@ enum Command {
     Sharpness(sharpness::Args),
     /// Reproduce the paper's experiments with figures and a pass/fail report.
     Reproduce(reproduce::Args),
+    /// Convert data files: `noether data idx IMAGES LABELS --out D.safetensors` (MNIST-format IDX).
+    Data(data::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Teleport(a) => teleport::run(a, &cli.global),
         Command::Sharpness(a) => sharpness::run(a, &cli.global),
         Command::Reproduce(a) => reproduce::run(a, &cli.global),
+        Command::Data(a) => data::run(a),
     };
     match result {
         Ok(code) => code,
