@@ -1,5 +1,9 @@
 //! The one pass driver over a data set: the samples in chunks of [`CHUNK`], each chunk's tape handed to a
 //! closure. Loss and gradient, per-sample losses, moments and HVPs are closures over it (all means are 1/N).
+//!
+//! Whole-data passes split the samples into [`LANES`] contiguous lanes (a fixed split, whatever the number of
+//! threads), each with its own tape and accumulator, run on rayon's threads and summed in lane order: the
+//! result is the same on every machine and every run.
 
 use super::{Net, Rows, Tape};
 use crate::curvature::LinearOperator;
@@ -29,38 +33,83 @@ pub fn for_each_chunk<T: Real>(
     Ok(())
 }
 
+/// Lanes of a whole-data pass (see the module doc).
+pub const LANES: usize = 4;
+
+/// The sample ranges of the lanes of a pass over `n` samples in chunks of `chunk` (whole chunks per lane).
+pub fn lane_ranges(n: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
+    let chunks = n.div_ceil(chunk.max(1));
+    let lanes = LANES.min(chunks).max(1);
+    (0..lanes)
+        .map(|l| ((l * chunks / lanes) * chunk).min(n)..(((l + 1) * chunks / lanes) * chunk).min(n))
+        .collect()
+}
+
+/// Runs `f(tape, chunk range, accumulator)` over every chunk of `data`, the lanes in parallel, and returns the
+/// lanes' accumulators in lane order (the caller sums them in that order).
+pub fn lanes_map<T: Real, A: Send>(
+    net: &Net<T>,
+    data: &Dataset<T>,
+    init: impl Fn() -> A + Sync,
+    f: impl Fn(&mut Tape<T>, std::ops::Range<usize>, &mut A) -> Result<()> + Sync,
+) -> Result<Vec<A>> {
+    use rayon::prelude::*;
+    let chunk = CHUNK.min(data.len()).max(1);
+    lane_ranges(data.len(), chunk)
+        .into_par_iter()
+        .map(|lane| {
+            let mut tape = Tape::new(&net.arch, chunk);
+            let mut acc = init();
+            let mut start = lane.start;
+            while start < lane.end {
+                let end = (start + chunk).min(lane.end);
+                tape.load(data, Rows::Range(start..end))?;
+                f(&mut tape, start..end, &mut acc)?;
+                start = end;
+            }
+            Ok(acc)
+        })
+        .collect()
+}
+
 /// Mean loss `L = (1/N) Σ ℓ_n` and mean gradient `∇L` (f64) over `data`.
 pub fn loss_and_grad<T: Real>(net: &Net<T>, data: &Dataset<T>, loss: Loss) -> Result<(f64, Vec<f64>)> {
-    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
-    let mut grad = vec![T::zero(); net.params.len()];
-    let mut total = 0.0;
-    let mut chunk_grad = vec![T::zero(); net.params.len()];
-    let mut g64 = vec![0.0; net.params.len()];
-    for_each_chunk(&mut tape, data, |t, _| {
-        t.forward(&net.params);
-        total += t.loss_grad(loss);
-        chunk_grad.iter_mut().for_each(|v| *v = T::zero());
-        t.backward(&net.params, Some((&mut chunk_grad, T::one())));
-        for (a, &v) in g64.iter_mut().zip(&chunk_grad) {
-            *a += v.to_f64();
-        }
-        Ok(())
-    })?;
+    let p = net.params.len();
+    let lanes = lanes_map(
+        net,
+        data,
+        || (0.0, vec![T::zero(); p], vec![0.0; p]),
+        |t, _, (total, chunk_grad, g64)| {
+            t.forward(&net.params);
+            *total += t.loss_grad(loss);
+            chunk_grad.iter_mut().for_each(|v| *v = T::zero());
+            t.backward(&net.params, Some((chunk_grad, T::one())));
+            for (a, &v) in g64.iter_mut().zip(chunk_grad.iter()) {
+                *a += v.to_f64();
+            }
+            Ok(())
+        },
+    )?;
     let n = data.len() as f64;
-    grad.clear();
-    Ok((total / n, g64.into_iter().map(|v| v / n).collect()))
+    let mut total = 0.0;
+    let mut g = vec![0.0; p];
+    for (t, _, g64) in lanes {
+        total += t;
+        g.iter_mut().zip(&g64).for_each(|(a, b)| *a += b);
+    }
+    Ok((total / n, g.into_iter().map(|v| v / n).collect()))
 }
 
 /// Per-sample losses `ℓ_n` over `data`.
 pub fn per_sample_losses<T: Real>(net: &Net<T>, data: &Dataset<T>, loss: Loss) -> Result<Vec<f64>> {
-    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
-    let mut out = vec![0.0; data.len()];
-    for_each_chunk(&mut tape, data, |t, r| {
+    let lanes = lanes_map(net, data, Vec::new, |t, r, out: &mut Vec<f64>| {
         t.forward(&net.params);
-        t.losses_into(loss, &mut out[r]);
+        let o = out.len();
+        out.resize(o + r.len(), 0.0);
+        t.losses_into(loss, &mut out[o..]);
         Ok(())
     })?;
-    Ok(out)
+    Ok(lanes.concat())
 }
 
 /// The Hessian of the mean loss of a net over a data set as a [`LinearOperator`] (exact R-operator products,
@@ -69,7 +118,7 @@ pub struct NetHessian<'a> {
     net: &'a Net<f64>,
     data: &'a Dataset<f64>,
     loss: Loss,
-    tape: Tape<f64>,
+    lanes: Vec<(std::ops::Range<usize>, Tape<f64>, Vec<f64>)>,
     products: usize,
 }
 
@@ -77,8 +126,13 @@ impl<'a> NetHessian<'a> {
     /// The operator for `net` on `data` with `loss`.
     pub fn new(net: &'a Net<f64>, data: &'a Dataset<f64>, loss: Loss) -> Result<Self> {
         net.check_data(data, None, loss)?;
-        let tape = Tape::new(&net.arch, CHUNK.min(data.len()));
-        Ok(Self { net, data, loss, tape, products: 0 })
+        let chunk = CHUNK.min(data.len()).max(1);
+        let p = net.params.len();
+        let lanes = lane_ranges(data.len(), chunk)
+            .into_iter()
+            .map(|r| (r, Tape::new(&net.arch, chunk), vec![0.0; p]))
+            .collect();
+        Ok(Self { net, data, loss, lanes, products: 0 })
     }
 }
 
@@ -87,14 +141,24 @@ impl LinearOperator for NetHessian<'_> {
         self.net.params.len()
     }
     fn apply_into(&mut self, v: &[f64], out: &mut [f64]) {
-        out.iter_mut().for_each(|o| *o = 0.0);
+        use rayon::prelude::*;
         let alpha = 1.0 / self.data.len() as f64;
-        let (net, loss) = (self.net, self.loss);
-        for_each_chunk(&mut self.tape, self.data, |t, _| {
-            t.hvp(&net.params, v, loss, out, alpha);
-            Ok(())
-        })
-        .expect("data checked when the operator was built");
+        let (net, loss, data) = (self.net, self.loss, self.data);
+        self.lanes.par_iter_mut().for_each(|(range, tape, hv)| {
+            hv.iter_mut().for_each(|o| *o = 0.0);
+            let chunk = tape.capacity();
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + chunk).min(range.end);
+                tape.load(data, Rows::Range(start..end)).expect("data checked when the operator was built");
+                tape.hvp(&net.params, v, loss, hv, alpha);
+                start = end;
+            }
+        });
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (_, _, hv) in &self.lanes {
+            out.iter_mut().zip(hv).for_each(|(o, h)| *o += h);
+        }
         self.products += 1;
     }
     fn products(&self) -> usize {

@@ -13,7 +13,8 @@
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
-use crate::net::{for_each_chunk, Kind, Net, Step, Tape, CHUNK};
+use crate::net::pass::lanes_map;
+use crate::net::{for_each_chunk, Kind, Net, Program, Step, Tape, CHUNK};
 use crate::real::Real;
 
 /// Which way the per-sample moments of a module are computed.
@@ -64,40 +65,45 @@ pub fn net_moments<T: Real>(
 ) -> Result<NetMoments> {
     net.check_data(data, None, loss)?;
     let p = net.params.len();
-    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
-    let mut total = 0.0;
-    let mut grad = vec![T::zero(); p];
-    let mut mean = vec![0.0; p];
-    let mut second = vec![0.0; p];
-    let mut scratch = vec![T::zero(); p];
-    let ops = tape.program().ops.clone();
-    for_each_chunk(&mut tape, data, |t, _| {
-        t.forward(&net.params);
-        total += t.loss_grad(loss);
-        grad.iter_mut().for_each(|v| *v = T::zero());
-        t.backward(&net.params, Some((&mut grad, T::one())));
-        for (m, g) in mean.iter_mut().zip(&grad) {
-            *m += g.to_f64();
-        }
-        for (k, op) in ops.iter().enumerate() {
-            let Some(range) = op.step.param_range() else { continue };
-            match (&op.step, path) {
-                (Step::Module(Kind::Linear(l)), MomentPath::Auto | MomentPath::QuadraticForm) => {
-                    l.element_moments_into(t.act(op.x), t.grad(op.y), t.batch(), &mut second, faer::Par::Seq)
-                }
-                _ => {
-                    let g = &mut scratch[..range.len()];
-                    for n in 0..t.batch() {
-                        t.per_sample_grad_into(k, n, g);
-                        for (s, &v) in second[range.clone()].iter_mut().zip(g.iter()) {
-                            *s += v.to_f64() * v.to_f64();
+    let ops = Program::new(&net.arch).ops;
+    let lanes = lanes_map(
+        net,
+        data,
+        || (0.0, vec![T::zero(); p], vec![0.0; p], vec![0.0; p], vec![T::zero(); p]),
+        |t, _, (total, grad, mean, second, scratch)| {
+            t.forward(&net.params);
+            *total += t.loss_grad(loss);
+            grad.iter_mut().for_each(|v| *v = T::zero());
+            t.backward(&net.params, Some((grad, T::one())));
+            for (m, g) in mean.iter_mut().zip(grad.iter()) {
+                *m += g.to_f64();
+            }
+            for (k, op) in ops.iter().enumerate() {
+                let Some(range) = op.step.param_range() else { continue };
+                match (&op.step, path) {
+                    (Step::Module(Kind::Linear(l)), MomentPath::Auto | MomentPath::QuadraticForm) => {
+                        l.element_moments_into(t.act(op.x), t.grad(op.y), t.batch(), second, faer::Par::Seq)
+                    }
+                    _ => {
+                        let g = &mut scratch[..range.len()];
+                        for n in 0..t.batch() {
+                            t.per_sample_grad_into(k, n, g);
+                            for (s, &v) in second[range.clone()].iter_mut().zip(g.iter()) {
+                                *s += v.to_f64() * v.to_f64();
+                            }
                         }
                     }
                 }
             }
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
+    let (mut total, mut mean, mut second) = (0.0, vec![0.0; p], vec![0.0; p]);
+    for (t, _, m, s, _) in lanes {
+        total += t;
+        mean.iter_mut().zip(&m).for_each(|(a, b)| *a += b);
+        second.iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+    }
     let n = data.len() as f64;
     mean.iter_mut().for_each(|v| *v /= n);
     second.iter_mut().for_each(|v| *v /= n);

@@ -14,11 +14,26 @@ pub fn forward<T: Real>(act: Activation, x: &[T], y: &mut [T]) {
     }
 }
 
-/// `∂x (+)= φ′(x)∂y`.
+/// `∂x (+)= φ′(x)∂y` (relu, the common case, as a select without the general table).
 pub fn backward<T: Real>(act: Activation, x: &[T], y: &[T], dy: &[T], dx: &mut [T], acc: bool) {
-    for i in 0..dx.len() {
-        let g = act.d1(x[i], y[i]) * dy[i];
-        dx[i] = if acc { dx[i] + g } else { g };
+    let n = dx.len();
+    let (x, y, dy) = (&x[..n], &y[..n], &dy[..n]);
+    match (act, acc) {
+        (Activation::Relu, false) => {
+            for i in 0..n {
+                dx[i] = if x[i] > T::zero() { dy[i] } else { T::zero() };
+            }
+        }
+        (_, false) => {
+            for i in 0..n {
+                dx[i] = act.d1(x[i], y[i]) * dy[i];
+            }
+        }
+        (_, true) => {
+            for i in 0..n {
+                dx[i] += act.d1(x[i], y[i]) * dy[i];
+            }
+        }
     }
 }
 

@@ -35,21 +35,24 @@ impl Pool {
         let (hw, ohw) = (self.h * self.w, self.h_out * self.w_out);
         for pl in 0..self.planes(b) {
             let src = &x[pl * hw..(pl + 1) * hw];
+            let (yp, ap) = (&mut y[pl * ohw..(pl + 1) * ohw], &mut argmax[pl * ohw..(pl + 1) * ohw]);
             for oy in 0..self.h_out {
                 for ox in 0..self.w_out {
                     let (y0, x0) = (oy * self.stride[0], ox * self.stride[1]);
                     let mut best = y0 * self.w + x0;
+                    let mut bv = src[best];
                     for a in 0..self.kernel[0] {
-                        for c in 0..self.kernel[1] {
-                            let idx = (y0 + a) * self.w + x0 + c;
-                            if src[idx] > src[best] {
-                                best = idx;
+                        let row = (y0 + a) * self.w + x0;
+                        for (c, &v) in src[row..row + self.kernel[1]].iter().enumerate() {
+                            if v > bv {
+                                bv = v;
+                                best = row + c;
                             }
                         }
                     }
-                    let o = pl * ohw + oy * self.w_out + ox;
-                    y[o] = src[best];
-                    argmax[o] = best as u32;
+                    let o = oy * self.w_out + ox;
+                    yp[o] = bv;
+                    ap[o] = best as u32;
                 }
             }
         }
