@@ -204,7 +204,7 @@ impl Experiment for Fig5 {
                 worst_verify,
                 0.0,
                 Rule::AtMost,
-            ));
+            ).tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"));
             if *net == "A" {
                 checks.push(Check::new(
                     name,
@@ -213,7 +213,7 @@ impl Experiment for Fig5 {
                     global_change,
                     0.0,
                     Rule::AtLeast,
-                ));
+                ).tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"));
             } else {
                 checks.push(Check::new(
                     name,
@@ -222,7 +222,7 @@ impl Experiment for Fig5 {
                     global_change,
                     0.0,
                     Rule::AtMost,
-                ));
+                ).tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"));
             }
 
             let sgd_run = run(ctx, &cfg_sgd, &format!("net{net}_sgd"))?;
@@ -250,7 +250,7 @@ impl Experiment for Fig5 {
                     sgd_run.grew(f),
                     0.0,
                     Rule::AtLeast,
-                ));
+                ).tests("paper: under a scale symmetry Tr[AΣ] ≥ 0, so ‖θ‖ grows at every SGD step"));
                 checks.push(Check::new(
                     name,
                     format!(
@@ -261,7 +261,7 @@ impl Experiment for Fig5 {
                     gf_run.max_rel_change(f),
                     0.0,
                     Rule::AtMost,
-                ));
+                ).tests("paper: gradient flow conserves the Noether charge C"));
             }
             let others: Vec<usize> = (0..arch.n_layers()).filter(|l| !blocks.contains(l)).collect();
             let substep_note = match gf_run.substeps {

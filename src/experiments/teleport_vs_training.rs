@@ -444,7 +444,7 @@ impl Experiment for TeleportVsTraining {
                 rel(&o.noise).max(rel(&o.norm)),
                 0.0,
                 Rule::AtMost,
-            ));
+            ).tests("noether: teleport keeps the function and lowers Tr Σ (θ* minimises Tr Σ on the orbit)"));
             section = section.check(Check::new(
                 name,
                 format!(
@@ -456,7 +456,7 @@ impl Experiment for TeleportVsTraining {
                 o.trace_sigma[1],
                 1e-9 * o.trace_sigma[2],
                 Rule::AtMost,
-            ));
+            ).tests("noether: the noise target lowers Tr Σ at least as much as the min-norm target"));
             section = section.check(Check::new(
                 name,
                 format!("{}: Tr Σ after teleport ≤ Tr Σ before (round-off 1e-9 relative)", o.label),
@@ -464,7 +464,7 @@ impl Experiment for TeleportVsTraining {
                 o.trace_sigma[1],
                 1e-9 * o.trace_sigma[0],
                 Rule::AtMost,
-            ));
+            ).tests("noether: teleport keeps the function and lowers Tr Σ (θ* minimises Tr Σ on the orbit)"));
         }
         Ok(section)
     }
