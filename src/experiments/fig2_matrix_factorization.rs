@@ -173,14 +173,20 @@ impl Experiment for Fig2 {
                 let ratio = fro.last().copied().unwrap_or(f64::NAN) / fro[0];
                 if short == "sgd" {
                     worst_sgd = worst_sgd.max(ratio);
-                    sgd_checks.push(Check::new(
-                        name,
-                        format!("SGD from the {label} start: final ‖C‖_F / initial (initial {:.3})", fro[0]),
-                        0.15,
-                        ratio,
-                        0.0,
-                        Rule::AtMost,
-                    ).tests("paper fig. 2: SGD removes the imbalance C = WWᵀ − UᵀU from any start"));
+                    sgd_checks.push(
+                        Check::new(
+                            name,
+                            format!(
+                                "SGD from the {label} start: final ‖C‖_F / initial (initial {:.3})",
+                                fro[0]
+                            ),
+                            0.15,
+                            ratio,
+                            0.0,
+                            Rule::AtMost,
+                        )
+                        .tests("paper fig. 2: SGD removes the imbalance C = WWᵀ − UᵀU from any start"),
+                    );
                 } else {
                     worst_gd = worst_gd.max((ratio - 1.0).abs());
                 }
@@ -229,14 +235,17 @@ impl Experiment for Fig2 {
              A start whose imbalance is within a few times that floor cannot fall below 15% of it.",
             worst_sgd
         ));
-        section = section.check(Check::new(
-            name,
-            "GD: |final ‖C‖_F / initial − 1|, worst start",
-            0.05,
-            worst_gd,
-            0.0,
-            Rule::AtMost,
-        ).tests("paper: gradient flow conserves the Noether charge C"));
+        section = section.check(
+            Check::new(
+                name,
+                "GD: |final ‖C‖_F / initial − 1|, worst start",
+                0.05,
+                worst_gd,
+                0.0,
+                Rule::AtMost,
+            )
+            .tests("paper: gradient flow conserves the Noether charge C"),
+        );
 
         // The equilibrium relation sharpens as η → 0 (online data: the population Σ_x, Σ_ε).
         let mut res = Vec::new();

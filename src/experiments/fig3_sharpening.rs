@@ -11,7 +11,7 @@
 //! on the set of minima (computed here by teleporting GD's minimum), which may be sharper or flatter than
 //! where it started.
 
-use super::limit::{limit, LimitSpec};
+use super::limit::{limit, series_fit, LimitSpec};
 use super::{train_logged, Context, Experiment};
 use crate::curvature::{sharpness, SharpnessOptions, TraceMethod};
 use crate::data::{Anisotropy, Dataset, Teacher, TeacherMap};
@@ -457,7 +457,7 @@ fn section_figs_and_checks(
          snapshots; θ* is GD's final model teleported to the noise equilibrium (continuous time). A second arm adds \
          weight decay γ = {wd} to both (balances: {wd_text}); weight decay pulls towards WWᵀ = UᵀU (balance 1), \
          noise towards the equilibrium above. 'Start' is the initial model (not a minimum). \
-         On λ_max: the raw SGD iterate's λ_max sits above θ*'s (the check on it fails) while its trace agrees. The \
+         On λ_max: at η = {lr} the raw SGD iterate's λ_max sits above θ*'s (a reported measurement; the claim is tested as the limit η → 0 below) while its trace agrees. The \
          iterate fluctuates off the set of minima by O(√η), and at θ* the top Hessian eigenvalue is (nearly) degenerate, \
          so any perturbation splits the cluster and raises its largest member to first order (λ_max is convex; the \
          trace is linear and unbiased). Relaxing each snapshot onto its minimum with {relax} GD steps (GD conserves C, \
@@ -495,20 +495,26 @@ fn section_figs_and_checks(
 
     let first = &rows[0];
     let last = rows.last().expect("at least one φ");
-    section = section.check(Check::relative(
-        name,
-        format!("SGD ends norm-balanced at φ_x = {}: ‖U‖²/‖W‖²", first.phi),
-        first.predicted_sgd,
-        first.sgd,
-        0.10,
-    ).tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"));
-    section = section.check(Check::relative(
-        name,
-        format!("SGD is not norm-balanced at φ_x = {}: ‖U‖²/‖W‖² = (d/TrΣ_x)Σσ_i/Σσ_i⁻¹", last.phi),
-        last.predicted_sgd,
-        last.sgd,
-        0.10,
-    ).tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"));
+    section = section.check(
+        Check::relative(
+            name,
+            format!("SGD ends norm-balanced at φ_x = {}: ‖U‖²/‖W‖²", first.phi),
+            first.predicted_sgd,
+            first.sgd,
+            0.10,
+        )
+        .tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"),
+    );
+    section = section.check(
+        Check::relative(
+            name,
+            format!("SGD is not norm-balanced at φ_x = {}: ‖U‖²/‖W‖² = (d/TrΣ_x)Σσ_i/Σσ_i⁻¹", last.phi),
+            last.predicted_sgd,
+            last.sgd,
+            0.10,
+        )
+        .tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"),
+    );
     let worst = |f: &dyn Fn(&Row) -> (f64, f64)| -> (f64, f64, f64) {
         rows.iter()
             .map(|r| {
@@ -521,7 +527,10 @@ fn section_figs_and_checks(
     section = section.check(
         Check::relative(
             name,
-            format!("finite η = {}: SGD's final λ_max against λ_max of teleport(GD's minimum) (worst φ_x)", p.lr),
+            format!(
+                "finite η = {}: SGD's final λ_max against λ_max of teleport(GD's minimum) (worst φ_x)",
+                p.lr
+            ),
             pl,
             ml,
             0.10,
@@ -532,7 +541,10 @@ fn section_figs_and_checks(
     section = section.check(
         Check::relative(
             name,
-            format!("finite η = {}: SGD's final Tr H against Tr H of teleport(GD's minimum) (worst φ_x)", p.lr),
+            format!(
+                "finite η = {}: SGD's final Tr H against Tr H of teleport(GD's minimum) (worst φ_x)",
+                p.lr
+            ),
             pt,
             mt,
             0.10,
@@ -596,6 +608,34 @@ fn section_figs_and_checks(
         }
         lpanels.push(l.plot(l.spec.quantity.clone()).into());
     }
+    // Derived correction (added 2026-12-01, after the first full run fitted the order 0.78, between the
+    // expected ½ and 1): E λ_max − λ_max(θ*) is a series in |δ| ∝ √η, a√η + bη, whose second term the one-term
+    // extrapolation above ignores; extrapolate with both terms (docs/finite_step.md).
+    let (coef, var) = series_fit(&p.sweep_etas, &col(0), &[0.5, 1.0], Some(&col(1)))?;
+    let (y0, y0_se) = (coef[0], var[0].sqrt());
+    let tol = 0.10 * row.sharp_star.0;
+    let mut two = Check::new(
+        name,
+        format!(
+            "E λ_max of SGD from θ* (φ_x = {}) extrapolated to η → 0 as y₀ + a√η + bη (± {y0_se:.3} s.e.; a = \
+             {:.2}, b = {:.1}; derived correction added 2026-12-01 after the full run's order 0.78 showed both terms)",
+            row.phi, coef[1], coef[2]
+        ),
+        row.sharp_star.0,
+        y0,
+        tol,
+        Rule::Absolute,
+    )
+    .tests(claim);
+    if y0_se.is_nan() || y0_se > tol {
+        // Too uncertain to decide: not decided in quick mode, a failure in full mode (as for every limit row).
+        two = if ctx.quick {
+            two.undecided()
+        } else {
+            Check { pass: false, outcome: crate::report::Outcome::Fail, ..two }
+        };
+    }
+    section = section.check(two);
     section = section.figure(
         Figure::grid("Sharpness of SGD against the step size", lpanels, 2).save(&ctx.dir, "limits")?,
         "Log–log: distance of SGD's mean λ_max (left) and Tr H (right) from θ*'s against η, for SGD started at θ*; \
@@ -642,21 +682,27 @@ fn section_figs_and_checks(
         0.10,
     ).tests("paper: SGD ends on the minimum at the noise equilibrium (sharpness of θ*)"));
     let worst_c = rows.iter().map(|r| r.charge_change).fold(0.0, f64::max);
-    section = section.check(Check::new(
-        name,
-        "GD keeps the balance it started with: ‖C_T − C_0‖_F/‖C_0‖_F, C = WWᵀ − UᵀU (worst φ_x)",
-        0.05,
-        worst_c,
-        0.0,
-        Rule::AtMost,
-    ).tests("paper: gradient flow conserves the Noether charge C"));
+    section = section.check(
+        Check::new(
+            name,
+            "GD keeps the balance it started with: ‖C_T − C_0‖_F/‖C_0‖_F, C = WWᵀ − UᵀU (worst φ_x)",
+            0.05,
+            worst_c,
+            0.0,
+            Rule::AtMost,
+        )
+        .tests("paper: gradient flow conserves the Noether charge C"),
+    );
     let (_, pc, mc) = worst(&|r| (r.predicted_gd, r.gd));
-    section = section.check(Check::relative(
-        name,
-        "GD's final balance = conserved-charge prediction Σ1/p_i/Σp_i (worst φ_x)",
-        pc,
-        mc,
-        0.05,
-    ).tests("paper: GD conserves C and ends at the conserved-charge balance"));
+    section = section.check(
+        Check::relative(
+            name,
+            "GD's final balance = conserved-charge prediction Σ1/p_i/Σp_i (worst φ_x)",
+            pc,
+            mc,
+            0.05,
+        )
+        .tests("paper: GD conserves C and ends at the conserved-charge balance"),
+    );
     Ok(section)
 }

@@ -200,7 +200,8 @@ impl Experiment for Fig4 {
         // 2 < η·λ_max < 4 one draw decides whether SGD recovers or diverges (docs/finite_step.md).
         let mut diverged = 0usize;
         for k in 0..TELEPORT_SEEDS {
-            let cfg = config(&p, seed + k as u64, &data_path, Init::File(star_path.clone()), sgd.clone(), false);
+            let cfg =
+                config(&p, seed + k as u64, &data_path, Init::File(star_path.clone()), sgd.clone(), false);
             let cfg = TrainConfig { observe: ObserveSpec::default(), ..cfg };
             let mut tr = crate::dynamics::Trainer::<f64>::from_config(&cfg)?;
             for _ in 0..p.steps {

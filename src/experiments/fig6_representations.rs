@@ -161,7 +161,8 @@ impl Experiment for Fig6 {
                     _ => "SGD (linear)",
                 };
                 panels.push(
-                    Heatmap::from_fn(format!("{up}: WΣ_xWᵀ / Tr"), a.nrows(), a.ncols(), |i, j| a[(i, j)]).into(),
+                    Heatmap::from_fn(format!("{up}: WΣ_xWᵀ / Tr"), a.nrows(), a.ncols(), |i, j| a[(i, j)])
+                        .into(),
                 );
                 panels.push(
                     Heatmap::from_fn(
@@ -175,7 +176,11 @@ impl Experiment for Fig6 {
             }
         }
         (ctx.progress)(total - 1, total, "figures");
-        let fig = Figure::grid("Representations after training: SGD tanh, GD tanh, SGD linear (top to bottom)", panels, 2);
+        let fig = Figure::grid(
+            "Representations after training: SGD tanh, GD tanh, SGD linear (top to bottom)",
+            panels,
+            2,
+        );
         section = section.figure(fig.save(&ctx.dir, "representations")?, "Trace-normalised WΣ_xWᵀ (left) and UᵀΣ_εU (right) after SGD and GD on the tanh net and SGD on the linear control; cos is their Frobenius cosine similarity.");
         let (cos_sgd, cos_gd, cos_lin) = (out[0].0, out[1].0, out[2].0);
         section = section.check(
@@ -190,12 +195,26 @@ impl Experiment for Fig6 {
             .tests("paper: at the noise equilibrium of a linear layer pair Tr[Σ_ε]·WΣ_xWᵀ = Tr[Σ_x]·UᵀΣ_εU (cosine 1)"),
         );
         section = section.check(
-            Check::new(name, "tanh: alignment under SGD minus under GD (markedly higher)", 0.1, cos_sgd - cos_gd, 0.0, Rule::AtLeast)
-                .tests("paper fig. 6: SGD aligns the representations of a tanh net, GD does not"),
+            Check::new(
+                name,
+                "tanh: alignment under SGD minus under GD (markedly higher)",
+                0.1,
+                cos_sgd - cos_gd,
+                0.0,
+                Rule::AtLeast,
+            )
+            .tests("paper fig. 6: SGD aligns the representations of a tanh net, GD does not"),
         );
         section = section.check(
-            Check::new(name, "tanh: alignment cos(WΣ_xWᵀ, UᵀΣ_εU) under SGD (input scale 1)", 0.9, cos_sgd, 0.0, Rule::AtLeast)
-                .measurement(),
+            Check::new(
+                name,
+                "tanh: alignment cos(WΣ_xWᵀ, UᵀΣ_εU) under SGD (input scale 1)",
+                0.9,
+                cos_sgd,
+                0.0,
+                Rule::AtLeast,
+            )
+            .measurement(),
         );
         // Input-scale sweep: (E z², cos) ordered by E z², the scale-1 run included.
         let mut sweep: Vec<(f64, f64, f64)> = vec![(1.0, out[0].1, cos_sgd)];
@@ -205,8 +224,15 @@ impl Experiment for Fig6 {
         sweep.sort_by(|a, b| a.1.total_cmp(&b.1));
         for &(sc, z2, c) in &sweep {
             section = section.check(
-                Check::new(name, format!("tanh, input variance × {sc}: alignment under SGD (E z² = {z2:.4})"), cos_lin, c, 0.0, Rule::Absolute)
-                    .measurement(),
+                Check::new(
+                    name,
+                    format!("tanh, input variance × {sc}: alignment under SGD (E z² = {z2:.4})"),
+                    cos_lin,
+                    c,
+                    0.0,
+                    Rule::Absolute,
+                )
+                .measurement(),
             );
         }
         let l = limit(

@@ -97,7 +97,7 @@ fn validate(what: &str, x: &[f64], y: &[f64], se: Option<&[f64]>) -> Result<()> 
 /// A zero deviation is an error (its logarithm is undefined).
 pub fn power_fit(x: &[f64], dev: &[f64], se: Option<&[f64]>) -> Result<PowerFit> {
     validate("power_fit", x, dev, se)?;
-    if dev.iter().any(|d| *d == 0.0) {
+    if dev.contains(&0.0) {
         return Err(Error::Config(format!("power_fit: a deviation is exactly 0 ({dev:?})")));
     }
     let u: Vec<f64> = x.iter().map(|v| v.ln()).collect();
@@ -113,17 +113,89 @@ pub fn power_fit(x: &[f64], dev: &[f64], se: Option<&[f64]>) -> Result<PowerFit>
 /// Extrapolates `y = y₀ + c·x^p` (p fixed) to x → 0 by least squares; with per-point standard errors `se` the fit
 /// is weighted by 1/se² and y₀'s error follows from them, else from the residuals.
 pub fn extrapolate(x: &[f64], y: &[f64], order: f64, se: Option<&[f64]>) -> Result<Extrapolation> {
+    let (coef, cov) = series_fit(x, y, &[order], se)?;
+    Ok(Extrapolation { order, limit: coef[0], limit_se: cov[0].sqrt(), slope: coef[1] })
+}
+
+/// Least squares of `y = y₀ + Σ_k c_k·x^{p_k}` (orders `p_k` fixed, > 0, distinct): the extrapolation when the
+/// deviation is a series, e.g. `a√η + bη`. Returns the coefficients `[y₀, c_1, …]` and the variance of each
+/// (from `se` when given, else from the residuals; NaN without spare degrees of freedom).
+pub fn series_fit(x: &[f64], y: &[f64], orders: &[f64], se: Option<&[f64]>) -> Result<(Vec<f64>, Vec<f64>)> {
     validate("extrapolate", x, y, se)?;
-    if !(order.is_finite() && order > 0.0) {
-        return Err(Error::Config(format!("extrapolate: the order must be finite and > 0, got {order}")));
+    if orders.is_empty() || orders.iter().any(|p| !(p.is_finite() && *p > 0.0)) {
+        return Err(Error::Config(format!("extrapolate: orders must be finite and > 0, got {orders:?}")));
     }
-    let u: Vec<f64> = x.iter().map(|v| v.powf(order)).collect();
+    let k = orders.len() + 1;
+    if x.len() < k {
+        return Err(Error::Config(format!(
+            "extrapolate: {k} coefficients need ≥ {k} points, got {}",
+            x.len()
+        )));
+    }
+    let basis =
+        |v: f64| -> Vec<f64> { std::iter::once(1.0).chain(orders.iter().map(|p| v.powf(*p))).collect() };
     let w: Vec<f64> = match se {
         Some(s) => s.iter().map(|s| 1.0 / (s * s)).collect(),
         None => vec![1.0; x.len()],
     };
-    let (a, b, se_a, _) = line_fit(&u, y, &w, se.is_some());
-    Ok(Extrapolation { order, limit: a, limit_se: se_a, slope: b })
+    // Normal equations N c = r, N = Σ w φφᵀ (k ≤ a few: Gauss–Jordan with partial pivoting).
+    let mut n = vec![vec![0.0; k]; k];
+    let mut r = vec![0.0; k];
+    for ((xi, yi), wi) in x.iter().zip(y).zip(&w) {
+        let phi = basis(*xi);
+        for a in 0..k {
+            r[a] += wi * phi[a] * yi;
+            for b in 0..k {
+                n[a][b] += wi * phi[a] * phi[b];
+            }
+        }
+    }
+    let inv = invert(n).ok_or_else(|| {
+        Error::Config(format!("extrapolate: the step sizes {x:?} cannot separate the orders {orders:?}"))
+    })?;
+    let coef: Vec<f64> = (0..k).map(|a| (0..k).map(|b| inv[a][b] * r[b]).sum()).collect();
+    let scale = if se.is_some() {
+        1.0
+    } else if x.len() > k {
+        let sse: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(xi, yi)| (yi - basis(*xi).iter().zip(&coef).map(|(f, c)| f * c).sum::<f64>()).powi(2))
+            .sum();
+        sse / (x.len() - k) as f64
+    } else {
+        f64::NAN
+    };
+    Ok((coef, (0..k).map(|a| scale * inv[a][a]).collect()))
+}
+
+/// Inverse of a small symmetric positive-definite matrix by Gauss–Jordan elimination; None if singular.
+fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
+    let k = a.len();
+    let mut inv: Vec<Vec<f64>> =
+        (0..k).map(|i| (0..k).map(|j| f64::from(u8::from(i == j))).collect()).collect();
+    let norm = a.iter().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+    for c in 0..k {
+        let p = (c..k).max_by(|&i, &j| a[i][c].abs().total_cmp(&a[j][c].abs()))?;
+        if a[p][c].abs() <= 1e-13 * norm {
+            return None;
+        }
+        a.swap(c, p);
+        inv.swap(c, p);
+        let d = a[c][c];
+        for j in 0..k {
+            a[c][j] /= d;
+            inv[c][j] /= d;
+        }
+        for i in (0..k).filter(|&i| i != c) {
+            let f = a[i][c];
+            for j in 0..k {
+                a[i][j] -= f * a[c][j];
+                inv[i][j] -= f * inv[c][j];
+            }
+        }
+    }
+    Some(inv)
 }
 
 /// What a claim predicts in the limit, fixed before measuring.
@@ -275,16 +347,18 @@ impl Limit {
             (0..=20).map(|i| lo * (hi / lo).powf(i as f64 / 20.0)).map(|x| (x, f(x))).collect()
         };
         let n = pts.len().max(1) as f64;
-        let (gx, gy) = (
-            pts.iter().map(|p| p.0.ln()).sum::<f64>() / n,
-            pts.iter().map(|p| p.1.ln()).sum::<f64>() / n,
-        );
+        let (gx, gy) =
+            (pts.iter().map(|p| p.0.ln()).sum::<f64>() / n, pts.iter().map(|p| p.1.ln()).sum::<f64>() / n);
         let expected = |x: f64| (gy + s.order * (x.ln() - gx)).exp();
-        Plot::new(title, s.variable.clone(), format!("|{} − {}|", s.quantity, crate::report::fmt_num(s.predicted)))
-            .log(true, true)
-            .series(Series::new("measured", pts, Style::Markers))
-            .series(Series::line(format!("fit: order {:.2}", self.fit.order), line(&|x| self.fit.at(x))))
-            .series(Series::dashed(format!("expected order {}", s.order), line(&expected)))
+        Plot::new(
+            title,
+            s.variable.clone(),
+            format!("|{} − {}|", s.quantity, crate::report::fmt_num(s.predicted)),
+        )
+        .log(true, true)
+        .series(Series::new("measured", pts, Style::Markers))
+        .series(Series::line(format!("fit: order {:.2}", self.fit.order), line(&|x| self.fit.at(x))))
+        .series(Series::dashed(format!("expected order {}", s.order), line(&expected)))
     }
 }
 
@@ -330,12 +404,19 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let x = [0.00125, 0.0025, 0.005, 0.01, 0.02];
         let se: Vec<f64> = x.iter().map(|x| 0.01 * 3.0 * x).collect();
-        let y: Vec<f64> =
-            x.iter().zip(&se).map(|(x, s)| 1.0 + 3.0 * x + s * (rng.random_range(-1.0..1.0)) * 3f64.sqrt()).collect();
+        let y: Vec<f64> = x
+            .iter()
+            .zip(&se)
+            .map(|(x, s)| 1.0 + 3.0 * x + s * (rng.random_range(-1.0..1.0)) * 3f64.sqrt())
+            .collect();
         let l = limit(spec(1.0, 1.0), &x, &y, Some(&se)).unwrap();
         assert_eq!(l.verdict, Verdict::Converges, "{l:?}");
         assert!((l.fit.order - 1.0).abs() < 4.0 * l.fit.order_se, "{:?}", l.fit);
-        assert!((l.extrapolation.limit - 1.0).abs() < 4.0 * l.extrapolation.limit_se, "{:?}", l.extrapolation);
+        assert!(
+            (l.extrapolation.limit - 1.0).abs() < 4.0 * l.extrapolation.limit_se,
+            "{:?}",
+            l.extrapolation
+        );
         // With per-point errors of 1% of the deviation, log|dev| has s.e. 0.01: the order's s.e. is of that size.
         assert!(l.fit.order_se > 1e-3 && l.fit.order_se < 0.05, "{:?}", l.fit);
         let rows = l.checks("e", false);
@@ -383,6 +464,25 @@ mod tests {
         let x = [0.01, 0.012, 0.015];
         let y: Vec<f64> = x.iter().map(|x| 1.0 + x).collect();
         assert_eq!(limit(spec(1.0, 1.0), &x, &y, None).unwrap().verdict, Verdict::Undecided);
+    }
+
+    #[test]
+    fn two_term_series_is_extrapolated_exactly_and_agrees_with_the_one_term_fit() {
+        let x = [0.0025, 0.005, 0.01, 0.02];
+        let y: Vec<f64> = x.iter().map(|x: &f64| 2.3 + 10.0 * x.sqrt() + 28.0 * x).collect();
+        let (c, var) = series_fit(&x, &y, &[0.5, 1.0], None).unwrap();
+        for (got, want) in c.iter().zip([2.3, 10.0, 28.0]) {
+            assert!((got - want).abs() < 1e-9 * want, "{c:?}");
+        }
+        assert!(var.iter().all(|v| *v < 1e-18), "{var:?}");
+        // The one-term fit at order ½ is biased by the ignored η term: it overshoots below the true limit.
+        let one = extrapolate(&x, &y, 0.5, None).unwrap();
+        assert!(one.limit < 2.3 - 0.2, "{one:?}");
+        // One coefficient per point leaves no residual: the variance is unknown, not zero.
+        let (_, var) = series_fit(&x[..3], &y[..3], &[0.5, 1.0], None).unwrap();
+        assert!(var.iter().all(|v| v.is_nan()), "{var:?}");
+        assert!(series_fit(&x[..2], &y[..2], &[0.5, 1.0], None).is_err());
+        assert!(series_fit(&x, &y, &[1.0, 1.0], None).is_err(), "repeated orders cannot be separated");
     }
 
     #[test]

@@ -153,12 +153,8 @@ pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section
 
 /// A check that the experiment ran at all, failing with the error text (used when an experiment errors).
 pub fn failed_section(name: &str, err: &Error) -> Section {
-    Section::new(name, format!("The experiment stopped with an error: {err}")).check(Check::absolute(
-        name,
-        "experiment runs to completion",
-        0.0,
-        f64::NAN,
-        0.0,
+    Section::new(name, format!("The experiment stopped with an error: {err}")).check(
+        Check::absolute(name, "experiment runs to completion", 0.0, f64::NAN, 0.0)
+            .tests("the experiment runs"),
     )
-    .tests("the experiment runs"))
 }

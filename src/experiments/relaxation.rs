@@ -422,7 +422,8 @@ impl Experiment for Relaxation {
                  the discrete-time corrections: the per-step drift of C is η²(Tr[AΣ]/S + ∇LᵀA∇L), and SGD's \
                  fluctuations off the minimum make the second term (and the change of Σ off the minimum) a \
                  λ-dependent O(η·curvature/S) addition to the Noether flow, which moves the equilibrium and \
-                 steepens the restoring force. Checks that fail do so at the largest η/S.",
+                 steepens the restoring force. The rows compare each η/S with the continuous prediction as reported \
+                 measurements; the claims are tested as limits η/S → 0 (below).",
                 n = p.n,
                 s = p.signal,
                 g = worst_grad,
@@ -549,8 +550,10 @@ impl Experiment for Relaxation {
         // The claims as limits η/S → 0 (orders and tolerances fixed in docs/finite_step.md before measuring).
         let base: Vec<&Point> = points.iter().filter(|q| q.d == d0).collect();
         let x: Vec<f64> = base.iter().map(|q| q.eta / q.s as f64).collect();
-        let claim_kappa = "paper: λ relaxes to the noise equilibrium at κ = (η/S)·Tr[A²Σ(θ*)]/‖Aθ*‖² (continuous time)";
-        let claim_eq = "paper: the noise equilibrium λ* of the continuous-time Noether flow is where SGD settles";
+        let claim_kappa =
+            "paper: λ relaxes to the noise equilibrium at κ = (η/S)·Tr[A²Σ(θ*)]/‖Aθ*‖² (continuous time)";
+        let claim_eq =
+            "paper: the noise equilibrium λ* of the continuous-time Noether flow is where SGD settles";
         let limits = [
             limit(
                 LimitSpec {
@@ -591,7 +594,8 @@ impl Experiment for Relaxation {
                     order_tol: 0.3,
                     predicted: 0.0,
                     limit_tol: 0.01,
-                    tests: "noether: the charge's stationary fluctuation around λ* vanishes as η → 0 (OU)".into(),
+                    tests: "noether: the charge's stationary fluctuation around λ* vanishes as η → 0 (OU)"
+                        .into(),
                 },
                 &spread.iter().map(|v| v.0).collect::<Vec<_>>(),
                 &spread.iter().map(|v| v.1).collect::<Vec<_>>(),

@@ -267,8 +267,16 @@ pub struct ReportFiles {
 
 const CHECK_COLUMNS: [&str; 8] =
     ["experiment", "claim tested", "row", "predicted", "measured", "deviation", "tolerance", "result"];
-const CHECK_ALIGN: [Align; 8] =
-    [Align::Left, Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Left];
+const CHECK_ALIGN: [Align; 8] = [
+    Align::Left,
+    Align::Left,
+    Align::Left,
+    Align::Right,
+    Align::Right,
+    Align::Right,
+    Align::Right,
+    Align::Left,
+];
 
 /// The checks table in a given syntax (shared by Markdown and HTML).
 pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
@@ -277,7 +285,11 @@ pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
         .map(|c| {
             vec![
                 Cell::plain(&c.experiment),
-                Cell::plain(if c.outcome == Outcome::Measured { "— (reported measurement)" } else { &c.tests }),
+                Cell::plain(if c.outcome == Outcome::Measured {
+                    "— (reported measurement)"
+                } else {
+                    &c.tests
+                }),
                 Cell::plain(&c.claim),
                 Cell::plain(c.predicted_text()),
                 Cell::plain(fmt_num(c.measured)),
