@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use noether::report::plot::PNG_SCALE;
-use noether::report::{base64, Check, Figure, FigureFiles, Heatmap, Panel, Plot, Report, Section, Series};
+use noether::report::{
+    base64, Check, Figure, FigureFiles, Heatmap, Outcome, Panel, Plot, Report, Section, Series,
+};
 
 /// Output folder: `$NOETHER_KEEP_FIGURES/<name>` if set, else a temporary folder deleted at drop.
 fn out_dir(name: &str) -> (PathBuf, Option<tempfile::TempDir>) {
@@ -248,4 +250,44 @@ fn report_markdown_and_html_contain_every_check() {
         assert!(!html.contains(external), "report.html must be self-contained ({external})");
     }
     assert!(html.contains("<style>") && html.contains("td.pass{") && html.contains("td.fail{"));
+}
+
+/// Measurements and rows not decided at this size are shown with their own verdict, name no claim (measurement) or
+/// the section's claim, and neither count as passed nor fail the report.
+#[test]
+fn measurements_and_undecided_rows_do_not_count_as_pass_or_fail() {
+    let (dir, _keep) = out_dir("report-outcomes");
+    let section = Section::new("relaxation", "Limits.")
+        .tests("paper: κ = (η/S)·Tr[A²Σ]/‖Aθ*‖²")
+        .check(Check::relative("relaxation", "κ ratio → 1", 1.0, 0.97, 0.1))
+        .check(Check::relative("relaxation", "finite η/S = 0.02: κ ratio", 1.0, 1.42, 0.0).measurement())
+        .check(Check::absolute("relaxation", "order of the spread", 1.0, 3.0, 0.3).undecided())
+        .check(Check::absolute("relaxation", "own claim", 0.0, 0.5, 0.1).tests("noether: λ∞ → 0"));
+    let c = &section.checks;
+    assert_eq!(c[0].tests, "paper: κ = (η/S)·Tr[A²Σ]/‖Aθ*‖²", "a row without a claim tests the section's");
+    assert!(c[1].tests.is_empty() && c[1].outcome == Outcome::Measured, "a measurement tests no claim");
+    assert_eq!(c[2].outcome, Outcome::Undecided);
+    assert_eq!((c[3].tests.as_str(), c[3].outcome), ("noether: λ∞ → 0", Outcome::Fail));
+    let report = Report::new("outcomes").section(section);
+    assert_eq!(report.counts(), (1, 2), "only pass/fail rows are counted");
+    assert!(!report.all_passed(), "the failing row fails the report");
+    let ok = Report::new("outcomes").section(
+        Section::new("e", "")
+            .check(Check::relative("e", "holds", 1.0, 1.0, 0.1))
+            .check(Check::relative("e", "finite-η", 1.0, 9.0, 0.1).measurement())
+            .check(Check::relative("e", "too small", 1.0, 9.0, 0.1).undecided()),
+    );
+    assert!(ok.all_passed(), "measurements and undecided rows never fail the run");
+    let out = report.write(&dir).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    let html = std::fs::read_to_string(&out.html).unwrap();
+    assert!(md.contains("1 of 2 checks passed; 1 not decided at this size; 1 reported measurements"), "{md}");
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| relaxation")).collect();
+    assert_eq!(rows.len(), 4, "{md}");
+    assert!(rows[0].contains("paper: κ") && rows[0].contains("pass"), "{}", rows[0]);
+    assert!(rows[1].contains("reported measurement") && rows[1].contains("measurement |"), "{}", rows[1]);
+    assert!(rows[2].contains("not decided at this size"), "{}", rows[2]);
+    assert!(rows[3].contains("noether: λ∞ → 0") && rows[3].contains("FAIL"), "{}", rows[3]);
+    assert_eq!(html.matches("<td class=\"measured\">measurement</td>").count(), 1);
+    assert_eq!(html.matches("<td class=\"undecided\">not decided at this size</td>").count(), 1);
 }

@@ -290,7 +290,7 @@ impl Experiment for Fig1 {
                 frac,
                 0.0,
                 Rule::AtLeast,
-            ))
+            ).tests("paper: under a scale symmetry Tr[AΣ] ≥ 0, so ‖θ‖ grows at every SGD step"))
             .check(Check::new(
                 name,
                 "SGD: ‖θ_{t+1}‖² − ‖θ_t‖² = η²‖ĝ‖² at every step (worst relative violation)",
@@ -298,7 +298,7 @@ impl Experiment for Fig1 {
                 probe.worst,
                 0.0,
                 Rule::AtMost,
-            ))
+            ).tests("paper: C_{t+1} − C_t = η²ĝᵀAĝ exactly, at every SGD step and for any batch"))
             .check(Check::new(
                 name,
                 "GF: max_t |‖θ(t)‖ − ‖θ₀‖| / ‖θ₀‖",
@@ -306,14 +306,14 @@ impl Experiment for Fig1 {
                 gf_rel,
                 0.0,
                 Rule::AtMost,
-            ))
+            ).tests("paper: gradient flow conserves the Noether charge C"))
             .check(Check::relative(
                 name,
                 "weight decay: stationary mean ‖θ‖⁴ against η·E‖ĝ(θ̂)‖²/(2γ)",
                 predicted_n4,
                 measured_n4,
                 0.15,
-            ));
+            ).tests("paper: with weight decay a scale-invariant block settles at ‖θ‖⁴ = η·E‖ĝ(θ̂)‖²/(2γ)"));
         Ok(section)
     }
 }

@@ -11,6 +11,7 @@
 //! on the set of minima (computed here by teleporting GD's minimum), which may be sharper or flatter than
 //! where it started.
 
+use super::limit::{limit, series_fit, LimitSpec};
 use super::{train_logged, Context, Experiment};
 use crate::curvature::{sharpness, SharpnessOptions, TraceMethod};
 use crate::data::{Anisotropy, Dataset, Teacher, TeacherMap};
@@ -47,6 +48,12 @@ struct Params {
     tail: usize,
     /// GD steps that relax an SGD snapshot onto its minimum.
     relax_steps: u64,
+    /// Step sizes of the limit sweep started at θ* (docs/finite_step.md).
+    sweep_etas: Vec<f64>,
+    /// Burn-in and measuring time (t = η·steps) of each sweep run, and its number of sharpness snapshots.
+    sweep_burn_in: f64,
+    sweep_time: f64,
+    sweep_snapshots: usize,
 }
 
 impl Params {
@@ -62,6 +69,10 @@ impl Params {
             scales: [1.4, 0.7],
             tail: if quick { 4 } else { 8 },
             relax_steps: 2000,
+            sweep_etas: vec![0.0025, 0.005, 0.01, 0.02],
+            sweep_burn_in: 20.0,
+            sweep_time: if quick { 40.0 } else { 80.0 },
+            sweep_snapshots: if quick { 12 } else { 24 },
         }
     }
 }
@@ -195,6 +206,10 @@ struct Row {
     ratio_star: f64,
     /// GD: ‖C_T − C_0‖_F / ‖C_0‖_F.
     charge_change: f64,
+    /// θ* and the data set (for the limit sweep).
+    star: Model<f64>,
+    data: Dataset<f64>,
+    cfg_sgd: TrainConfig,
 }
 
 impl Experiment for Fig3 {
@@ -296,6 +311,9 @@ impl Experiment for Fig3 {
                         crate::symmetry::double_rotation::matrix_charge(&gd_model.arch, 0, &gd_model.params);
                     (&c1 - &c0).norm_l2() / c0.norm_l2()
                 },
+                star: star.clone(),
+                data: data.clone(),
+                cfg_sgd: cfg_sgd.clone(),
             };
             done += 1;
             if k == 0 || k + 1 == p.phis.len() {
@@ -333,6 +351,36 @@ impl Experiment for Fig3 {
         }
         section_figs_and_checks(ctx, name, &p, &rows, ratio_plot, traj)
     }
+}
+
+/// One point of the limit sweep: SGD at rate `eta` started at θ*, `(mean λ_max, s.e., mean Tr H, s.e.)` over
+/// evenly spaced snapshots after the burn-in.
+fn sweep_point(p: &Params, row: &Row, eta: f64, seed: u64) -> Result<[f64; 4]> {
+    let mut cfg = row.cfg_sgd.clone();
+    cfg.lr = eta;
+    let rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tr = Trainer::new(row.star.clone(), TrainData::Finite(row.data.clone()), &cfg, rng)?;
+    let burn = (p.sweep_burn_in / eta).round() as u64;
+    let every = ((p.sweep_time / eta) / p.sweep_snapshots as f64).round().max(1.0) as u64;
+    for _ in 0..burn {
+        tr.step()?;
+    }
+    let mut v = Vec::with_capacity(p.sweep_snapshots);
+    for _ in 0..p.sweep_snapshots {
+        for _ in 0..every {
+            tr.step()?;
+        }
+        v.push(curvature(&tr.model, &row.data, seed)?);
+    }
+    let n = v.len() as f64;
+    let stats = |f: &dyn Fn(&(f64, f64)) -> f64| {
+        let m = v.iter().map(f).sum::<f64>() / n;
+        let var = v.iter().map(|x| (f(x) - m).powi(2)).sum::<f64>() / (n - 1.0);
+        (m, (var / n).sqrt())
+    };
+    let (l, le) = stats(&|x| x.0);
+    let (t, te) = stats(&|x| x.1);
+    Ok([l, le, t, te])
 }
 
 fn section_figs_and_checks(
@@ -409,7 +457,7 @@ fn section_figs_and_checks(
          snapshots; θ* is GD's final model teleported to the noise equilibrium (continuous time). A second arm adds \
          weight decay γ = {wd} to both (balances: {wd_text}); weight decay pulls towards WWᵀ = UᵀU (balance 1), \
          noise towards the equilibrium above. 'Start' is the initial model (not a minimum). \
-         On λ_max: the raw SGD iterate's λ_max sits above θ*'s (the check on it fails) while its trace agrees. The \
+         On λ_max: at η = {lr} the raw SGD iterate's λ_max sits above θ*'s (a reported measurement; the claim is tested as the limit η → 0 below) while its trace agrees. The \
          iterate fluctuates off the set of minima by O(√η), and at θ* the top Hessian eigenvalue is (nearly) degenerate, \
          so any perturbation splits the cluster and raises its largest member to first order (λ_max is convex; the \
          trace is linear and unbiased). Relaxing each snapshot onto its minimum with {relax} GD steps (GD conserves C, \
@@ -447,20 +495,26 @@ fn section_figs_and_checks(
 
     let first = &rows[0];
     let last = rows.last().expect("at least one φ");
-    section = section.check(Check::relative(
-        name,
-        format!("SGD ends norm-balanced at φ_x = {}: ‖U‖²/‖W‖²", first.phi),
-        first.predicted_sgd,
-        first.sgd,
-        0.10,
-    ));
-    section = section.check(Check::relative(
-        name,
-        format!("SGD is not norm-balanced at φ_x = {}: ‖U‖²/‖W‖² = (d/TrΣ_x)Σσ_i/Σσ_i⁻¹", last.phi),
-        last.predicted_sgd,
-        last.sgd,
-        0.10,
-    ));
+    section = section.check(
+        Check::relative(
+            name,
+            format!("SGD ends norm-balanced at φ_x = {}: ‖U‖²/‖W‖²", first.phi),
+            first.predicted_sgd,
+            first.sgd,
+            0.10,
+        )
+        .tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"),
+    );
+    section = section.check(
+        Check::relative(
+            name,
+            format!("SGD is not norm-balanced at φ_x = {}: ‖U‖²/‖W‖² = (d/TrΣ_x)Σσ_i/Σσ_i⁻¹", last.phi),
+            last.predicted_sgd,
+            last.sgd,
+            0.10,
+        )
+        .tests("paper fig. 3: SGD ends at the noise equilibrium's norm balance (d/Tr Σ_x)·Σσ_i/Σσ_i⁻¹"),
+    );
     let worst = |f: &dyn Fn(&Row) -> (f64, f64)| -> (f64, f64, f64) {
         rows.iter()
             .map(|r| {
@@ -470,20 +524,151 @@ fn section_figs_and_checks(
             .fold((f64::NEG_INFINITY, f64::NAN, f64::NAN), |a, b| if b.0 > a.0 { b } else { a })
     };
     let (_, pl, ml) = worst(&|r| (r.sharp_star.0, r.sharp_sgd.0));
-    section = section.check(Check::relative(
-        name,
-        "SGD's final λ_max = λ_max of teleport(GD's minimum) (worst φ_x)",
-        pl,
-        ml,
-        0.10,
-    ));
+    section = section.check(
+        Check::relative(
+            name,
+            format!(
+                "finite η = {}: SGD's final λ_max against λ_max of teleport(GD's minimum) (worst φ_x)",
+                p.lr
+            ),
+            pl,
+            ml,
+            0.10,
+        )
+        .measurement(),
+    );
     let (_, pt, mt) = worst(&|r| (r.sharp_star.1, r.sharp_sgd.1));
-    section = section.check(Check::relative(
+    section = section.check(
+        Check::relative(
+            name,
+            format!(
+                "finite η = {}: SGD's final Tr H against Tr H of teleport(GD's minimum) (worst φ_x)",
+                p.lr
+            ),
+            pt,
+            mt,
+            0.10,
+        )
+        .measurement(),
+    );
+    // The claim as a limit η → 0 (orders and tolerances fixed in docs/finite_step.md before measuring): SGD
+    // started at θ* of the φ_x where the finite-η λ_max is worst, at four step sizes.
+    let row = rows
+        .iter()
+        .max_by(|a, b| {
+            let dev = |r: &Row| (r.sharp_sgd.0 - r.sharp_star.0).abs() / r.sharp_star.0;
+            dev(a).total_cmp(&dev(b))
+        })
+        .expect("at least one φ");
+    let mut sweep = Vec::new();
+    for (i, &eta) in p.sweep_etas.iter().enumerate() {
+        (ctx.progress)(i as u64, p.sweep_etas.len() as u64, &format!("limit sweep η = {eta}"));
+        sweep.push(sweep_point(p, row, eta, ctx.seed + 1000 + i as u64)?);
+    }
+    let claim = "paper: SGD's sharpness is that of the noise equilibrium on the set of minima (fig. 3)";
+    let col = |k: usize| sweep.iter().map(|v| v[k]).collect::<Vec<f64>>();
+    let limits = [
+        limit(
+            LimitSpec {
+                quantity: format!("E λ_max of SGD from θ* (φ_x = {})", row.phi),
+                variable: "η".into(),
+                order: 0.5,
+                reason: "the O(√η) displacement off the minima splits θ*'s (nearly) degenerate top eigenvalues at \
+                         first order"
+                    .into(),
+                order_tol: 0.3,
+                predicted: row.sharp_star.0,
+                limit_tol: 0.10 * row.sharp_star.0,
+                tests: claim.into(),
+            },
+            &p.sweep_etas,
+            &col(0),
+            Some(&col(1)),
+        )?,
+        limit(
+            LimitSpec {
+                quantity: format!("E Tr H of SGD from θ* (φ_x = {})", row.phi),
+                variable: "η".into(),
+                order: 1.0,
+                reason: "Tr H is smooth: its first-order change averages out, the second-order one is O(η)".into(),
+                order_tol: 0.3,
+                predicted: row.sharp_star.1,
+                limit_tol: 0.05 * row.sharp_star.1,
+                tests: claim.into(),
+            },
+            &p.sweep_etas,
+            &col(2),
+            Some(&col(3)),
+        )?,
+    ];
+    let mut lpanels = Vec::new();
+    for l in &limits {
+        for c in l.checks(name, ctx.quick) {
+            section = section.check(c);
+        }
+        lpanels.push(l.plot(l.spec.quantity.clone()).into());
+    }
+    // Derived correction (added 2026-12-01, after the first full run fitted the order 0.78, between the
+    // expected ½ and 1): E λ_max − λ_max(θ*) is a series in |δ| ∝ √η, a√η + bη, whose second term the one-term
+    // extrapolation above ignores; extrapolate with both terms (docs/finite_step.md).
+    let (coef, var) = series_fit(&p.sweep_etas, &col(0), &[0.5, 1.0], Some(&col(1)))?;
+    let (y0, y0_se) = (coef[0], var[0].sqrt());
+    let tol = 0.10 * row.sharp_star.0;
+    let mut two = Check::new(
         name,
-        "SGD's final Tr H = Tr H of teleport(GD's minimum) (worst φ_x)",
-        pt,
-        mt,
-        0.10,
+        format!(
+            "E λ_max of SGD from θ* (φ_x = {}) extrapolated to η → 0 as y₀ + a√η + bη (± {y0_se:.3} s.e.; a = \
+             {:.2}, b = {:.1}; derived correction added 2026-12-01 after the full run's order 0.78 showed both terms)",
+            row.phi, coef[1], coef[2]
+        ),
+        row.sharp_star.0,
+        y0,
+        tol,
+        Rule::Absolute,
+    )
+    .tests(claim);
+    if y0_se.is_nan() || y0_se > tol {
+        // Too uncertain to decide: not decided in quick mode, a failure in full mode (as for every limit row).
+        two = if ctx.quick {
+            two.undecided()
+        } else {
+            Check { pass: false, outcome: crate::report::Outcome::Fail, ..two }
+        };
+    }
+    section = section.check(two);
+    section = section.figure(
+        Figure::grid("Sharpness of SGD against the step size", lpanels, 2).save(&ctx.dir, "limits")?,
+        "Log–log: distance of SGD's mean λ_max (left) and Tr H (right) from θ*'s against η, for SGD started at θ*; \
+         solid: least-squares power law (weighted by the snapshot standard errors), dashed: the expected order.",
+    );
+    section.text.push_str(&format!(
+        "\n\nLimit sweep (docs/finite_step.md): SGD started at θ* of φ_x = {phi} (the worst finite-η λ_max), burn-in \
+         t = {b}, then {k} snapshots over t = {t}: {pts}. {lims}.",
+        phi = row.phi,
+        b = p.sweep_burn_in,
+        k = p.sweep_snapshots,
+        t = p.sweep_time,
+        pts = p
+            .sweep_etas
+            .iter()
+            .zip(&sweep)
+            .map(|(e, v)| format!("η = {e}: λ_max {:.3} ± {:.3}, Tr H {:.2} ± {:.2}", v[0], v[1], v[2], v[3]))
+            .collect::<Vec<_>>()
+            .join("; "),
+        lims = limits
+            .iter()
+            .map(|l| format!(
+                "{} − {:.3} shrinks at order {:.2} ± {:.2} (expected {}) and extrapolates to {:.3} ± {:.3}",
+                l.spec.quantity,
+                l.spec.predicted,
+                l.fit.order,
+                l.fit.order_se,
+                l.spec.order,
+                l.extrapolation.limit,
+                l.extrapolation.limit_se
+            ))
+            .collect::<Vec<_>>()
+            .join("; "),
     ));
     let (_, pm, mm) = worst(&|r| (r.sharp_star.0, r.sharp_sgd_min.0));
     section = section.check(Check::relative(
@@ -495,23 +680,29 @@ fn section_figs_and_checks(
         pm,
         mm,
         0.10,
-    ));
+    ).tests("paper: SGD ends on the minimum at the noise equilibrium (sharpness of θ*)"));
     let worst_c = rows.iter().map(|r| r.charge_change).fold(0.0, f64::max);
-    section = section.check(Check::new(
-        name,
-        "GD keeps the balance it started with: ‖C_T − C_0‖_F/‖C_0‖_F, C = WWᵀ − UᵀU (worst φ_x)",
-        0.05,
-        worst_c,
-        0.0,
-        Rule::AtMost,
-    ));
+    section = section.check(
+        Check::new(
+            name,
+            "GD keeps the balance it started with: ‖C_T − C_0‖_F/‖C_0‖_F, C = WWᵀ − UᵀU (worst φ_x)",
+            0.05,
+            worst_c,
+            0.0,
+            Rule::AtMost,
+        )
+        .tests("paper: gradient flow conserves the Noether charge C"),
+    );
     let (_, pc, mc) = worst(&|r| (r.predicted_gd, r.gd));
-    section = section.check(Check::relative(
-        name,
-        "GD's final balance = conserved-charge prediction Σ1/p_i/Σp_i (worst φ_x)",
-        pc,
-        mc,
-        0.05,
-    ));
+    section = section.check(
+        Check::relative(
+            name,
+            "GD's final balance = conserved-charge prediction Σ1/p_i/Σp_i (worst φ_x)",
+            pc,
+            mc,
+            0.05,
+        )
+        .tests("paper: GD conserves C and ends at the conserved-charge balance"),
+    );
     Ok(section)
 }

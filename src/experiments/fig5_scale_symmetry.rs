@@ -192,37 +192,46 @@ impl Experiment for Fig5 {
             let max_loss = l0.iter().cloned().fold(0.0, f64::max);
             let global_change = l0.iter().zip(&l1).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max) / max_loss;
             let sizes: Vec<usize> = (0..arch.n_layers()).map(|l| arch.layer_range(l).len()).collect();
-            checks.push(Check::new(
-                name,
-                format!(
-                    "net {net}: `verify` of its {} symmetr{} {} at λ = 1, max |Δℓ_n| / max ℓ_n",
-                    syms.len(),
-                    if syms.len() == 1 { "y" } else { "ies" },
-                    syms.iter().map(|s| s.generator(&arch).label()).collect::<Vec<_>>().join(", ")
-                ),
-                1e-12,
-                worst_verify,
-                0.0,
-                Rule::AtMost,
-            ));
-            if *net == "A" {
-                checks.push(Check::new(
+            checks.push(
+                Check::new(
                     name,
-                    "net A: scaling all parameters by e^0.5 is not a symmetry, max |Δℓ_n| / max ℓ_n",
-                    1e-3,
-                    global_change,
-                    0.0,
-                    Rule::AtLeast,
-                ));
-            } else {
-                checks.push(Check::new(
-                    name,
-                    "net B: scaling all parameters by e^0.5 is a symmetry, max |Δℓ_n| / max ℓ_n",
+                    format!(
+                        "net {net}: `verify` of its {} symmetr{} {} at λ = 1, max |Δℓ_n| / max ℓ_n",
+                        syms.len(),
+                        if syms.len() == 1 { "y" } else { "ies" },
+                        syms.iter().map(|s| s.generator(&arch).label()).collect::<Vec<_>>().join(", ")
+                    ),
                     1e-12,
-                    global_change,
+                    worst_verify,
                     0.0,
                     Rule::AtMost,
-                ));
+                )
+                .tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"),
+            );
+            if *net == "A" {
+                checks.push(
+                    Check::new(
+                        name,
+                        "net A: scaling all parameters by e^0.5 is not a symmetry, max |Δℓ_n| / max ℓ_n",
+                        1e-3,
+                        global_change,
+                        0.0,
+                        Rule::AtLeast,
+                    )
+                    .tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"),
+                );
+            } else {
+                checks.push(
+                    Check::new(
+                        name,
+                        "net B: scaling all parameters by e^0.5 is a symmetry, max |Δℓ_n| / max ℓ_n",
+                        1e-12,
+                        global_change,
+                        0.0,
+                        Rule::AtMost,
+                    )
+                    .tests("noether: `verify` confirms (or refutes) the symmetry, the loss is invariant"),
+                );
             }
 
             let sgd_run = run(ctx, &cfg_sgd, &format!("net{net}_sgd"))?;
@@ -243,25 +252,31 @@ impl Experiment for Fig5 {
                 quantities.push(("‖θ‖ (all parameters)".into(), Box::new(sym_total)));
             }
             for (label, f) in &quantities {
-                checks.push(Check::new(
-                    name,
-                    format!("net {net}, SGD: fraction of steps at which {label} grew"),
-                    1.0,
-                    sgd_run.grew(f),
-                    0.0,
-                    Rule::AtLeast,
-                ));
-                checks.push(Check::new(
-                    name,
-                    format!(
-                        "net {net}, GF: max over t ≤ {:.2} of |‖θ‖²(t) − ‖θ‖²(0)| / ‖θ‖²(0) of {label}",
-                        t_end
-                    ),
-                    1e-6,
-                    gf_run.max_rel_change(f),
-                    0.0,
-                    Rule::AtMost,
-                ));
+                checks.push(
+                    Check::new(
+                        name,
+                        format!("net {net}, SGD: fraction of steps at which {label} grew"),
+                        1.0,
+                        sgd_run.grew(f),
+                        0.0,
+                        Rule::AtLeast,
+                    )
+                    .tests("paper: under a scale symmetry Tr[AΣ] ≥ 0, so ‖θ‖ grows at every SGD step"),
+                );
+                checks.push(
+                    Check::new(
+                        name,
+                        format!(
+                            "net {net}, GF: max over t ≤ {:.2} of |‖θ‖²(t) − ‖θ‖²(0)| / ‖θ‖²(0) of {label}",
+                            t_end
+                        ),
+                        1e-6,
+                        gf_run.max_rel_change(f),
+                        0.0,
+                        Rule::AtMost,
+                    )
+                    .tests("paper: gradient flow conserves the Noether charge C"),
+                );
             }
             let others: Vec<usize> = (0..arch.n_layers()).filter(|l| !blocks.contains(l)).collect();
             let substep_note = match gf_run.substeps {

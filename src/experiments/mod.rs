@@ -11,6 +11,7 @@ pub mod fig3_sharpening;
 pub mod fig4_warmup;
 pub mod fig5_scale_symmetry;
 pub mod fig6_representations;
+pub mod limit;
 pub mod noether_flow;
 pub mod relaxation;
 pub mod teleport_vs_training;
@@ -19,7 +20,7 @@ use crate::dynamics::{
     self, default_observers, MemorySink, MetricsSink, Observer, Summary, TrainConfig, Trainer,
 };
 use crate::error::{Error, Result};
-use crate::report::{Check, MetricsWriter, Section};
+use crate::report::{Check, MetricsWriter, Outcome, Section};
 use crate::Real;
 use std::path::PathBuf;
 
@@ -119,7 +120,8 @@ pub fn train_logged<T: Real>(
 
 /// Runs an experiment and records it in its folder: `summary.json` (`noether_version`, `command`, `config`
 /// (quick, seed), `seed`, `results`: the section with its text, figures and checks) and `metrics.csv` (one row per
-/// check: `check`, `predicted`, `measured`, `tolerance`, `pass`). An experiment that errors becomes a section with
+/// row: `check`, `predicted`, `measured`, `tolerance`, `pass` (1 pass, 0 fail, empty for a measurement or a row not
+/// decided at this size). An experiment that errors becomes a section with
 /// one failing check that carries the error text.
 pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section {
     let section = experiment.run(ctx).unwrap_or_else(|err| failed_section(experiment.name(), &err));
@@ -134,7 +136,12 @@ pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section
             &["check", "predicted", "measured", "tolerance", "pass"],
         )?;
         for (i, c) in section.checks.iter().enumerate() {
-            w.row(&[i as f64, c.predicted, c.measured, c.tolerance, if c.pass { 1.0 } else { 0.0 }])?;
+            let pass = match c.outcome {
+                Outcome::Pass => 1.0,
+                Outcome::Fail => 0.0,
+                Outcome::Undecided | Outcome::Measured => f64::NAN,
+            };
+            w.row(&[i as f64, c.predicted, c.measured, c.tolerance, pass])?;
         }
         Ok(())
     };
@@ -146,11 +153,8 @@ pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section
 
 /// A check that the experiment ran at all, failing with the error text (used when an experiment errors).
 pub fn failed_section(name: &str, err: &Error) -> Section {
-    Section::new(name, format!("The experiment stopped with an error: {err}")).check(Check::absolute(
-        name,
-        "experiment runs to completion",
-        0.0,
-        f64::NAN,
-        0.0,
-    ))
+    Section::new(name, format!("The experiment stopped with an error: {err}")).check(
+        Check::absolute(name, "experiment runs to completion", 0.0, f64::NAN, 0.0)
+            .tests("the experiment runs"),
+    )
 }

@@ -453,32 +453,41 @@ impl Experiment for NoetherFlow {
                 o.identity_worst,
                 0.0,
                 Rule::AtMost,
-            ));
-            checks.push(Check::relative(
-                name,
-                format!(
-                    "{}: ensemble Σ ΔC / Σ_k η²(Tr[AΣ]/S + ∇LᵀA∇L) over {} steps (± {:.3} s.e.)",
-                    case.key, p.steps, se_ratio
-                ),
-                1.0,
-                ratio,
-                0.10,
-            ));
-            checks.push(Check::relative(
-                name,
-                format!("{}: SDE mean ΔC / SGD mean ΔC (± {:.3} s.e.)", case.key, se_sde_ratio),
-                1.0,
-                sde_ratio,
-                0.10,
-            ));
-            checks.push(Check::new(
-                name,
-                format!("{}: gradient flow conserves C, max |ΔC| / θ₀ᵀ|A|θ₀", case.key),
-                1e-6,
-                o.gf_rel,
-                0.0,
-                Rule::AtMost,
-            ));
+            ).tests("paper: C_{t+1} − C_t = η²ĝᵀAĝ exactly, at every SGD step and for any batch"));
+            checks.push(
+                Check::relative(
+                    name,
+                    format!(
+                        "{}: ensemble Σ ΔC / Σ_k η²(Tr[AΣ]/S + ∇LᵀA∇L) over {} steps (± {:.3} s.e.)",
+                        case.key, p.steps, se_ratio
+                    ),
+                    1.0,
+                    ratio,
+                    0.10,
+                )
+                .tests("paper: the expected drift of C per step is η²(Tr[AΣ]/S + ∇LᵀA∇L) (the Noether flow)"),
+            );
+            checks.push(
+                Check::relative(
+                    name,
+                    format!("{}: SDE mean ΔC / SGD mean ΔC (± {:.3} s.e.)", case.key, se_sde_ratio),
+                    1.0,
+                    sde_ratio,
+                    0.10,
+                )
+                .tests("noether: the SDE dθ = −∇L dt + √(η/S·Σ) dW reproduces SGD's drift of C"),
+            );
+            checks.push(
+                Check::new(
+                    name,
+                    format!("{}: gradient flow conserves C, max |ΔC| / θ₀ᵀ|A|θ₀", case.key),
+                    1e-6,
+                    o.gf_rel,
+                    0.0,
+                    Rule::AtMost,
+                )
+                .tests("paper: gradient flow conserves the Noether charge C"),
+            );
             let [sgd, sde, gf, pr] = o.curves;
             let mut plot = Plot::new(case.title, "t = η·steps", "charge C")
                 .series(Series::line(format!("SGD (mean of {})", p.members), sgd))

@@ -11,6 +11,7 @@
 //! `λ = ½ ln((C + √(C² + 4pq)) / 2p)`. The rate is fitted to the ensemble mean λ̄(t) as `λ∞ + B e^{−κt}` on the
 //! part of the run after λ̄ first falls below λ₀/2 (the near-linear regime).
 
+use super::limit::{limit, LimitSpec};
 use super::{Context, Experiment};
 use crate::data::{save_dataset, Anisotropy, Dataset, Teacher, TeacherMap};
 use crate::dynamics::{DataSpec, Method, TrainConfig, TrainData, Trainer};
@@ -213,6 +214,8 @@ struct Point {
     /// Start time of the fit window.
     t_fit: f64,
     diverged: usize,
+    /// Standard deviation of λ across the ensemble, root-mean-square over the last fifth of the run.
+    tail_std: f64,
 }
 
 fn run_point(
@@ -293,7 +296,9 @@ fn run_point(
     let window = &traj[start.min(traj.len().saturating_sub(3))..];
     let (kappa_meas, lambda_inf) = fit_exponential(window, kappa_pred);
     let t_fit = window[0].0;
-    Ok(Point { eta, s, d: prob.d, traj, kappa_pred, kappa_meas, lambda_inf, t_fit, diverged })
+    let tail = &traj[traj.len() * 4 / 5..];
+    let tail_std = (tail.iter().map(|r| r.2 * r.2 * m).sum::<f64>() / tail.len() as f64).sqrt();
+    Ok(Point { eta, s, d: prob.d, traj, kappa_pred, kappa_meas, lambda_inf, t_fit, diverged, tail_std })
 }
 
 /// Least-squares fit of `y = c + B e^{−κ(t − t₀)}` to `(t, y, ·)` points: for each κ the linear part (c, B) is
@@ -371,12 +376,14 @@ impl Experiment for Relaxation {
         // Diagnostic: the η sweep started at θ* itself. Where λ̄ settles (mean over the last fifth of the run) is
         // the equilibrium of discrete SGD, against λ* = 0 of the continuous-time theory.
         let mut settled = Vec::new();
+        let mut spread = Vec::new();
         for &eta in &p.etas {
             (ctx.progress)(total, total, &format!("from θ*, η = {eta}"));
             let prob = problems.iter().find(|q| q.d == d0).expect("base width has a problem");
             let q = run_point(ctx, &p, prob, eta, s0, 0.0)?;
             let tail = &q.traj[q.traj.len() * 4 / 5..];
             settled.push((eta, tail.iter().map(|r| r.1).sum::<f64>() / tail.len() as f64));
+            spread.push((eta, q.tail_std));
         }
         (ctx.progress)(total, total, "figures");
         // η/S → 0 extrapolation of κ_meas/κ_pred over the η and S sweeps (linear least squares in x = η/S).
@@ -415,7 +422,8 @@ impl Experiment for Relaxation {
                  the discrete-time corrections: the per-step drift of C is η²(Tr[AΣ]/S + ∇LᵀA∇L), and SGD's \
                  fluctuations off the minimum make the second term (and the change of Σ off the minimum) a \
                  λ-dependent O(η·curvature/S) addition to the Noether flow, which moves the equilibrium and \
-                 steepens the restoring force. Checks that fail do so at the largest η/S.",
+                 steepens the restoring force. The rows compare each η/S with the continuous prediction as reported \
+                 measurements; the claims are tested as limits η/S → 0 (below).",
                 n = p.n,
                 s = p.signal,
                 g = worst_grad,
@@ -493,43 +501,138 @@ impl Experiment for Relaxation {
              fitted rate against the predicted one for every point (grey: y = x).",
         );
 
+        // Finite-η rows: the continuous κ compared with one η/S is a measurement of the finite-step effect, not a
+        // test of the theory (docs/finite_step.md); the claim is the limit below.
         for q in &points {
             let ratio = q.kappa_meas / q.kappa_pred;
-            section = section.check(Check::new(
-                name,
-                format!(
-                    "κ_meas/κ_pred ∈ [0.7, 1.4] at η = {}, S = {}, d = {} (κ_pred = {:.4}, κ_meas = {:.4} per unit \
-                     time; fitted λ∞ = {:.4}{})",
-                    q.eta,
-                    q.s,
-                    q.d,
-                    q.kappa_pred,
-                    q.kappa_meas,
-                    q.lambda_inf,
-                    if q.diverged > 0 { format!("; {} runs diverged", q.diverged) } else { String::new() }
-                ),
-                1.05,
-                ratio,
-                0.35,
-                Rule::Absolute,
-            ));
+            section = section.check(
+                Check::new(
+                    name,
+                    format!(
+                        "finite η/S = {}: κ_meas/κ_pred at η = {}, S = {}, d = {} (κ_pred = {:.4}, κ_meas = {:.4} per \
+                         unit time; fitted λ∞ = {:.4}{})",
+                        q.eta / q.s as f64,
+                        q.eta,
+                        q.s,
+                        q.d,
+                        q.kappa_pred,
+                        q.kappa_meas,
+                        q.lambda_inf,
+                        if q.diverged > 0 { format!("; {} runs diverged", q.diverged) } else { String::new() }
+                    ),
+                    1.0,
+                    ratio,
+                    0.0,
+                    Rule::Absolute,
+                )
+                .measurement(),
+            );
         }
-        // Scaling with η/S over the η and S sweeps (same data and θ*).
         let r: Vec<f64> =
             points.iter().filter(|q| q.d == d0).map(|q| q.kappa_meas / (q.eta / q.s as f64)).collect();
         let mean = r.iter().sum::<f64>() / r.len() as f64;
         let dev = r.iter().map(|v| (v / mean - 1.0).abs()).fold(0.0, f64::max);
-        section = section.check(Check::new(
-            name,
-            format!(
-                "κ_meas/(η/S) constant over the η and S sweeps: max |r/r̄ − 1| (r̄ = {mean:.3}, predicted \
-                 Tr[A²Σ]/‖Aθ*‖² = {:.3})",
-                problems.iter().find(|q| q.d == d0).map_or(f64::NAN, |q| q.rate_per_noise())
-            ),
-            0.0,
-            dev,
-            0.2,
-            Rule::AtMost,
+        section = section.check(
+            Check::new(
+                name,
+                format!(
+                    "finite η/S: spread of κ_meas/(η/S) over the η and S sweeps, max |r/r̄ − 1| (r̄ = {mean:.3}, \
+                     continuous prediction Tr[A²Σ]/‖Aθ*‖² = {:.3})",
+                    problems.iter().find(|q| q.d == d0).map_or(f64::NAN, |q| q.rate_per_noise())
+                ),
+                0.0,
+                dev,
+                0.0,
+                Rule::AtMost,
+            )
+            .measurement(),
+        );
+        // The claims as limits η/S → 0 (orders and tolerances fixed in docs/finite_step.md before measuring).
+        let base: Vec<&Point> = points.iter().filter(|q| q.d == d0).collect();
+        let x: Vec<f64> = base.iter().map(|q| q.eta / q.s as f64).collect();
+        let claim_kappa =
+            "paper: λ relaxes to the noise equilibrium at κ = (η/S)·Tr[A²Σ(θ*)]/‖Aθ*‖² (continuous time)";
+        let claim_eq =
+            "paper: the noise equilibrium λ* of the continuous-time Noether flow is where SGD settles";
+        let limits = [
+            limit(
+                LimitSpec {
+                    quantity: "κ_meas/κ_pred".into(),
+                    variable: "η/S".into(),
+                    order: 1.0,
+                    reason: "the O(η/S) finite-step terms of the Noether flow change its slope at λ*".into(),
+                    order_tol: 0.3,
+                    predicted: 1.0,
+                    limit_tol: 0.1,
+                    tests: claim_kappa.into(),
+                },
+                &x,
+                &base.iter().map(|q| q.kappa_meas / q.kappa_pred).collect::<Vec<_>>(),
+                None,
+            )?,
+            limit(
+                LimitSpec {
+                    quantity: "fitted λ∞".into(),
+                    variable: "η/S".into(),
+                    order: 1.0,
+                    reason: "the O(η/S) finite-step terms of the Noether flow shift its zero".into(),
+                    order_tol: 0.3,
+                    predicted: 0.0,
+                    limit_tol: 0.01,
+                    tests: claim_eq.into(),
+                },
+                &x,
+                &base.iter().map(|q| q.lambda_inf).collect::<Vec<_>>(),
+                None,
+            )?,
+            limit(
+                LimitSpec {
+                    quantity: format!("std of λ across the ensemble started at θ* (S = {s0})"),
+                    variable: "η".into(),
+                    order: 1.0,
+                    reason: "OU for λ: per-step noise O(η²) against per-step decay O(η²/S)".into(),
+                    order_tol: 0.3,
+                    predicted: 0.0,
+                    limit_tol: 0.01,
+                    tests: "noether: the charge's stationary fluctuation around λ* vanishes as η → 0 (OU)"
+                        .into(),
+                },
+                &spread.iter().map(|v| v.0).collect::<Vec<_>>(),
+                &spread.iter().map(|v| v.1).collect::<Vec<_>>(),
+                None,
+            )?,
+        ];
+        let mut lpanels = Vec::new();
+        for l in &limits {
+            for c in l.checks(name, ctx.quick) {
+                section = section.check(c);
+            }
+            lpanels.push(l.plot(format!("{} → {}", l.spec.quantity, l.spec.predicted)).into());
+        }
+        section = section.figure(
+            Figure::grid("Relaxation: deviations from the continuous prediction against the step size", lpanels, 3)
+                .save(&ctx.dir, "limits")?,
+            "Log–log: |κ_meas/κ_pred − 1| and |λ∞| against η/S over the η and S sweeps, and the ensemble spread \
+             of λ from θ* against η; solid: least-squares power law, dashed: the expected order through the points.",
+        );
+        section.text.push_str(&format!(
+            "\n\nLimits (docs/finite_step.md): {}.",
+            limits
+                .iter()
+                .map(|l| format!(
+                    "{} shrinks at order {:.2} ± {:.2} in {} (expected {}) and extrapolates to {:.4} ± {:.4} \
+                     (predicted {})",
+                    l.spec.quantity,
+                    l.fit.order,
+                    l.fit.order_se,
+                    l.spec.variable,
+                    l.spec.order,
+                    l.extrapolation.limit,
+                    l.extrapolation.limit_se,
+                    l.spec.predicted
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
         Ok(section)
     }

@@ -434,37 +434,50 @@ impl Experiment for TeleportVsTraining {
 
         for o in &out {
             let rel = |r: &TeleportReport| r.max_output_change / r.max_output_abs;
-            section = section.check(Check::new(
-                name,
-                format!(
+            section = section.check(
+                Check::new(
+                    name,
+                    format!(
                     "{}: teleport keeps the function (max |Δf| / max |f|, worse of noise and norm target)",
                     o.label
                 ),
-                1e-10,
-                rel(&o.noise).max(rel(&o.norm)),
-                0.0,
-                Rule::AtMost,
-            ));
-            section = section.check(Check::new(
-                name,
-                format!(
-                    "{}: Tr Σ(noise target) ≤ Tr Σ(norm target) (round-off 1e-9 relative){}",
-                    o.label,
-                    if o.noise.converged { "" } else { "; noise teleport NOT converged" }
+                    1e-10,
+                    rel(&o.noise).max(rel(&o.norm)),
+                    0.0,
+                    Rule::AtMost,
+                )
+                .tests(
+                    "noether: teleport keeps the function and lowers Tr Σ (θ* minimises Tr Σ on the orbit)",
                 ),
-                o.trace_sigma[2],
-                o.trace_sigma[1],
-                1e-9 * o.trace_sigma[2],
-                Rule::AtMost,
-            ));
-            section = section.check(Check::new(
-                name,
-                format!("{}: Tr Σ after teleport ≤ Tr Σ before (round-off 1e-9 relative)", o.label),
-                o.trace_sigma[0],
-                o.trace_sigma[1],
-                1e-9 * o.trace_sigma[0],
-                Rule::AtMost,
-            ));
+            );
+            section = section.check(
+                Check::new(
+                    name,
+                    format!(
+                        "{}: Tr Σ(noise target) ≤ Tr Σ(norm target) (round-off 1e-9 relative){}",
+                        o.label,
+                        if o.noise.converged { "" } else { "; noise teleport NOT converged" }
+                    ),
+                    o.trace_sigma[2],
+                    o.trace_sigma[1],
+                    1e-9 * o.trace_sigma[2],
+                    Rule::AtMost,
+                )
+                .tests("noether: the noise target lowers Tr Σ at least as much as the min-norm target"),
+            );
+            section = section.check(
+                Check::new(
+                    name,
+                    format!("{}: Tr Σ after teleport ≤ Tr Σ before (round-off 1e-9 relative)", o.label),
+                    o.trace_sigma[0],
+                    o.trace_sigma[1],
+                    1e-9 * o.trace_sigma[0],
+                    Rule::AtMost,
+                )
+                .tests(
+                    "noether: teleport keeps the function and lowers Tr Σ (θ* minimises Tr Σ on the orbit)",
+                ),
+            );
         }
         Ok(section)
     }

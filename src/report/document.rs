@@ -34,6 +34,33 @@ pub enum Rule {
     AtLeast,
 }
 
+/// The verdict of a row of the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A claim of the theory that holds.
+    Pass,
+    /// A claim of the theory that does not hold (the CLI exits 1).
+    #[default]
+    Fail,
+    /// A claim the run is too small to decide (quick mode): neither passed nor failed.
+    Undecided,
+    /// A reported measurement that tests no claim of the theory: not pass/fail.
+    Measured,
+}
+
+impl Outcome {
+    /// The word in the report's result column.
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "FAIL",
+            Outcome::Undecided => "not decided at this size",
+            Outcome::Measured => "measurement",
+        }
+    }
+}
+
 /// `null` in JSON reads back as NaN (serde_json writes non-finite floats as `null`).
 fn f64_or_nan<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
@@ -57,8 +84,14 @@ pub struct Check {
     pub tolerance: f64,
     /// Comparison rule.
     pub rule: Rule,
-    /// Whether the claim holds.
+    /// Whether `measured` meets `rule` (for a measurement row: only whether it lies within the stated range).
     pub pass: bool,
+    /// The claim of the paper (or of noether's extension) the row tests; empty for a reported measurement.
+    #[serde(default)]
+    pub tests: String,
+    /// The row's verdict: from `pass` for a check, [`Outcome::Measured`] or [`Outcome::Undecided`] otherwise.
+    #[serde(default)]
+    pub outcome: Outcome,
 }
 
 impl Check {
@@ -86,7 +119,25 @@ impl Check {
             tolerance,
             rule,
             pass,
+            tests: String::new(),
+            outcome: if pass { Outcome::Pass } else { Outcome::Fail },
         }
+    }
+    /// Names the claim the row tests (see [`Check::tests`]).
+    pub fn tests(mut self, claim: impl Into<String>) -> Self {
+        self.tests = claim.into();
+        self
+    }
+    /// Marks the row as a reported measurement that tests no claim of the theory (never fails the run).
+    pub fn measurement(mut self) -> Self {
+        self.outcome = Outcome::Measured;
+        self.tests.clear();
+        self
+    }
+    /// Marks the row "not decided at this size" (quick mode too small for the claim; never fails the run).
+    pub fn undecided(mut self) -> Self {
+        self.outcome = Outcome::Undecided;
+        self
     }
     /// Passes iff `|measured − predicted| ≤ tol·|predicted|`.
     pub fn relative(
@@ -166,6 +217,9 @@ pub struct Section {
     pub figures: Vec<SectionFigure>,
     /// The experiment's checks.
     pub checks: Vec<Check>,
+    /// The claim a check tests when it names none (set by [`Section::tests`]).
+    #[serde(skip)]
+    pub default_claim: String,
 }
 
 impl Section {
@@ -178,8 +232,16 @@ impl Section {
         self.figures.push(SectionFigure { files, caption: caption.into() });
         self
     }
-    /// Adds a check.
-    pub fn check(mut self, check: Check) -> Self {
+    /// Sets the claim that checks added after it test when they name none of their own.
+    pub fn tests(mut self, claim: impl Into<String>) -> Self {
+        self.default_claim = claim.into();
+        self
+    }
+    /// Adds a check (a pass/fail row without a claim of its own tests the section's, see [`Section::tests`]).
+    pub fn check(mut self, mut check: Check) -> Self {
+        if check.tests.is_empty() && check.outcome != Outcome::Measured {
+            check.tests = self.default_claim.clone();
+        }
         self.checks.push(check);
         self
     }
@@ -203,10 +265,18 @@ pub struct ReportFiles {
     pub html: PathBuf,
 }
 
-const CHECK_COLUMNS: [&str; 7] =
-    ["experiment", "claim", "predicted", "measured", "deviation", "tolerance", "result"];
-const CHECK_ALIGN: [Align; 7] =
-    [Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right, Align::Left];
+const CHECK_COLUMNS: [&str; 8] =
+    ["experiment", "claim tested", "row", "predicted", "measured", "deviation", "tolerance", "result"];
+const CHECK_ALIGN: [Align; 8] = [
+    Align::Left,
+    Align::Left,
+    Align::Left,
+    Align::Right,
+    Align::Right,
+    Align::Right,
+    Align::Right,
+    Align::Left,
+];
 
 /// The checks table in a given syntax (shared by Markdown and HTML).
 pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
@@ -215,16 +285,27 @@ pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
         .map(|c| {
             vec![
                 Cell::plain(&c.experiment),
+                Cell::plain(if c.outcome == Outcome::Measured {
+                    "— (reported measurement)"
+                } else {
+                    &c.tests
+                }),
                 Cell::plain(&c.claim),
                 Cell::plain(c.predicted_text()),
                 Cell::plain(fmt_num(c.measured)),
                 Cell::plain(c.deviation_text()),
                 Cell::plain(c.tolerance_text()),
-                Cell::verdict(c.pass),
+                Cell::outcome(c.outcome),
             ]
         })
         .collect();
     table(syntax, &CHECK_COLUMNS, &CHECK_ALIGN, &rows)
+}
+
+/// `(passed, pass/fail rows)` of one section.
+fn section_counts(s: &Section) -> (usize, usize) {
+    let n = s.checks.iter().filter(|c| matches!(c.outcome, Outcome::Pass | Outcome::Fail)).count();
+    (s.checks.iter().filter(|c| c.outcome == Outcome::Pass).count(), n)
 }
 
 /// `path` relative to `base` when it lies inside it, else unchanged; `/` separators for links.
@@ -246,6 +327,7 @@ h2{margin-top:2em;border-bottom:1px solid #eee}table{border-collapse:collapse;ma
 th,td{border:1px solid #ccc;padding:.35em .7em;vertical-align:top}th{background:#f4f4f4;text-align:left}\
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 td.pass{background:#dff3e0;color:#17632a;font-weight:bold}td.fail{background:#fbe0e0;color:#a31515;font-weight:bold}\
+td.undecided{background:#fff4d6;color:#7a5a00}td.measured{background:#eef2f7;color:#334}\
 .verdict-pass{color:#17632a;font-weight:bold}.verdict-fail{color:#a31515;font-weight:bold}\
 figure{margin:1.5em 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #eee}\
 figcaption{color:#555;font-size:.92em;margin-top:.4em}";
@@ -264,18 +346,36 @@ impl Report {
     pub fn checks(&self) -> impl Iterator<Item = &Check> {
         self.sections.iter().flat_map(|s| s.checks.iter())
     }
-    /// `(passed, total)` check counts.
+    /// `(passed, total)` counts of the pass/fail rows (measurements and undecided rows are not counted).
     pub fn counts(&self) -> (usize, usize) {
-        (self.checks().filter(|c| c.pass).count(), self.checks().count())
+        let decided = self.checks().filter(|c| matches!(c.outcome, Outcome::Pass | Outcome::Fail));
+        let (mut p, mut n) = (0, 0);
+        for c in decided {
+            n += 1;
+            p += usize::from(c.outcome == Outcome::Pass);
+        }
+        (p, n)
     }
-    /// True when every check passed (the CLI exits 1 otherwise).
+    /// Number of rows with the given outcome.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.checks().filter(|c| c.outcome == outcome).count()
+    }
+    /// True when no pass/fail row failed (the CLI exits 1 otherwise).
     pub fn all_passed(&self) -> bool {
-        self.checks().all(|c| c.pass)
+        self.checks().all(|c| c.outcome != Outcome::Fail)
     }
 
     fn verdict_line(&self) -> String {
         let (p, n) = self.counts();
-        format!("{p} of {n} checks passed")
+        let mut line = format!("{p} of {n} checks passed");
+        let (u, m) = (self.count(Outcome::Undecided), self.count(Outcome::Measured));
+        if u > 0 {
+            line += &format!("; {u} not decided at this size");
+        }
+        if m > 0 {
+            line += &format!("; {m} reported measurements");
+        }
+        line
     }
 
     /// The Markdown document; figure links are relative to `base` (the folder `report.md` is written to).
@@ -292,8 +392,8 @@ impl Report {
                 out += &format!("{}\n\n", s.text.trim());
             }
             if !s.checks.is_empty() {
-                let p = s.checks.iter().filter(|c| c.pass).count();
-                out += &format!("Checks: {p} of {} passed.\n\n", s.checks.len());
+                let (p, n) = section_counts(s);
+                out += &format!("Checks: {p} of {n} passed.\n\n");
             }
             for f in &s.figures {
                 let png = link(&f.files.png, base);
@@ -343,9 +443,9 @@ impl Report {
                 out += &format!("<p>{}</p>\n", html_escape(para));
             }
             if !s.checks.is_empty() {
-                let p = s.checks.iter().filter(|c| c.pass).count();
-                let class = if p == s.checks.len() { "verdict-pass" } else { "verdict-fail" };
-                out += &format!("<p class=\"{class}\">Checks: {p} of {} passed.</p>\n", s.checks.len());
+                let (p, n) = section_counts(s);
+                let class = if p == n { "verdict-pass" } else { "verdict-fail" };
+                out += &format!("<p class=\"{class}\">Checks: {p} of {n} passed.</p>\n");
             }
             for f in &s.figures {
                 let bytes = std::fs::read(&f.files.png).map_err(|e| Error::io(&f.files.png, e))?;

@@ -7,7 +7,7 @@
 //! - [`exporter`]: `--export-json/-csv/-markdown` of the table-producing commands, one [`Exporter`] per format,
 //!   over the per-command result structs of [`records`].
 //! - [`table`]: one table routine; Markdown and HTML supply only their row and divider syntax.
-//! - [`document`]: [`Check`] rows (claim, predicted, measured, tolerance, pass) and the [`Report`] written as
+//! - [`document`]: [`Check`] rows (claim tested, row, predicted, measured, tolerance, [`Outcome`]) and the [`Report`] written as
 //!   `report.md` (figures linked) and a self-contained `report.html` (figures embedded as base64 PNG).
 //!
 //! Conventions: CSV and JSON carry raw values (unrounded, SI); human tables use [`fmt_num`] (4 significant
@@ -20,7 +20,7 @@ pub mod plot;
 pub mod records;
 pub mod table;
 
-pub use document::{base64, Check, Report, ReportFiles, Rule, Section};
+pub use document::{base64, Check, Outcome, Report, ReportFiles, Rule, Section};
 pub use export::{MetricsWriter, RunDir, Summary};
 pub use exporter::{ExportDoc, ExportFormat, Exporter, Exports, Record};
 pub use plot::{color_for, Color, Figure, FigureFiles, Heatmap, Panel, Plot, Series, Style};

@@ -19,6 +19,10 @@ pub enum Mark {
     Pass,
     /// A failed check (red).
     Fail,
+    /// A claim not decided at this size (amber).
+    Undecided,
+    /// A reported measurement, not pass/fail (grey).
+    Measured,
 }
 
 /// One table cell: raw text (the syntax escapes it) and its emphasis.
@@ -42,6 +46,17 @@ impl Cell {
         } else {
             Cell { text: "FAIL".into(), mark: Mark::Fail }
         }
+    }
+    /// The result cell of a report row.
+    pub fn outcome(o: crate::report::document::Outcome) -> Self {
+        use crate::report::document::Outcome;
+        let mark = match o {
+            Outcome::Pass => Mark::Pass,
+            Outcome::Fail => Mark::Fail,
+            Outcome::Undecided => Mark::Undecided,
+            Outcome::Measured => Mark::Measured,
+        };
+        Cell { text: o.word().into(), mark }
     }
 }
 
@@ -114,6 +129,8 @@ impl TableSyntax for Markdown {
                 Mark::Plain => md_escape(&c.text),
                 Mark::Pass => format!("✅ {}", md_escape(&c.text)),
                 Mark::Fail => format!("❌ **{}**", md_escape(&c.text)),
+                Mark::Undecided => format!("⏸ {}", md_escape(&c.text)),
+                Mark::Measured => format!("📏 {}", md_escape(&c.text)),
             })
             .collect();
         format!("| {} |\n", cells.join(" | "))
@@ -174,6 +191,8 @@ impl TableSyntax for Html {
                 Mark::Plain => format!("<td{}>{}</td>", html_align(a), html_escape(&c.text)),
                 Mark::Pass => format!("<td class=\"pass\">{}</td>", html_escape(&c.text)),
                 Mark::Fail => format!("<td class=\"fail\">{}</td>", html_escape(&c.text)),
+                Mark::Undecided => format!("<td class=\"undecided\">{}</td>", html_escape(&c.text)),
+                Mark::Measured => format!("<td class=\"measured\">{}</td>", html_escape(&c.text)),
             })
             .collect();
         format!("<tr>{cells}</tr>\n")

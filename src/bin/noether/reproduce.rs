@@ -5,7 +5,7 @@ use crate::common::Global;
 use crate::progress;
 use anyhow::{Context as _, Result};
 use noether::experiments::{find, registry, run_and_record, Context, Experiment};
-use noether::report::{Report, Section};
+use noether::report::{Outcome, Report, Section};
 use rayon::prelude::*;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,16 +87,24 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     let (passed, total) = report.counts();
     for c in report.checks() {
         println!(
-            "{:<5} {:<28} {} (predicted {}, measured {})",
-            if c.pass { "pass" } else { "FAIL" },
+            "{:<11} {:<28} [{}] {} (predicted {}, measured {})",
+            match c.outcome {
+                Outcome::Pass => "pass",
+                Outcome::Fail => "FAIL",
+                Outcome::Undecided => "undecided",
+                Outcome::Measured => "measurement",
+            },
             c.experiment,
+            if c.tests.is_empty() { "—" } else { &c.tests },
             c.claim,
             noether::report::fmt_num(c.predicted),
             noether::report::fmt_num(c.measured)
         );
     }
+    let (undecided, measured) = (report.count(Outcome::Undecided), report.count(Outcome::Measured));
     println!(
-        "{passed}/{total} checks passed; wrote {} and {}",
+        "{passed}/{total} checks passed ({undecided} not decided at this size, {measured} reported measurements); \
+         wrote {} and {}",
         files.markdown.display(),
         files.html.display()
     );
