@@ -2,11 +2,13 @@
 //! observers that log metrics. Nothing here prints: rows go to a [`MetricsSink`], progress to a callback.
 
 mod config;
+mod net_sgd;
 mod observer;
 mod schedule;
 mod trainer;
 
 pub use config::{DataSpec, Method, ObserveSpec, Precision, TrainConfig, TrainData};
+pub use net_sgd::NetSgd;
 pub use observer::{Basics, Charges, NoiseObserver, Observer, SharpnessObserver, Snapshot};
 pub use schedule::Schedule;
 pub use trainer::{Trainer, CHUNK};

@@ -5,6 +5,7 @@
 //! report [`Section`] whose [`Check`]s compare a prediction of the theory with a measurement. `quick` runs
 //! the same claims at smaller sizes (the test suite uses it).
 
+pub mod cnn_fashion_mnist;
 pub mod fig1_scale_invariance;
 pub mod fig2_matrix_factorization;
 pub mod fig3_sharpening;
@@ -58,6 +59,7 @@ pub fn registry() -> Vec<&'static dyn Experiment> {
         &fig6_representations::Fig6,
         &relaxation::Relaxation,
         &teleport_vs_training::TeleportVsTraining,
+        &cnn_fashion_mnist::CnnFashionMnist,
     ]
 }
 
