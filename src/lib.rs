@@ -35,6 +35,7 @@ pub mod model;
 pub mod real;
 pub mod report;
 pub mod stats;
+pub mod sweep;
 pub mod symmetry;
 pub mod tensor_io;
 #[doc(hidden)]

@@ -6,6 +6,7 @@ mod common;
 mod progress;
 mod reproduce;
 mod sharpness;
+mod sweep;
 mod symmetries;
 mod teleport;
 mod train;
@@ -38,6 +39,8 @@ enum Command {
     Sharpness(sharpness::Args),
     /// Reproduce the paper's experiments with figures and a pass/fail report.
     Reproduce(reproduce::Args),
+    /// Run a grid of training runs from a sweep file, locally or as a SLURM job array; `status`, `collect`.
+    Sweep(sweep::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Teleport(a) => teleport::run(a, &cli.global),
         Command::Sharpness(a) => sharpness::run(a, &cli.global),
         Command::Reproduce(a) => reproduce::run(a, &cli.global),
+        Command::Sweep(a) => sweep::run(a, &cli.global),
     };
     match result {
         Ok(code) => code,
