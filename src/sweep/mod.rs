@@ -71,8 +71,13 @@ impl SweepDir {
             });
         }
         std::fs::create_dir_all(point::points_dir(&dir)).map_err(|e| Error::io(&dir, e))?;
-        let text = serde_json::to_string_pretty(spec).map_err(|e| Error::Config(e.to_string()))?;
-        crate::report::export::write_atomic(&file, &(text + "\n"))?;
+        let text = serde_json::to_string_pretty(spec).map_err(|e| Error::Config(e.to_string()))? + "\n";
+        if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+            // Array tasks start together: each writes through its own temporary name.
+            let tmp = dir.join(format!(".{SPEC_FILE}.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, &text).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
+        }
         Ok(SweepDir { dir, spec: spec.clone() })
     }
 
