@@ -18,6 +18,7 @@
 //! final = ["loss"]                     # the last logged row's value → column `final_loss`
 //! mean_last = { k = 10, metrics = ["c_pair_l0_fro"] }  # mean over the last k logged rows → `mean10_…`
 //! summary = ["t", "steps"]             # numeric fields of summary.json's results → columns of that name
+//! ratio = [["norm_sq_l1", "norm_sq_l0"]]  # a / b at the last logged row → `norm_sq_l1_over_norm_sq_l0`
 //!
 //! [[plot]]                             # a collected column against an axis, one line per value of another
 //! y = "final_loss"
@@ -63,6 +64,9 @@ pub struct CollectSpec {
     /// Numeric fields of `summary.json`'s results (see [`SUMMARY_FIELDS`]) → columns of the same name.
     #[serde(default)]
     pub summary: Vec<String>,
+    /// Ratios `[a, b]` of two metrics at the last logged row → columns `<a>_over_<b>` (e.g. a norm balance).
+    #[serde(default)]
+    pub ratio: Vec<[String; 2]>,
 }
 
 /// `mean_last = { k, metrics }` of `[collect]`.
@@ -87,6 +91,8 @@ pub enum Source {
     MeanLast(String, usize),
     /// A field of summary.json's results.
     Summary(String),
+    /// `a / b` at the last logged row.
+    Ratio(String, String),
 }
 
 /// One `[[plot]]`: a collected column (`y`) against an axis (`x`), one line per value of `lines`.
@@ -308,6 +314,9 @@ impl SweepSpec {
             );
         }
         out.extend(c.summary.iter().map(|f| (f.clone(), Source::Summary(f.clone()))));
+        out.extend(
+            c.ratio.iter().map(|[a, b]| (format!("{a}_over_{b}"), Source::Ratio(a.clone(), b.clone()))),
+        );
         for (i, (name, _)) in out.iter().enumerate() {
             if out[..i].iter().any(|(n, _)| n == name) {
                 return Err(cfg(format!("[collect] yields the column `{name}` twice; drop one of them")));
@@ -417,6 +426,7 @@ impl SweepSpec {
             .final_metrics
             .iter()
             .chain(c.mean_last.iter().flat_map(|ml| ml.metrics.iter()))
+            .chain(c.ratio.iter().flatten())
             .map(|m| m.as_str())
             .collect();
         if metrics.is_empty() {

@@ -356,13 +356,23 @@ pub fn param_text(v: &toml::Value) -> String {
 /// Reads the collected values of a done point's folder: `summary.json` fields and, streaming `metrics.csv`
 /// (keeping only the last k rows of the needed columns), the final and mean-of-last-k metrics.
 fn collect_values(run: &Path, sources: &[Source]) -> Result<Vec<Option<f64>>> {
-    let metric_names: Vec<&str> = sources
+    // The metrics each source reads, as indices into `names` (each metric read once).
+    let slot = |m: &str, names: &mut Vec<String>| -> usize {
+        names.iter().position(|n| n == m).unwrap_or_else(|| {
+            names.push(m.to_string());
+            names.len() - 1
+        })
+    };
+    let mut names: Vec<String> = Vec::new();
+    let uses: Vec<Vec<usize>> = sources
         .iter()
-        .filter_map(|s| match s {
-            Source::Final(m) | Source::MeanLast(m, _) => Some(m.as_str()),
-            Source::Summary(_) => None,
+        .map(|s| match s {
+            Source::Final(m) | Source::MeanLast(m, _) => vec![slot(m, &mut names)],
+            Source::Ratio(a, b) => vec![slot(a, &mut names), slot(b, &mut names)],
+            Source::Summary(_) => vec![],
         })
         .collect();
+    let metric_names: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
     let keep = sources
         .iter()
         .map(|s| match s {
@@ -375,11 +385,12 @@ fn collect_values(run: &Path, sources: &[Source]) -> Result<Vec<Option<f64>>> {
     let mut col_index: Vec<Option<usize>> = Vec::new();
     if !metric_names.is_empty() {
         let p = run.join("metrics.csv");
-        let mut r = csv::Reader::from_path(&p).map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
-        let headers = r.headers().map_err(|e| Error::Config(format!("{}: {e}", p.display())))?.clone();
+        let bad = |e: csv::Error| Error::Config(format!("{}: {e}", p.display()));
+        let mut r = csv::Reader::from_path(&p).map_err(bad)?;
+        let headers = r.headers().map_err(bad)?.clone();
         col_index = metric_names.iter().map(|m| headers.iter().position(|h| h == *m)).collect();
         for rec in r.records() {
-            let rec = rec.map_err(|e| Error::Config(format!("{}: {e}", p.display())))?;
+            let rec = rec.map_err(bad)?;
             let vals = col_index
                 .iter()
                 .map(|c| c.and_then(|c| rec.get(c)).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN))
@@ -397,26 +408,24 @@ fn collect_values(run: &Path, sources: &[Source]) -> Result<Vec<Option<f64>>> {
     } else {
         None
     };
-    let mut mi = 0;
+    let finite = |x: f64| Some(x).filter(|x| x.is_finite());
+    // Mean of metric slot `c` over the last `k` rows (None if the column is absent or nothing was logged).
+    let mean = |c: usize, k: usize| -> Option<f64> {
+        col_index[c]?;
+        let n = tail.len().min(k);
+        if n == 0 {
+            return None;
+        }
+        finite(tail.iter().rev().take(n).map(|r| r[c]).sum::<f64>() / n as f64)
+    };
     Ok(sources
         .iter()
-        .map(|s| {
-            let finite = |x: f64| Some(x).filter(|x| x.is_finite());
-            match s {
-                Source::Final(_) | Source::MeanLast(..) => {
-                    let k = if let Source::MeanLast(_, k) = s { *k } else { 1 };
-                    let c = mi;
-                    mi += 1;
-                    col_index[c]?;
-                    let n = tail.len().min(k);
-                    if n == 0 {
-                        return None;
-                    }
-                    let sum: f64 = tail.iter().rev().take(n).map(|r| r[c]).sum();
-                    finite(sum / n as f64)
-                }
-                Source::Summary(f) => summary.as_ref()?["results"][f].as_f64().and_then(finite),
-            }
+        .zip(&uses)
+        .map(|(s, u)| match s {
+            Source::Final(_) => mean(u[0], 1),
+            Source::MeanLast(_, k) => mean(u[0], *k),
+            Source::Ratio(..) => finite(mean(u[0], 1)? / mean(u[1], 1)?),
+            Source::Summary(f) => summary.as_ref()?["results"][f].as_f64().and_then(finite),
         })
         .collect())
 }
