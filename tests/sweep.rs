@@ -507,3 +507,18 @@ fn slurm_backend_matches_the_local_table() {
     let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
     assert!(csv.contains(",missing,"), "the aggregation job ran after the cancelled array: {csv}");
 }
+
+#[test]
+fn example_sweeps_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sweeps");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let spec = SweepSpec::from_file(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let points = spec.points().unwrap();
+        spec.check_metrics(&points).unwrap();
+        assert!(!spec.plots.is_empty(), "{} has no plot", p.display());
+        n += 1;
+    }
+    assert!(n >= 2);
+}

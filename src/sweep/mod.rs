@@ -28,7 +28,7 @@ pub mod slurm;
 pub mod spec;
 pub mod table;
 
-pub use point::{run_point, train_into, PointRecord, Status};
+pub use point::{run_point, train_into, train_into_with, PointRecord, Status};
 pub use spec::{Axis, CollectSpec, PlotSpec, Point, SweepSpec};
 pub use table::{Counts, Row, Table, TableFiles};
 

@@ -126,7 +126,7 @@ pub fn run_point(dir: &Path, point: &Point) -> Result<PointRecord> {
     Ok(record)
 }
 
-/// Trains `config` and writes the run folder `out` as `noether train` does: `config.toml`, `metrics.csv`
+/// Trains `config` and writes the run folder `out` (what `noether train` does): `config.toml`, `metrics.csv`
 /// (streamed), `model.safetensors`, `data.safetensors` and `summary.json`. A divergence is reported in the
 /// summary (the metrics up to it are on disk).
 pub fn train_into(config: &TrainConfig, out: &Path) -> Result<Summary> {
