@@ -225,7 +225,7 @@ pub fn run_task(
 }
 
 /// Runs `points` on `jobs` worker threads, calling `done` on this thread as each finishes. Each worker owns a
-/// one-thread rayon pool, created once, inside which its points train: kernels that would use the global
+/// one-thread rayon pool, created once, on which its loop over points runs: kernels that would use the global
 /// pool run sequentially, so a point computes the same bits with any `jobs` and no pool is built per point.
 pub fn run_points(
     dir: &Path,
@@ -241,19 +241,17 @@ pub fn run_points(
             let tx = tx.clone();
             let next = &next;
             s.spawn(move || {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build();
-                loop {
+                let work = || loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
-                    if k >= points.len() {
+                    if k >= points.len() || tx.send((k, run_point(dir, points[k]))).is_err() {
                         break;
                     }
-                    let outcome = match &pool {
-                        Ok(pool) => pool.install(|| run_point(dir, points[k])),
-                        Err(e) => Err(Error::Numerical { what: "sweep worker", reason: e.to_string() }),
-                    };
-                    if tx.send((k, outcome)).is_err() {
-                        break;
-                    }
+                };
+                // The whole loop runs on the pool's one thread (one hand-off per worker, not per point). If
+                // no pool can be built, the points still run, with the global pool for any parallel kernel.
+                match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+                    Ok(pool) => pool.install(work),
+                    Err(_) => work(),
                 }
             });
         }
