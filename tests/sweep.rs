@@ -174,6 +174,10 @@ fn bad_sweeps_are_errors_naming_the_key() {
         "[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"seed\"\n",
     );
     assert!(e.contains("x = \"seed\" is not an axis"), "{e}");
+    let e = err("[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nwhere = { seed = 1 }\n");
+    assert!(e.contains("where: `seed` is not an axis"), "{e}");
+    let e = err("[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nwhere = { lr = 0.2 }\n");
+    assert!(e.contains("axis `lr` has no value 0.2"), "{e}");
     let e = err("[grid]\nlr = [0.1]\n[colect]\n");
     assert!(e.contains("unknown field `colect`"), "{e}");
     // A metric that no point logs is refused before anything runs.
@@ -521,4 +525,42 @@ fn example_sweeps_are_valid() {
         n += 1;
     }
     assert!(n >= 2);
+}
+
+#[test]
+fn plots_average_the_matching_rows_at_each_x() {
+    let axes = format!("{GRID}[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nlines = \"optimizer.batch_size\"\nwhere = {{ seed = 1 }}\n");
+    let spec = parse(&axes).unwrap();
+    let d = tmp("sweep-plot");
+    let (t, _) = run(&spec, &d.join("s"), 2, false);
+    let figs = t.figures();
+    assert_eq!(figs.len(), 1);
+    let noether::report::Panel::Plot(plot) = &figs[0].1.panels[0] else { panic!("not a plot") };
+    assert_eq!(plot.series.len(), 2, "one line per batch size");
+    for (series, s) in plot.series.iter().zip([1i64, 4]) {
+        assert_eq!(series.name, format!("batch_size = {s}"));
+        let want: Vec<(f64, f64)> = [0.01, 0.02, 0.05]
+            .iter()
+            .map(|&lr| {
+                // With seed fixed by `where`, each (lr, S) has exactly one row: the mean is that row's value.
+                let r = t
+                    .rows
+                    .iter()
+                    .find(|r| {
+                        r.params[0].as_float() == Some(lr)
+                            && r.params[1].as_integer() == Some(s)
+                            && r.params[2].as_integer() == Some(1)
+                    })
+                    .unwrap();
+                (lr, r.values[0].unwrap())
+            })
+            .collect();
+        assert_eq!(series.points, want);
+    }
+    assert!(
+        d.join("s/plots/final_loss_vs_lr.png").exists() && d.join("s/plots/final_loss_vs_lr.svg").exists()
+    );
+    assert!(std::fs::read_to_string(d.join("s/sweep.md"))
+        .unwrap()
+        .contains("![final_loss_vs_lr](plots/final_loss_vs_lr.png)"));
 }

@@ -25,6 +25,7 @@
 //! x = "lr"
 //! lines = "optimizer.batch_size"       # optional; other axes are averaged over
 //! log_x = true
+//! where = { seed = 0 }                 # optional: only the points with these axis values
 //! ```
 //!
 //! Point `i` (0-based) is the mixed-radix number whose digits index the axes' values, grid axes in file
@@ -118,6 +119,9 @@ pub struct PlotSpec {
     /// File stem under `plots/` (default: `<y>_vs_<x>`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Only the points with these axis values, e.g. `where = { "model.dims" = [8, 1, 8] }`.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter: BTreeMap<String, toml::Value>,
 }
 
 impl PlotSpec {
@@ -280,6 +284,14 @@ impl SweepSpec {
                     "[[plot]] x = \"{}\" must be a numeric axis, but it holds {v}",
                     p.x
                 )));
+            }
+            for (k, v) in &p.filter {
+                let a = self.axis(k).ok_or_else(|| {
+                    cfg(format!("[[plot]] where: `{k}` is not an axis; axes: {}", self.keys().join(", ")))
+                })?;
+                if !a.values.contains(v) {
+                    return Err(cfg(format!("[[plot]] where: axis `{k}` has no value {v}")));
+                }
             }
             if let Some(l) = &p.lines {
                 if self.axis(l).is_none() {

@@ -197,8 +197,8 @@ impl Table {
         serde_json::to_string_pretty(&doc).map_err(|e| Error::Config(format!("sweep.json: {e}")))
     }
 
-    /// One figure per `[[plot]]`: the mean of `y` over the done points at each `x` (other axes averaged), one
-    /// line per value of `lines`.
+    /// One figure per `[[plot]]`: the mean of `y` over the done points (those matching `where`) at each `x`
+    /// (other axes averaged), one line per value of `lines`.
     pub fn figures(&self) -> Vec<(String, Figure)> {
         self.spec
             .plots
@@ -208,6 +208,11 @@ impl Table {
                 let xi = keys.iter().position(|k| *k == p.x).unwrap_or(0);
                 let yi = self.columns.iter().position(|c| *c == p.y).unwrap_or(0);
                 let li = p.lines.as_ref().and_then(|l| keys.iter().position(|k| k == l));
+                let filter: Vec<(usize, &toml::Value)> = p
+                    .filter
+                    .iter()
+                    .filter_map(|(k, v)| Some((keys.iter().position(|a| a == k)?, v)))
+                    .collect();
                 let xs = &self.spec.axis(&p.x).map(|a| a.values.clone()).unwrap_or_default();
                 let lines: Vec<Option<toml::Value>> = match li {
                     Some(li) => {
@@ -232,6 +237,7 @@ impl Table {
                         let ys: Vec<f64> = self
                             .rows
                             .iter()
+                            .filter(|r| filter.iter().all(|&(k, v)| &r.params[k] == v))
                             .filter(|r| r.params[xi] == xv)
                             .filter(|r| line.as_ref().is_none_or(|l| li.is_some_and(|li| &r.params[li] == l)))
                             .filter_map(|r| r.values.get(yi).copied().flatten())
