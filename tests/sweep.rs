@@ -146,40 +146,35 @@ fn indices_and_names_are_stable_and_unique() {
 
 #[test]
 fn bad_sweeps_are_errors_naming_the_key() {
-    let e = err("[grid]\n\"optimizer.batch_sise\" = [1, 2]\n");
-    assert!(e.contains("optimizer.batch_sise") && e.contains("unknown field `batch_sise`"), "{e}");
-    let e = err("[grid]\nlearning_rate = [0.1]\n");
-    assert!(e.contains("learning_rate") && e.contains("unknown field"), "{e}");
-    let e = err("[grid]\nlr = [0.1, \"fast\"]\n");
-    assert!(e.contains("axis `lr` = \"fast\"") && e.contains("invalid type"), "{e}");
-    let e = err("[grid]\nlr = [0.1, -1.0]\n");
-    assert!(e.contains("lr must be positive"), "{e}");
-    let e = err("[grid]\nlr = []\n");
-    assert!(e.contains("axis `lr` has no values"), "{e}");
-    let e = err("[grid]\n");
-    assert!(e.contains("no axes"), "{e}");
-    let e = err("");
-    assert!(e.contains("no axes"), "{e}");
-    let e = err("[grid]\nseed = { range = [0, 1.5] }\n");
-    assert!(e.contains("range must be"), "{e}");
-    let e = err("[zip]\nlr = [0.1, 0.2]\nseed = [1]\n");
-    assert!(e.contains("equal lengths"), "{e}");
-    let e = err("[grid]\n\"lr.x\" = [1]\n");
-    assert!(e.contains("`lr` is not a table"), "{e}");
-    let e = err("[grid]\nlr = [0.1]\n[collect]\nsummary = [\"loss\"]\n");
-    assert!(e.contains("summary field `loss`"), "{e}");
-    let e = err("[grid]\nlr = [0.1]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\n");
-    assert!(e.contains("not a collected column"), "{e}");
-    let e = err(
-        "[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"seed\"\n",
-    );
-    assert!(e.contains("x = \"seed\" is not an axis"), "{e}");
-    let e = err("[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nwhere = { seed = 1 }\n");
-    assert!(e.contains("where: `seed` is not an axis"), "{e}");
-    let e = err("[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nwhere = { lr = 0.2 }\n");
-    assert!(e.contains("axis `lr` has no value 0.2"), "{e}");
-    let e = err("[grid]\nlr = [0.1]\n[colect]\n");
-    assert!(e.contains("unknown field `colect`"), "{e}");
+    const PLOT: &str = "[grid]\nlr = [0.1]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\n";
+    // (sweep text after the base config, what the error must say)
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[grid]\n\"optimizer.batch_sise\" = [1, 2]\n",
+            &["optimizer.batch_sise", "unknown field `batch_sise`"],
+        ),
+        ("[grid]\nlearning_rate = [0.1]\n", &["learning_rate", "unknown field"]),
+        ("[grid]\nlr = [0.1, \"fast\"]\n", &["axis `lr` = \"fast\"", "invalid type"]),
+        ("[grid]\nlr = [0.1, -1.0]\n", &["lr must be positive"]),
+        ("[grid]\nlr = []\n", &["axis `lr` has no values"]),
+        ("[grid]\n", &["no axes"]),
+        ("", &["no axes"]),
+        ("[grid]\nseed = { range = [0, 1.5] }\n", &["range must be"]),
+        ("[zip]\nlr = [0.1, 0.2]\nseed = [1]\n", &["equal lengths"]),
+        ("[grid]\n\"lr.x\" = [1]\n", &["`lr` is not a table"]),
+        ("[grid]\nlr = [0.1]\n[collect]\nsummary = [\"loss\"]\n", &["summary field `loss`"]),
+        ("[grid]\nlr = [0.1]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\n", &["not a collected column"]),
+        ("x = \"seed\"\n", &["x = \"seed\" is not an axis"]),
+        ("x = \"lr\"\nwhere = { seed = 1 }\n", &["where: `seed` is not an axis"]),
+        ("x = \"lr\"\nwhere = { lr = 0.2 }\n", &["axis `lr` has no value 0.2"]),
+        ("[grid]\nlr = [0.1]\n[colect]\n", &["unknown field `colect`"]),
+    ];
+    for (text, wants) in cases {
+        // Cases that start with a plot key complete the PLOT prefix.
+        let text = if text.starts_with("x = ") { format!("{PLOT}{text}") } else { text.to_string() };
+        let e = err(&text);
+        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
+    }
     // A metric that no point logs is refused before anything runs.
     let spec = parse("[grid]\nlr = [0.1]\n[collect]\nfinal = [\"los\"]\n").unwrap();
     let e = spec.check_metrics(&spec.points().unwrap()).unwrap_err().to_string();
