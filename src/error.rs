@@ -108,6 +108,22 @@ pub enum Error {
         /// What is wrong with it.
         problem: crate::data::IdxProblem,
     },
+    /// A sweep folder holds the points of another sweep.
+    #[error("{dir} holds a different sweep ({difference}); give another --out or delete the folder")]
+    SweepMismatch {
+        /// The folder.
+        dir: String,
+        /// The first difference, `key: value here, value there`.
+        difference: String,
+    },
+    /// An external program (sbatch, squeue) is missing or failed.
+    #[error("{program}: {reason}")]
+    External {
+        /// The program.
+        program: String,
+        /// What happened, with its stderr.
+        reason: String,
+    },
     /// I/O failure.
     #[error("{path}: {source}")]
     Io {

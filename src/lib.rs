@@ -36,6 +36,7 @@ pub mod net;
 pub mod real;
 pub mod report;
 pub mod stats;
+pub mod sweep;
 pub mod symmetry;
 pub mod tensor_io;
 #[doc(hidden)]

@@ -13,6 +13,8 @@
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
 //! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
+//! - `sweep`: sweep files (grid, zip, dotted keys, names), resumption and faults, identical tables for any
+//!   worker count, the CLI's errors, and the SLURM backend on a real cluster (`NOETHER_SLURM=1`, see .ci/run).
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
 
 mod alloc;
@@ -28,6 +30,7 @@ mod reference;
 mod report;
 mod reproduce;
 mod sde;
+mod sweep;
 mod symmetry;
 
 #[global_allocator]

@@ -8,6 +8,7 @@ mod data;
 mod progress;
 mod reproduce;
 mod sharpness;
+mod sweep;
 mod symmetries;
 mod teleport;
 mod train;
@@ -42,6 +43,8 @@ enum Command {
     Reproduce(reproduce::Args),
     /// Convert data files: `noether data idx IMAGES LABELS --out D.safetensors` (MNIST-format IDX).
     Data(data::Args),
+    /// Run a grid of training runs from a sweep file, locally or as a SLURM job array; `status`, `collect`.
+    Sweep(sweep::Args),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::Sharpness(a) => sharpness::run(a, &cli.global),
         Command::Reproduce(a) => reproduce::run(a, &cli.global),
         Command::Data(a) => data::run(a),
+        Command::Sweep(a) => sweep::run(a, &cli.global),
     };
     match result {
         Ok(code) => code,

@@ -3,9 +3,7 @@
 use crate::common::Global;
 use crate::progress;
 use anyhow::{Context, Result};
-use noether::dynamics::{self, default_observers, Precision, TrainConfig, Trainer};
-use noether::report::MetricsWriter;
-use noether::Real;
+use noether::dynamics::TrainConfig;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -40,43 +38,13 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         PathBuf::from("runs")
             .join(args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("run".into()))
     });
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), config.to_toml())
-        .with_context(|| format!("writing {}/config.toml", out.display()))?;
-    match config.precision {
-        Precision::F64 => train::<f64>(&config, &out, global),
-        Precision::F32 => train::<f32>(&config, &out, global),
-    }
+    train(&config, &out, global)
 }
 
-fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
-    let mut trainer = Trainer::<T>::from_config(config)?;
-    let mut observers = default_observers(config, &trainer.model)?;
-    let columns = noether::dynamics::observer_columns(&observers, &trainer.model);
-    let columns: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
-    let mut sink = MetricsWriter::create(out.join("metrics.csv"), &columns)
-        .with_context(|| format!("creating {}/metrics.csv", out.display()))?;
-    let pb = progress::bar(config.steps, format!("{} {}", trainer.method().short(), out.display()), global);
-    let summary = dynamics::run(
-        &mut trainer,
-        config.steps,
-        config.log_every,
-        config.seed,
-        &mut observers,
-        &mut sink,
-        &mut |k| pb.set_position(k),
-    )?;
+fn train(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
+    let pb = progress::bar(config.steps, format!("{} {}", config.optimizer.short(), out.display()), global);
+    let summary = noether::sweep::train_into_with(config, out, &mut |k| pb.set_position(k))?;
     pb.finish_and_clear();
-    noether::model::save_safetensors::<T, T>(&trainer.model, &out.join("model.safetensors"))?;
-    noether::data::save_dataset(trainer.eval_data(), &out.join("data.safetensors"))?;
-    let json = serde_json::json!({
-        "noether_version": env!("CARGO_PKG_VERSION"),
-        "command": "train",
-        "config": config,
-        "seed": config.seed,
-        "results": summary,
-    });
-    std::fs::write(out.join("summary.json"), serde_json::to_string_pretty(&json)?)?;
     if let Some(d) = &summary.diverged {
         eprintln!(
             "error: loss became {} at step {} (lr = {}); lower the learning rate or add warmup. Metrics up to then are in {}",

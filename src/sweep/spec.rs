@@ -1,0 +1,610 @@
+//! The sweep file (`SWEEP.toml`): a base training config plus axes, parsed into a validated [`SweepSpec`] and
+//! expanded into [`Point`]s.
+//!
+//! ```toml
+//! name = "lr-by-batch"                 # optional; default: the file's stem
+//! base = "../matrix_factorization.toml" # or an inline [base] table holding a training config
+//!
+//! [grid]                               # cartesian product; the first axis varies slowest
+//! lr = [0.01, 0.02, 0.05]
+//! "optimizer.batch_size" = [1, 4, 16]  # dotted keys address any config key
+//! seed = { range = [0, 10] }           # integers start ≤ i < end (optional third entry: the step)
+//!
+//! [zip]                                # optional: axes that vary together (equal lengths), fastest of all
+//! "data.teacher.sigma_x.phi" = [1.0, 10.0]
+//! steps = [2000, 4000]
+//!
+//! [collect]                            # the table's value columns
+//! final = ["loss"]                     # the last logged row's value → column `final_loss`
+//! mean_last = { k = 10, metrics = ["c_pair_l0_fro"] }  # mean over the last k logged rows → `mean10_…`
+//! summary = ["t", "steps"]             # numeric fields of summary.json's results → columns of that name
+//! ratio = [["norm_sq_l1", "norm_sq_l0"]]  # a / b at the last logged row → `norm_sq_l1_over_norm_sq_l0`
+//!
+//! [[plot]]                             # a collected column against an axis, one line per value of another
+//! y = "final_loss"
+//! x = "lr"
+//! lines = "optimizer.batch_size"       # optional; other axes are averaged over
+//! log_x = true
+//! where = { seed = 0 }                 # optional: only the points with these axis values
+//! ```
+//!
+//! Point `i` (0-based) is the mixed-radix number whose digits index the axes' values, grid axes in file
+//! order (most significant first) and the zip group last. Its folder name is `{i:0w}-{key}={value}_…` with
+//! `w` the digit count of the last index and `key` the last segment of the dotted key (the full key where two
+//! axes share a last segment). Every point's config is the base with the point's values set, parsed by the
+//! training config's own deserializer, so an unknown key or a mistyped value is an error naming the axis.
+
+use crate::dynamics::TrainConfig;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Longest point label kept in a folder name (characters after the index); longer labels are cut.
+const MAX_LABEL: usize = 120;
+
+/// One swept key and its values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Axis {
+    /// Dotted config key, e.g. `optimizer.batch_size`.
+    pub key: String,
+    /// The values in order.
+    pub values: Vec<toml::Value>,
+}
+
+/// Which values become table columns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectSpec {
+    /// Metrics columns read at the last logged row → columns `final_<metric>`.
+    #[serde(default, rename = "final")]
+    pub final_metrics: Vec<String>,
+    /// The mean of metrics over the last `k` logged rows → columns `mean<k>_<metric>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_last: Option<MeanLast>,
+    /// Numeric fields of `summary.json`'s results (see [`SUMMARY_FIELDS`]) → columns of the same name.
+    #[serde(default)]
+    pub summary: Vec<String>,
+    /// Ratios `[a, b]` of two metrics at the last logged row → columns `<a>_over_<b>` (e.g. a norm balance).
+    #[serde(default)]
+    pub ratio: Vec<[String; 2]>,
+}
+
+/// `mean_last = { k, metrics }` of `[collect]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeanLast {
+    /// How many of the last logged rows (≥ 1; fewer if the run logged fewer).
+    pub k: usize,
+    /// Metrics columns.
+    pub metrics: Vec<String>,
+}
+
+/// The numeric fields of a run's `summary.json` results that `[collect] summary` accepts.
+pub const SUMMARY_FIELDS: &[&str] = &["final_loss", "t", "steps", "seed"];
+
+/// Where a collected value comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Source {
+    /// The last logged row of a metrics column.
+    Final(String),
+    /// The mean over the last `k` logged rows of a metrics column.
+    MeanLast(String, usize),
+    /// A field of summary.json's results.
+    Summary(String),
+    /// `a / b` at the last logged row.
+    Ratio(String, String),
+}
+
+/// One `[[plot]]`: a collected column (`y`) against an axis (`x`), one line per value of `lines`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlotSpec {
+    /// A collected column, e.g. `final_loss`.
+    pub y: String,
+    /// A numeric axis key.
+    pub x: String,
+    /// An axis key: one line per value (absent: one line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<String>,
+    /// Logarithmic x axis.
+    #[serde(default)]
+    pub log_x: bool,
+    /// Logarithmic y axis.
+    #[serde(default)]
+    pub log_y: bool,
+    /// Title (default: `y vs x`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// File stem under `plots/` (default: `<y>_vs_<x>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only the points with these axis values, e.g. `where = { "model.dims" = [8, 1, 8] }`.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub filter: BTreeMap<String, toml::Value>,
+}
+
+impl PlotSpec {
+    /// The file stem of the figure.
+    pub fn stem(&self) -> String {
+        self.name.clone().unwrap_or_else(|| sanitize(&format!("{}_vs_{}", self.y, self.x)))
+    }
+}
+
+/// A validated sweep: the resolved base config, the axes, what to collect and plot. This is also what
+/// `DIR/spec.json` holds, so `status` and `collect` need only the folder.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SweepSpec {
+    /// Name of the sweep.
+    pub name: String,
+    /// The base training config, every default filled in.
+    pub base: TrainConfig,
+    /// Grid axes in file order (cartesian product, first slowest).
+    pub grid: Vec<Axis>,
+    /// Axes that vary together (equal lengths), as one axis after the grid axes.
+    pub zip: Vec<Axis>,
+    /// Table columns.
+    pub collect: CollectSpec,
+    /// Figures.
+    pub plots: Vec<PlotSpec>,
+}
+
+/// One grid point: its index, folder name, swept values and resolved config.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Point {
+    /// Stable 0-based index.
+    pub index: usize,
+    /// Folder name under `DIR/points/`.
+    pub name: String,
+    /// `(key, value)` of every axis, grid axes then zip axes.
+    pub values: Vec<(String, toml::Value)>,
+    /// The training config of this point.
+    pub config: TrainConfig,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSweep {
+    name: Option<String>,
+    base: toml::Value,
+    #[serde(default)]
+    grid: Option<BTreeMap<String, toml::Spanned<toml::Value>>>,
+    #[serde(default)]
+    zip: Option<BTreeMap<String, toml::Spanned<toml::Value>>>,
+    #[serde(default)]
+    collect: CollectSpec,
+    #[serde(default)]
+    plot: Vec<PlotSpec>,
+}
+
+fn cfg(msg: impl Into<String>) -> Error {
+    Error::Config(msg.into())
+}
+
+impl SweepSpec {
+    /// Reads and validates a sweep file; `base = "path"` is relative to the file's folder.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("sweep".into());
+        Self::from_toml(&text, &stem, path.parent().unwrap_or(Path::new(".")))
+            .map_err(|e| cfg(format!("{}: {}", path.display(), strip_config(&e))))
+    }
+
+    /// Parses a sweep from TOML text; `default_name` names it when it has no `name`, `dir` resolves `base`.
+    pub fn from_toml(text: &str, default_name: &str, dir: &Path) -> Result<Self> {
+        let raw: RawSweep = toml::from_str(text).map_err(|e| cfg(e.to_string()))?;
+        let base = match raw.base {
+            toml::Value::String(p) => {
+                let p = if Path::new(&p).is_absolute() { PathBuf::from(&p) } else { dir.join(&p) };
+                let text = std::fs::read_to_string(&p)
+                    .map_err(|e| cfg(format!("base = \"{}\": cannot read it ({e})", p.display())))?;
+                TrainConfig::from_toml(&text)
+                    .map_err(|e| cfg(format!("base config {}: {}", p.display(), strip_config(&e))))?
+            }
+            toml::Value::Table(t) => {
+                let text = toml::to_string(&t).map_err(|e| cfg(e.to_string()))?;
+                TrainConfig::from_toml(&text).map_err(|e| cfg(format!("[base]: {}", strip_config(&e))))?
+            }
+            other => {
+                return Err(cfg(format!(
+                    "base must be a path (base = \"train.toml\") or a [base] table, got a {}",
+                    other.type_str()
+                )))
+            }
+        };
+        let grid = axes("grid", raw.grid.unwrap_or_default())?;
+        let zip = axes("zip", raw.zip.unwrap_or_default())?;
+        if grid.is_empty() && zip.is_empty() {
+            return Err(cfg(
+                "the sweep has no axes: give [grid] (and/or [zip]) with at least one key, e.g. lr = [0.01, 0.1]",
+            ));
+        }
+        if let Some(first) = zip.first() {
+            if let Some(a) = zip.iter().find(|a| a.values.len() != first.values.len()) {
+                return Err(cfg(format!(
+                    "[zip] axes vary together and need equal lengths: `{}` has {} values, `{}` has {}",
+                    first.key,
+                    first.values.len(),
+                    a.key,
+                    a.values.len()
+                )));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in grid.iter().chain(&zip) {
+            if !seen.insert(a.key.as_str()) {
+                return Err(cfg(format!("axis `{}` is given twice ([grid] and [zip])", a.key)));
+            }
+        }
+        let spec = SweepSpec {
+            name: raw.name.unwrap_or_else(|| default_name.to_string()),
+            base,
+            grid,
+            zip,
+            collect: raw.collect,
+            plots: raw.plot,
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Checks the collect and plot sections against the axes.
+    pub fn validate(&self) -> Result<()> {
+        let cols = self.columns()?;
+        if let Some(m) = &self.collect.mean_last {
+            if m.k == 0 {
+                return Err(cfg("[collect] mean_last.k must be at least 1"));
+            }
+        }
+        if let Some(f) = self.collect.summary.iter().find(|f| !SUMMARY_FIELDS.contains(&f.as_str())) {
+            return Err(cfg(format!(
+                "[collect] summary field `{f}` is not a numeric summary field; expected one of: {}",
+                SUMMARY_FIELDS.join(", ")
+            )));
+        }
+        for p in &self.plots {
+            if !cols.iter().any(|(c, _)| *c == p.y) {
+                let names: Vec<&str> = cols.iter().map(|(c, _)| c.as_str()).collect();
+                return Err(cfg(format!(
+                    "[[plot]] y = \"{}\" is not a collected column; collected: {}",
+                    p.y,
+                    if names.is_empty() {
+                        "(none: add a [collect] section)".into()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+            let x = self.axis(&p.x).ok_or_else(|| {
+                cfg(format!("[[plot]] x = \"{}\" is not an axis; axes: {}", p.x, self.keys().join(", ")))
+            })?;
+            if let Some(v) = x.values.iter().find(|v| as_f64(v).is_none()) {
+                return Err(cfg(format!(
+                    "[[plot]] x = \"{}\" must be a numeric axis, but it holds {v}",
+                    p.x
+                )));
+            }
+            for (k, v) in &p.filter {
+                let a = self.axis(k).ok_or_else(|| {
+                    cfg(format!("[[plot]] where: `{k}` is not an axis; axes: {}", self.keys().join(", ")))
+                })?;
+                if !a.values.contains(v) {
+                    return Err(cfg(format!("[[plot]] where: axis `{k}` has no value {v}")));
+                }
+            }
+            if let Some(l) = &p.lines {
+                if self.axis(l).is_none() {
+                    return Err(cfg(format!(
+                        "[[plot]] lines = \"{l}\" is not an axis; axes: {}",
+                        self.keys().join(", ")
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The axis keys, grid then zip.
+    pub fn keys(&self) -> Vec<&str> {
+        self.grid.iter().chain(&self.zip).map(|a| a.key.as_str()).collect()
+    }
+
+    /// The axis named `key`.
+    pub fn axis(&self, key: &str) -> Option<&Axis> {
+        self.grid.iter().chain(&self.zip).find(|a| a.key == key)
+    }
+
+    /// The collected columns in table order, with their sources; duplicate names are an error.
+    pub fn columns(&self) -> Result<Vec<(String, Source)>> {
+        let c = &self.collect;
+        let mut out: Vec<(String, Source)> =
+            c.final_metrics.iter().map(|m| (format!("final_{m}"), Source::Final(m.clone()))).collect();
+        if let Some(ml) = &c.mean_last {
+            out.extend(
+                ml.metrics.iter().map(|m| (format!("mean{}_{m}", ml.k), Source::MeanLast(m.clone(), ml.k))),
+            );
+        }
+        out.extend(c.summary.iter().map(|f| (f.clone(), Source::Summary(f.clone()))));
+        out.extend(
+            c.ratio.iter().map(|[a, b]| (format!("{a}_over_{b}"), Source::Ratio(a.clone(), b.clone()))),
+        );
+        for (i, (name, _)) in out.iter().enumerate() {
+            if out[..i].iter().any(|(n, _)| n == name) {
+                return Err(cfg(format!("[collect] yields the column `{name}` twice; drop one of them")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of points: the product of the grid axes' lengths times the zip length.
+    pub fn len(&self) -> usize {
+        self.radices().iter().product()
+    }
+
+    /// Always false: a sweep has at least one point (empty axes are rejected).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn radices(&self) -> Vec<usize> {
+        let mut r: Vec<usize> = self.grid.iter().map(|a| a.values.len()).collect();
+        if let Some(z) = self.zip.first() {
+            r.push(z.values.len());
+        }
+        r
+    }
+
+    /// The swept `(key, value)` pairs of point `index` (< [`len`](Self::len)).
+    pub fn values_of(&self, index: usize) -> Vec<(String, toml::Value)> {
+        let radices = self.radices();
+        let mut digits = vec![0; radices.len()];
+        let mut rest = index;
+        for (d, r) in digits.iter_mut().zip(&radices).rev() {
+            *d = rest % r;
+            rest /= r;
+        }
+        let mut out: Vec<(String, toml::Value)> =
+            self.grid.iter().zip(&digits).map(|(a, &d)| (a.key.clone(), a.values[d].clone())).collect();
+        if let Some(&dz) = digits.get(self.grid.len()) {
+            out.extend(self.zip.iter().map(|a| (a.key.clone(), a.values[dz].clone())));
+        }
+        out
+    }
+
+    /// Folder name of point `index`: `{index:0w}-{key}={value}_…` (see the module docs).
+    pub fn name_of(&self, index: usize) -> String {
+        let width = (self.len().max(1) - 1).to_string().len();
+        let keys = self.keys();
+        let short = |key: &str| -> String {
+            let last = key.rsplit('.').next().unwrap_or(key);
+            let clash = keys.iter().filter(|k| k.rsplit('.').next() == Some(last)).count() > 1;
+            if clash {
+                key.to_string()
+            } else {
+                last.to_string()
+            }
+        };
+        let label = self
+            .values_of(index)
+            .iter()
+            .map(|(k, v)| format!("{}={}", short(k), label_value(v)))
+            .collect::<Vec<_>>()
+            .join("_");
+        let label: String = sanitize(&label).chars().take(MAX_LABEL).collect();
+        format!("{index:0width$}-{label}")
+    }
+
+    /// Point `index` with its resolved config; an unknown key or a bad value is an error naming the axis.
+    pub fn point(&self, index: usize) -> Result<Point> {
+        let base = toml::Value::try_from(&self.base).map_err(|e| cfg(format!("base config: {e}")))?;
+        self.point_from(&base, index)
+    }
+
+    fn point_from(&self, base: &toml::Value, index: usize) -> Result<Point> {
+        let values = self.values_of(index);
+        let mut v = base.clone();
+        for (key, value) in &values {
+            set_dotted(&mut v, key, value.clone())?;
+        }
+        let config = parse_config(v).map_err(|e| {
+            let vals = values.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
+            cfg(format!("point {index} ({vals}): {}", strip_config(&e)))
+        })?;
+        Ok(Point { index, name: self.name_of(index), values, config })
+    }
+
+    /// Every point, each checked: first every axis alone against the base (so an error names the axis), then
+    /// every combination. Nothing runs before this succeeds.
+    pub fn points(&self) -> Result<Vec<Point>> {
+        let base = toml::Value::try_from(&self.base).map_err(|e| cfg(format!("base config: {e}")))?;
+        for a in self.grid.iter().chain(&self.zip) {
+            for value in &a.values {
+                let mut v = base.clone();
+                set_dotted(&mut v, &a.key, value.clone())?;
+                parse_config(v)
+                    .map_err(|e| cfg(format!("axis `{}` = {value}: {}", a.key, strip_config(&e))))?;
+            }
+        }
+        (0..self.len()).map(|i| self.point_from(&base, i)).collect()
+    }
+
+    /// Checks that every collected metric is a `metrics.csv` column of at least one point (columns depend on
+    /// the model and `[observe]`, so each distinct pair is checked once; a point lacking a column gets an empty
+    /// cell).
+    pub fn check_metrics(&self, points: &[Point]) -> Result<()> {
+        let c = &self.collect;
+        let metrics: Vec<&str> = c
+            .final_metrics
+            .iter()
+            .chain(c.mean_last.iter().flat_map(|ml| ml.metrics.iter()))
+            .chain(c.ratio.iter().flatten())
+            .map(|m| m.as_str())
+            .collect();
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        let mut seen: Vec<serde_json::Value> = Vec::new();
+        let mut found: Vec<String> = Vec::new();
+        let mut first: Option<Vec<String>> = None;
+        for p in points {
+            let key = serde_json::json!([p.config.model, p.config.observe]);
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let cols = super::point::metric_columns(&p.config)
+                .map_err(|e| cfg(format!("point {} ({}): {}", p.index, p.name, strip_config(&e))))?;
+            found.extend(cols.iter().cloned());
+            first.get_or_insert(cols);
+        }
+        if let Some(m) = metrics.iter().find(|m| !found.iter().any(|c| c == *m)) {
+            return Err(cfg(format!(
+                "[collect] metric `{m}` is not a column of metrics.csv; point 0 logs: {}",
+                first.unwrap_or_default().join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// The first difference between the points this spec and `other` define (base config and axes), as
+    /// `"<path>: <this> here, <other> there"`; `None` when they define the same sweep.
+    pub fn difference(&self, other: &SweepSpec) -> Option<String> {
+        let a = serde_json::json!({"base": self.base, "grid": self.grid, "zip": self.zip});
+        let b = serde_json::json!({"base": other.base, "grid": other.grid, "zip": other.zip});
+        first_difference("", &a, &b)
+    }
+}
+
+fn first_difference(path: &str, a: &serde_json::Value, b: &serde_json::Value) -> Option<String> {
+    use serde_json::Value as J;
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match (a, b) {
+        (J::Object(x), J::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            keys.into_iter().find_map(|k| match (x.get(k), y.get(k)) {
+                (Some(u), Some(v)) => first_difference(&join(k), u, v),
+                (u, v) => Some(format!("{}: {} here, {} there", join(k), show(u), show(v))),
+            })
+        }
+        (J::Array(x), J::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (u, v))| first_difference(&format!("{path}[{i}]"), u, v)),
+        _ if a == b => None,
+        _ => Some(format!("{path}: {a} here, {b} there")),
+    }
+}
+
+fn show(v: Option<&serde_json::Value>) -> String {
+    v.map_or("absent".into(), |v| v.to_string())
+}
+
+/// Parses a config value through the training config's own deserializer and validation.
+fn parse_config(v: toml::Value) -> Result<TrainConfig> {
+    let c: TrainConfig = v.try_into().map_err(|e: toml::de::Error| cfg(e.message().to_string()))?;
+    c.validate().map_err(|e| cfg(strip_config(&e)))?;
+    Ok(c)
+}
+
+/// The message of a config error without the "invalid configuration: " prefix (for nesting).
+fn strip_config(e: &Error) -> String {
+    match e {
+        Error::Config(m) => m.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Sets `key` (dotted) in a TOML table, creating missing intermediate tables.
+fn set_dotted(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(cfg(format!("axis key `{key}` has an empty segment")));
+    }
+    let mut cur = root;
+    for (i, p) in parts.iter().enumerate() {
+        let here = parts[..i].join(".");
+        let table = cur.as_table_mut().ok_or_else(|| {
+            cfg(format!("axis `{key}`: `{here}` is not a table in the config, so it has no key `{p}`"))
+        })?;
+        if i + 1 == parts.len() {
+            table.insert(p.to_string(), value);
+            return Ok(());
+        }
+        cur = table.entry(p.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    Ok(())
+}
+
+/// The axes of a `[grid]` or `[zip]` table, in the order the file lists them.
+fn axes(section: &str, table: BTreeMap<String, toml::Spanned<toml::Value>>) -> Result<Vec<Axis>> {
+    let mut entries: Vec<(String, toml::Spanned<toml::Value>)> = table.into_iter().collect();
+    entries.sort_by_key(|(_, v)| v.span().start);
+    entries
+        .into_iter()
+        .map(|(key, v)| {
+            let values = axis_values(&key, v.into_inner())
+                .map_err(|e| cfg(format!("[{section}] {}", strip_config(&e))))?;
+            Ok(Axis { key, values })
+        })
+        .collect()
+}
+
+fn axis_values(key: &str, v: toml::Value) -> Result<Vec<toml::Value>> {
+    let values = match v {
+        toml::Value::Array(a) => a,
+        toml::Value::Table(t) if t.len() == 1 && t.contains_key("range") => {
+            let r = t["range"].as_array().filter(|r| (2..=3).contains(&r.len()));
+            let ints: Option<Vec<i64>> = r.and_then(|r| r.iter().map(|x| x.as_integer()).collect());
+            let Some(ints) = ints else {
+                return Err(cfg(format!(
+                    "axis `{key}`: range must be [start, end] or [start, end, step] of integers, got {}",
+                    t["range"]
+                )));
+            };
+            let step = ints.get(2).copied().unwrap_or(1);
+            if step <= 0 {
+                return Err(cfg(format!("axis `{key}`: the range step must be positive, got {step}")));
+            }
+            (ints[0]..ints[1]).step_by(step as usize).map(toml::Value::Integer).collect()
+        }
+        other => {
+            return Err(cfg(format!(
+                "axis `{key}`: give an array of values or {{ range = [start, end] }}, got {other}"
+            )))
+        }
+    };
+    if values.is_empty() {
+        return Err(cfg(format!("axis `{key}` has no values; give at least one")));
+    }
+    Ok(values)
+}
+
+/// A value as a number (integers and floats).
+pub fn as_f64(v: &toml::Value) -> Option<f64> {
+    match v {
+        toml::Value::Integer(i) => Some(*i as f64),
+        toml::Value::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+/// A value as it appears in a folder name: numbers in shortest form, arrays joined by `x`, tables' values by
+/// `+`.
+fn label_value(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => format!("{f:?}"),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Array(a) => a.iter().map(label_value).collect::<Vec<_>>().join("x"),
+        toml::Value::Table(t) => t.values().map(label_value).collect::<Vec<_>>().join("+"),
+        toml::Value::Datetime(d) => d.to_string(),
+    }
+}
+
+/// Keeps `[A-Za-z0-9._+=-]`, replaces every other character by `-`.
+pub fn sanitize(s: &str) -> String {
+    s.chars().map(|c| if c.is_ascii_alphanumeric() || "._+=-".contains(c) { c } else { '-' }).collect()
+}
