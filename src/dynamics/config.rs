@@ -149,7 +149,7 @@ pub struct ObserveSpec {
     /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`.
     #[serde(default = "default_trace")]
     pub sharpness_trace: String,
-    /// Log Tr Σ, every symmetry's Tr[AΣ] and each rescaling's λ* every this many steps (0 = never; one pass
+    /// Log Tr Σ, every symmetry's Tr\[AΣ\] and each rescaling's λ* every this many steps (0 = never; one pass
     /// over the logging data each time).
     #[serde(default)]
     pub noise_every: u64,
