@@ -9,6 +9,8 @@
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
 //! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
+//! - `robust`: every input that cannot mean what it says is an error naming the culprit; unconverged results are
+//!   flagged; a second run never overwrites the first.
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
 
@@ -22,6 +24,7 @@ mod noise;
 mod reference;
 mod report;
 mod reproduce;
+mod robust;
 mod sde;
 mod symmetry;
 

@@ -13,7 +13,7 @@ pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
     let st = tensor_io::parse(&bytes, path)?;
     let x = tensor_io::get(&st, "x", path)?;
     if x.shape.len() != 2 {
-        return Err(Error::shape(format!("`x` in {}", path.display()), &[0, 0], &x.shape));
+        return Err(Error::rank(format!("`x` in {}", path.display()), 2, "[N, d_in]", &x.shape));
     }
     let (n, d) = (x.shape[0], x.shape[1]);
     let xm = Mat::from_fn(n, d, |i, j| T::from_f64(x.data[i * d + j]));

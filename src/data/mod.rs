@@ -115,9 +115,9 @@ impl<T: Real> Dataset<T> {
             (Targets::Classes(c), Loss::CrossEntropy) => {
                 if let Some((i, &k)) = c.iter().enumerate().find(|(_, &k)| k >= arch.d_out()) {
                     return Err(Error::Data(format!(
-                        "label {k} of sample {i} is out of range: the model has {} outputs (classes 0..{})",
+                        "label {k} of sample {i} is out of range: the model has {} outputs (classes 0–{})",
                         arch.d_out(),
-                        arch.d_out()
+                        arch.d_out() - 1
                     )));
                 }
             }
