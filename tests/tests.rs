@@ -6,6 +6,7 @@
 //! - `flow`: gradient flow (fixed RK4 and adaptive Dormand–Prince) against the closed form of linear regression.
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
+//! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
 //! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
@@ -21,6 +22,7 @@ mod engine;
 mod flow;
 mod gemm;
 mod noise;
+mod readme;
 mod reference;
 mod report;
 mod reproduce;
