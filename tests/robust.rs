@@ -372,6 +372,19 @@ fn a_second_run_into_the_same_folder_leaves_the_first_intact() {
     let o = noether(&["train", &div.display().to_string(), "--out", &out, "-q"]);
     assert_error(&o, &[&out, "--force"]);
     assert_eq!(std::fs::read(d.join("run").join("metrics.csv")).unwrap(), first);
+    // A config refused while setting up leaves no run behind: the folder stays usable.
+    let bad = d.join("bad.toml");
+    std::fs::write(
+        &bad,
+        format!("{TINY}[data]\nkind = \"file\"\npath = \"/nonexistent/d.safetensors\"\n{SGD}"),
+    )
+    .unwrap();
+    let fresh = d.join("fresh").display().to_string();
+    assert_error(
+        &noether(&["train", &bad.display().to_string(), "--out", &fresh, "-q"]),
+        &["/nonexistent/d.safetensors"],
+    );
+    assert!(noether(&["train", &c, "--out", &fresh, "-q"]).status.success());
     // --force overwrites.
     let o = noether(&["train", &c, "--out", &out, "--seed", "9", "--force", "-q"]);
     assert!(o.status.success(), "{}", stderr(&o));

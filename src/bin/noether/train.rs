@@ -51,8 +51,6 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     });
     refuse_overwrite(&out, &RUN_FILES, "--out", args.force)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    std::fs::write(out.join("config.toml"), config.to_toml())
-        .with_context(|| format!("writing {}/config.toml", out.display()))?;
     match config.precision {
         Precision::F64 => train::<f64>(&config, &out, global),
         Precision::F32 => train::<f32>(&config, &out, global),
@@ -61,6 +59,9 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
 
 fn train<T: Real>(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> {
     let mut trainer = Trainer::<T>::from_config(config)?;
+    // Written once the run can start, so that a config refused while setting up leaves no run behind.
+    std::fs::write(out.join("config.toml"), config.to_toml())
+        .with_context(|| format!("writing {}/config.toml", out.display()))?;
     let mut observers = default_observers(config, &trainer.model)?;
     let columns = noether::dynamics::observer_columns(&observers, &trainer.model);
     let columns: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
