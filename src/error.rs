@@ -17,6 +17,30 @@ pub enum Error {
         /// The shape that was found.
         got: Vec<usize>,
     },
+    /// A tensor has the wrong number of dimensions.
+    #[error("{what} must have rank {rank} ({layout}), got a tensor of shape {got:?}")]
+    WrongRank {
+        /// Which tensor.
+        what: String,
+        /// The rank required.
+        rank: usize,
+        /// The layout required, e.g. `[out, in]`.
+        layout: &'static str,
+        /// The shape that was found.
+        got: Vec<usize>,
+    },
+    /// A model file holds tensors the model does not use (as PyTorch's strict `load_state_dict` refuses).
+    #[error(
+        "{file} holds tensors noether does not use: {unused}; a model file holds only the `weight` [out, in] and \
+         `bias` [out] of each dense layer (`layers.{{l}}.*` or `nn.Sequential` names); save only those, e.g. \
+         {{k: v for k, v in model.state_dict().items() if k.endswith(('weight', 'bias'))}}"
+    )]
+    UnusedTensors {
+        /// The file.
+        file: String,
+        /// The unused names, comma separated.
+        unused: String,
+    },
     /// A tensor that must be present is missing from a file.
     #[error("tensor `{name}` is missing from {file}; found: {found}")]
     MissingTensor {
@@ -124,14 +148,14 @@ pub enum Error {
         /// What happened, with its stderr.
         reason: String,
     },
-    /// I/O failure.
-    #[error("{path}: {source}")]
+    /// I/O failure. The OS reason is part of the message (and not also a `source`, so that an error chain
+    /// printed with its causes does not repeat it).
+    #[error("{path}: {reason}")]
     Io {
         /// The path involved.
         path: String,
         /// The underlying error.
-        #[source]
-        source: std::io::Error,
+        reason: std::io::Error,
     },
 }
 
@@ -141,7 +165,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
-        Error::Io { path: path.as_ref().display().to_string(), source }
+        Error::Io { path: path.as_ref().display().to_string(), reason: source }
+    }
+    /// A wrong-rank error: `what` must have `rank` dimensions laid out as `layout`.
+    pub fn rank(what: impl Into<String>, rank: usize, layout: &'static str, got: &[usize]) -> Self {
+        Error::WrongRank { what: what.into(), rank, layout, got: got.to_vec() }
     }
     /// A shape mismatch error.
     pub fn shape(what: impl Into<String>, expected: &[usize], got: &[usize]) -> Self {

@@ -47,3 +47,8 @@ pub use error::{Error, Result};
 pub use loss::Loss;
 pub use model::{Activation, Architecture, Layer, Model, Tape};
 pub use real::Real;
+
+/// The README's Rust example, compiled and run as a doc test so that it cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -9,9 +9,12 @@
 //! - `net`: the module-tree engine (every kind against central differences and the brute-force loop, the cnn_*
 //!   reference cases through the library and the CLI, graph symmetries, the exact SGD identity, state_dict files).
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
+//! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
 //! - `sde`: SGD and the SDE against the predicted one-step drift of every charge (ensemble).
 //! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
+//! - `robust`: every input that cannot mean what it says is an error naming the culprit; unconverged results are
+//!   flagged; a second run never overwrites the first.
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `sweep`: sweep files (grid, zip, dotted keys, names), resumption and faults, identical tables for any
 //!   worker count, the CLI's errors, and the SLURM backend on a real cluster (`NOETHER_SLURM=1`, see .ci/run).
@@ -26,9 +29,11 @@ mod gemm;
 mod idx;
 mod net;
 mod noise;
+mod readme;
 mod reference;
 mod report;
 mod reproduce;
+mod robust;
 mod sde;
 mod sweep;
 mod symmetry;

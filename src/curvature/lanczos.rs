@@ -63,13 +63,39 @@ fn random_unit<R: Rng>(p: usize, rng: &mut R) -> Vec<f64> {
 
 /// `w ← w − Σ_i (q_i·w) q_i` over the rows of the basis `q` (`m · P` flat), twice (classical Gram–Schmidt
 /// repeated: "twice is enough" for orthogonality to round-off).
-fn orthogonalise(q: &[f64], m: usize, p: usize, w: &mut [f64]) {
+fn orthogonalise(q: &[Vec<f64>], w: &mut [f64]) {
     for _ in 0..2 {
-        for i in 0..m {
-            let qi = &q[i * p..(i + 1) * p];
+        for qi in q {
             let c = dot(qi, w);
             w.iter_mut().zip(qi).for_each(|(x, y)| *x -= c * y);
         }
+    }
+}
+
+/// Bytes of memory available to this process (`MemAvailable` of `/proc/meminfo`), or `None` where that is
+/// not known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Errors, before any work, when a Lanczos basis of `iterations` vectors of dimension `p` (f64) cannot fit
+/// in the memory available ([`available_memory`]); the message says how many iterations would fit.
+pub fn check_basis_memory(iterations: usize, p: usize) -> Result<()> {
+    let need = (iterations as u64).saturating_mul(p as u64).saturating_mul(8);
+    match available_memory() {
+        Some(avail) if need > avail => {
+            let fit = avail / (8 * p.max(1) as u64);
+            Err(Error::Config(format!(
+                "{iterations} Lanczos iterations need {:.1} GB for their basis ({iterations} vectors of P = {p}), \
+                 but only {:.1} GB of memory is available; ask for at most {fit} iterations",
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            )))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -95,18 +121,19 @@ pub fn lanczos_eigenvalues<R: Rng>(
     }
     let max_iter = opts.max_iter.max(k + usize::from(bottom)).min(p);
     let start_products = op.products();
-    let mut q = Vec::with_capacity(max_iter.min(64) * p);
-    q.extend_from_slice(&random_unit(p, rng));
+    check_basis_memory(max_iter, p)?;
+    // The basis grows one vector of P per iteration, allocated as it is needed (a converging run of a large
+    // model uses far fewer than max_iter).
+    let mut q: Vec<Vec<f64>> = vec![random_unit(p, rng)];
     let (mut alpha, mut beta) = (Vec::<f64>::new(), Vec::<f64>::new());
     let mut w = vec![0.0; p];
     let mut block_start = 0;
     let mut result = ExtremeEigenvalues { top: vec![], bottom: None, info: LanczosInfo::default() };
     for j in 0..max_iter {
-        let qj = q[j * p..(j + 1) * p].to_vec();
-        op.apply_into(&qj, &mut w);
-        let a = dot(&qj, &w);
+        op.apply_into(&q[j], &mut w);
+        let a = dot(&q[j], &w);
         alpha.push(a);
-        orthogonalise(&q, j + 1, p, &mut w);
+        orthogonalise(&q, &mut w);
         let b = norm_sq(&w).sqrt();
         // Ritz values and residuals of the (block-diagonal after restarts) tridiagonal T.
         let m = j + 1;
@@ -172,13 +199,13 @@ pub fn lanczos_eigenvalues<R: Rng>(
             beta.push(0.0);
             block_start = m;
             let mut fresh = random_unit(p, rng);
-            orthogonalise(&q, m, p, &mut fresh);
+            orthogonalise(&q, &mut fresh);
             let n = norm_sq(&fresh).sqrt();
             fresh.iter_mut().for_each(|x| *x /= n);
-            q.extend_from_slice(&fresh);
+            q.push(fresh);
         } else {
             beta.push(b);
-            q.extend(w.iter().map(|x| x / b));
+            q.push(w.iter().map(|x| x / b).collect());
         }
     }
     if result.top.len() < k {

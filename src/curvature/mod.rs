@@ -18,7 +18,10 @@ pub mod orbit;
 
 pub use hutchinson::{exact_trace, hutch_plus_plus_trace, hutchinson_trace, TraceEstimate, TraceMethod};
 pub use hvp::{central_difference_hvp, dense_matrix, Curvature, HessianOperator, HvpOptions};
-pub use lanczos::{lanczos_eigenvalues, power_iteration, ExtremeEigenvalues, LanczosInfo, LanczosOptions};
+pub use lanczos::{
+    available_memory, check_basis_memory, lanczos_eigenvalues, power_iteration, ExtremeEigenvalues,
+    LanczosInfo, LanczosOptions,
+};
 pub use orbit::{orbit_sharpness, parse_grid, Orbit, OrbitPoint};
 
 use crate::data::Dataset;
@@ -88,14 +91,24 @@ pub enum Subset {
     All,
     /// A fixed subset of `n` samples drawn without replacement with the options' seed.
     Random {
-        /// Subset size (all samples if ≥ N).
+        /// Subset size, 1 ≤ n ≤ N (n = N is all samples).
         n: usize,
     },
 }
 
 /// The samples of `data` selected by `subset` (borrowed when all), with a ChaCha RNG seeded by `seed`.
-pub fn select_subset(data: &Dataset<f64>, subset: Subset, seed: u64) -> Cow<'_, Dataset<f64>> {
-    match subset {
+/// A subset of 0 or more than N samples is an error naming both sizes.
+pub fn select_subset(data: &Dataset<f64>, subset: Subset, seed: u64) -> Result<Cow<'_, Dataset<f64>>> {
+    if let Subset::Random { n } = subset {
+        if n == 0 || n > data.len() {
+            return Err(Error::Config(format!(
+                "a subset of {n} samples of a data set of N = {}: use 1 ≤ subset ≤ {}",
+                data.len(),
+                data.len()
+            )));
+        }
+    }
+    Ok(match subset {
         Subset::Random { n } if n < data.len() => {
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5ab5);
             let mut rows = rand::seq::index::sample(&mut rng, data.len(), n).into_vec();
@@ -103,7 +116,7 @@ pub fn select_subset(data: &Dataset<f64>, subset: Subset, seed: u64) -> Cow<'_, 
             Cow::Owned(data.select(&rows))
         }
         _ => Cow::Borrowed(data),
-    }
+    })
 }
 
 /// Options of [`sharpness`].
@@ -170,6 +183,21 @@ pub struct Sharpness {
     pub n_params: usize,
 }
 
+impl Sharpness {
+    /// Whether every reported number can be taken at face value: Lanczos converged and the loss, the
+    /// eigenvalues and the trace are finite.
+    pub fn is_reliable(&self) -> bool {
+        self.lanczos.converged
+            && self.loss.is_finite()
+            && self
+                .top_eigenvalues
+                .iter()
+                .chain(&self.bottom_eigenvalue)
+                .chain(&self.trace)
+                .all(|v| v.is_finite())
+    }
+}
+
 /// Top-k eigenvalues (Lanczos) and trace of the Hessian of the mean loss `(1/N) Σ ℓ_n` on `data` (or on the seeded
 /// subset of `opts.subset`): the call a training observer makes every k steps. Cost: Lanczos iterations plus trace
 /// products, each one HVP (≈ 1.5–2.5 gradients). Errors on bad shapes, k = 0 or k > P, bad trace options.
@@ -186,7 +214,7 @@ pub fn sharpness(
             opts.top
         )));
     }
-    let data = select_subset(data, opts.subset, opts.seed);
+    let data = select_subset(data, opts.subset, opts.seed)?;
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut op = HessianOperator::new(model, &data, loss, opts.hvp)?;
     let eig = lanczos_eigenvalues(&mut op, opts.top, opts.bottom, &opts.lanczos, &mut rng)?;

@@ -163,7 +163,7 @@ pub struct ObserveSpec {
     /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`.
     #[serde(default = "default_trace")]
     pub sharpness_trace: String,
-    /// Log Tr Σ, every symmetry's Tr[AΣ] and each rescaling's λ* every this many steps (0 = never; one pass
+    /// Log Tr Σ, every symmetry's Tr\[AΣ\] and each rescaling's λ* every this many steps (0 = never; one pass
     /// over the logging data each time).
     #[serde(default)]
     pub noise_every: u64,
@@ -298,6 +298,17 @@ impl TrainConfig {
 
     /// Parses TOML; unknown keys and bad values are errors naming the key.
     pub fn from_toml(s: &str) -> Result<Self> {
+        let table: toml::Table = s.parse().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
+        // serde ignores extra keys of an internally tagged unit variant (`method = "gd"`,
+        // `kind = "constant"`); they cannot mean what they say, so they are errors like unknown keys.
+        no_keys_beside_tag(&table, "optimizer", "method", "gd", "batch_size and sampling apply to sgd")?;
+        no_keys_beside_tag(
+            &table,
+            "schedule",
+            "kind",
+            "constant",
+            "warmup_steps applies to warmup and warmup_cosine",
+        )?;
         let c: TrainConfig = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
         c.validate()?;
         Ok(c)
@@ -322,7 +333,8 @@ impl TrainConfig {
         if self.log_every == 0 {
             return Err(Error::Config("log_every must be at least 1".into()));
         }
-        self.schedule.validate(self.steps)?;
+        self.schedule.validate(self.lr, self.steps)?;
+        self.validate_observe()?;
         self.model.architecture()?;
         match (&self.optimizer, &self.data) {
             (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
@@ -364,6 +376,65 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Observer options that only matter with another one, and the data options that only matter online.
+    fn validate_observe(&self) -> Result<()> {
+        let o = &self.observe;
+        let d = ObserveSpec::default();
+        for (key, every) in [("noise_every", o.noise_every), ("sharpness_every", o.sharpness_every)] {
+            if every > 0 && !every.is_multiple_of(self.log_every) {
+                return Err(Error::Config(format!(
+                    "observe.{key} = {every} is not a multiple of log_every = {}: observers run on logged rows \
+                     only; use a multiple of {}",
+                    self.log_every, self.log_every
+                )));
+            }
+        }
+        if o.sharpness_every == 0 {
+            if o.sharpness_subset != d.sharpness_subset {
+                return Err(Error::Config(format!(
+                    "observe.sharpness_subset = {} does nothing without observe.sharpness_every > 0",
+                    o.sharpness_subset
+                )));
+            }
+            if o.sharpness_trace != d.sharpness_trace {
+                return Err(Error::Config(format!(
+                    "observe.sharpness_trace = \"{}\" does nothing without observe.sharpness_every > 0",
+                    o.sharpness_trace
+                )));
+            }
+        }
+        if let DataSpec::Teacher { n, eval_n, .. } = &self.data {
+            if *eval_n == 0 {
+                return Err(Error::Config(
+                    "data.eval_n = 0: online runs log the loss on eval_n ≥ 1 held samples".into(),
+                ));
+            }
+            if n.is_some() && *eval_n != default_eval_n() {
+                return Err(Error::Config(format!(
+                    "data.eval_n = {eval_n} applies to online data only (no data.n); with data.n the loss is logged \
+                     on the data set itself"
+                )));
+            }
+            if let (Some(n), sub) = (n, o.sharpness_subset) {
+                if sub > *n {
+                    return Err(Error::Config(format!(
+                        "observe.sharpness_subset = {sub} exceeds data.n = {n}; use at most {n} (0 = all)"
+                    )));
+                }
+            }
+            if n.is_none() {
+                if let Method::Sgd { sampling: Sampling::WithoutReplacement, .. } = self.optimizer {
+                    return Err(Error::Config(
+                        "optimizer.sampling = \"without_replacement\" needs a finite data set (data.n); online \
+                         samples are fresh at every step"
+                            .into(),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Builds the model (initialised from the seeded `rng`).
     pub fn build_model<T: Real, R: Rng>(&self, rng: &mut R) -> Result<Model<T>> {
         self.model.build(rng)
@@ -399,12 +470,26 @@ impl DataSpec {
                     Some(0) => Err(Error::Config("data.n must be at least 1".into())),
                     Some(n) => Ok(TrainData::Finite(s.sample(*n, rng))),
                     None => {
-                        let eval = s.sample((*eval_n).max(1), rng);
+                        let eval = s.sample(*eval_n, rng);
                         Ok(TrainData::Online { sampler: s, eval })
                     }
                 }
             }
         }
+    }
+}
+
+/// Errors when the table `[section]` has `tag = value` (a variant without fields) and any other key.
+fn no_keys_beside_tag(table: &toml::Table, section: &str, tag: &str, value: &str, hint: &str) -> Result<()> {
+    let Some(toml::Value::Table(t)) = table.get(section) else { return Ok(()) };
+    if t.get(tag).and_then(|v| v.as_str()) != Some(value) {
+        return Ok(());
+    }
+    match t.keys().find(|k| k.as_str() != tag) {
+        Some(k) => Err(Error::Config(format!(
+            "{section}.{k} does not apply to {tag} = \"{value}\", which takes no other keys ({hint})"
+        ))),
+        None => Ok(()),
     }
 }
 

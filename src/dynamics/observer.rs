@@ -141,7 +141,7 @@ impl<T: Real> Observer<T> for SharpnessObserver {
 }
 
 /// Noise geometry every `every` steps (one pass over the logging data): `trace_sigma` (Tr Σ, centred, 1/N),
-/// and for every symmetry its Noether flow `tr_a_sigma_*` (Tr[AΣ]) and, for rescalings, the single-generator
+/// and for every symmetry its Noether flow `tr_a_sigma_*` (Tr\[AΣ\]) and, for rescalings, the single-generator
 /// continuous-time equilibrium `lambda_star_l{l}_u{j}` (NaN when there is none: dead or one-sided units). Pairs
 /// use B = I (`tr_a_sigma_pair_l{l}` = Tr[M_in − M_out]); scale blocks log `tr_a_sigma_scale_l{l}` = Tr Σ_block.
 pub struct NoiseObserver {

@@ -29,20 +29,38 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// Checks the schedule against a run of `steps` steps.
-    pub fn validate(&self, steps: u64) -> Result<()> {
-        match self {
-            Schedule::Warmup { warmup_steps: 0 } | Schedule::WarmupCosine { warmup_steps: 0, .. } => Err(
-                Error::Config("warmup_steps must be positive (use kind = \"constant\" for no warmup)".into()),
-            ),
-            Schedule::WarmupCosine { min_lr, .. } if !(min_lr.is_finite() && *min_lr >= 0.0) => {
-                Err(Error::Config(format!("min_lr must be finite and ≥ 0, got {min_lr}")))
+    /// Checks the schedule against a run of `steps` steps at peak rate `lr`: a warmup must end within the run,
+    /// a cosine decay must end after its warmup, and `min_lr` must lie in [0, lr].
+    pub fn validate(&self, lr: f64, steps: u64) -> Result<()> {
+        let warmup = match *self {
+            Schedule::Constant => return Ok(()),
+            Schedule::Warmup { warmup_steps } | Schedule::WarmupCosine { warmup_steps, .. } => warmup_steps,
+        };
+        if warmup == 0 {
+            return Err(Error::Config(
+                "schedule.warmup_steps = 0: must be positive (use kind = \"constant\" for no warmup)".into(),
+            ));
+        }
+        if warmup > steps {
+            return Err(Error::Config(format!(
+                "schedule.warmup_steps = {warmup} exceeds steps = {steps}: the run would end before the rate \
+                 reaches lr; use warmup_steps ≤ {steps}"
+            )));
+        }
+        if let Schedule::WarmupCosine { total_steps, min_lr, .. } = *self {
+            if total_steps != 0 && total_steps <= warmup {
+                return Err(Error::Config(format!(
+                    "schedule.total_steps = {total_steps} is not after warmup_steps = {warmup}: the cosine decay \
+                     must end after the warmup (total_steps > {warmup}, or 0 for the run length)"
+                )));
             }
-            _ => {
-                let _ = steps;
-                Ok(())
+            if !(min_lr.is_finite() && (0.0..=lr).contains(&min_lr)) {
+                return Err(Error::Config(format!(
+                    "schedule.min_lr = {min_lr} must lie in [0, lr] = [0, {lr}] (the decay goes down from lr)"
+                )));
             }
         }
+        Ok(())
     }
 
     /// `η(k)` for peak rate `lr` in a run of `steps` steps.
@@ -86,6 +104,12 @@ mod tests {
         assert!((c.lr(1.0, 10, 110) - 1.0).abs() < 1e-15);
         assert!((c.lr(1.0, 60, 110) - 0.5).abs() < 1e-12);
         assert!(c.lr(1.0, 109, 110) < 1e-3);
-        assert!(Schedule::Warmup { warmup_steps: 0 }.validate(10).is_err());
+        assert!(Schedule::Warmup { warmup_steps: 0 }.validate(1.0, 10).is_err());
+        assert!(Schedule::Warmup { warmup_steps: 11 }.validate(1.0, 10).is_err());
+        assert!(Schedule::Warmup { warmup_steps: 10 }.validate(1.0, 10).is_ok());
+        let cos = |w, t, m| Schedule::WarmupCosine { warmup_steps: w, total_steps: t, min_lr: m };
+        assert!(cos(10, 5, 0.0).validate(1.0, 100).is_err());
+        assert!(cos(10, 0, 2.0).validate(1.0, 100).is_err());
+        assert!(cos(10, 50, 0.5).validate(1.0, 100).is_ok());
     }
 }

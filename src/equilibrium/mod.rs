@@ -288,6 +288,37 @@ impl Default for AnalyzeOptions {
     }
 }
 
+impl AnalyzeOptions {
+    /// Checks the options against a data set of `n` samples: η finite and positive, 1 ≤ S, and S ≤ N when
+    /// sampling without replacement (the factor (N−S)/(N−1) would be negative).
+    pub fn check(&self, n: usize) -> Result<()> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(Error::Config(format!("learning rate η = {} must be finite and positive", self.lr)));
+        }
+        if n < 2 {
+            return Err(Error::Data(format!(
+                "the data hold N = {n} sample: the gradient covariance Σ of one sample is zero, so there is no \
+                 noise to analyse; give at least 2 samples"
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(Error::Config("batch size S = 0: must be at least 1".into()));
+        }
+        if self.sampling == Sampling::WithoutReplacement && self.batch_size > n {
+            return Err(Error::Config(format!(
+                "batch size S = {} exceeds the N = {n} samples drawn without replacement; use S ≤ {n}",
+                self.batch_size
+            )));
+        }
+        if self.chunk == 0 {
+            return Err(Error::Config(
+                "chunk = 0: the statistics pass needs chunks of at least 1 sample".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One hidden unit's rescaling symmetry (the `neurons` entries of `tests/data/*/case.json`).
 #[derive(Clone, Debug, Serialize)]
 pub struct NeuronReport {
@@ -367,6 +398,8 @@ pub struct JointReport {
     pub max_rel_residual: f64,
     /// Coordinate sweeps used.
     pub sweeps: usize,
+    /// Whether the residual reached the tolerance (otherwise λ is the last iterate, not the equilibrium).
+    pub converged: bool,
 }
 
 /// Everything `noether analyze` reports.
@@ -419,6 +452,7 @@ pub fn analysis<T: Real>(
 
 /// [`analysis`] from precomputed moments and the parameters θ they were computed at.
 pub fn analysis_from_moments<T: Real>(m: &Moments, theta: &[T], opts: &AnalyzeOptions) -> Result<Analysis> {
+    opts.check(m.n)?;
     let arch = &m.arch;
     let zero = NOISE_RTOL * m.trace_second_moment();
     let mut neurons = Vec::new();
@@ -483,6 +517,7 @@ pub fn analysis_from_moments<T: Real>(m: &Moments, theta: &[T], opts: &AnalyzeOp
             trace_sigma_at_star: sol.objective,
             max_rel_residual: sol.max_rel_residual,
             sweeps: sol.sweeps,
+            converged: sol.max_rel_residual <= opts.tol,
         })
     };
     Ok(Analysis {

@@ -197,6 +197,13 @@ pub fn teleport<T: Real>(
                 .into(),
         ));
     }
+    if matches!(opts.target, TeleportTarget::Noise(_)) && data.len() < 2 {
+        return Err(Error::Data(format!(
+            "the data hold N = {} sample: the gradient covariance Σ of one sample is zero, so there is no noise \
+             equilibrium to move to; give at least 2 samples (or use the norm target)",
+            data.len()
+        )));
+    }
     let tol = opts.tol.max(1000.0 * T::EPS.to_f64());
     let mopts = MomentOptions { elementwise: true, pair_grams: true, chunk: opts.chunk };
     let m0 = moments(model, data, loss, &mopts)?;

@@ -1,6 +1,6 @@
 //! fig2-matrix-factorization: the two-layer linear net f = UWx (30-40-30), x ~ N(0, I), y = x + ε,
 //! ε ~ N(0, I). Gradient flow conserves the matrix charge C = WWᵀ − UᵀU; GD changes it only by
-//! η²(∇LᵀA∇L) per step; SGD drives it to the noise equilibrium Tr[Σ_ε]·WΣ_xWᵀ = Tr[Σ_x]·UᵀΣ_εU
+//! η²(∇LᵀA∇L) per step; SGD drives it to the noise equilibrium Tr\[Σ_ε\]·WΣ_xWᵀ = Tr\[Σ_x\]·UᵀΣ_εU
 //! (here WWᵀ = UᵀU), from any start.
 
 use super::limit::{limit, LimitSpec};

@@ -1,6 +1,6 @@
 //! fig3-sharpening: a square two-layer linear net f = UWx (d-d-d, no bias) on y = x + ε with anisotropic
 //! inputs, Σ_x = diag(φ_x^{i/(d−1)}) (condition number φ_x), Σ_ε = I. At a global minimum (UW = I) the
-//! noise equilibrium Tr[Σ_ε]·WΣ_xWᵀ = Tr[Σ_x]·UᵀΣ_εU fixes WᵀW = √(Tr Σ_x/d)·Σ_x^{−1/2} up to a rotation, so
+//! noise equilibrium Tr\[Σ_ε\]·WΣ_xWᵀ = Tr\[Σ_x\]·UᵀΣ_εU fixes WᵀW = √(Tr Σ_x/d)·Σ_x^{−1/2} up to a rotation, so
 //! SGD ends with the norm balance
 //!
 //! ‖U‖²_F / ‖W‖²_F = (d / Tr Σ_x) · Σ_i σ_i / Σ_i σ_i^{−1}   (σ_i² the variances of x),

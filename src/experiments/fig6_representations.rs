@@ -1,5 +1,5 @@
 //! fig6-representations: a two-layer tanh net f = U tanh(Wx) on Gaussian teacher data with anisotropic Σ_x
-//! and Σ_ε. At the noise equilibrium of the (near-linear) net, Tr[Σ_ε]·WΣ_xWᵀ = Tr[Σ_x]·UᵀΣ_εU: the input
+//! and Σ_ε. At the noise equilibrium of the (near-linear) net, Tr\[Σ_ε\]·WΣ_xWᵀ = Tr\[Σ_x\]·UᵀΣ_εU: the input
 //! representation WΣ_xWᵀ aligns with the output one UᵀΣ_εU. SGD gets there; GD keeps its initial imbalance.
 
 use super::limit::{limit, LimitSpec};

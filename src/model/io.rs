@@ -22,7 +22,21 @@ fn weight_stems(names: &[String]) -> Vec<(String, usize)> {
     v
 }
 
-/// Reads weights and biases in layer order: `(weight, bias)` tensors.
+/// Reads a weight or bias, which must be stored as a float (an integer tensor, e.g. quantised weights, would
+/// be read without its scale).
+fn float_tensor(st: &safetensors::SafeTensors<'_>, name: &str, path: &Path) -> Result<Tensor> {
+    let t = tensor_io::get(st, name, path)?;
+    if !matches!(t.dtype, safetensors::Dtype::F64 | safetensors::Dtype::F32) {
+        return Err(Error::Safetensors {
+            file: path.display().to_string(),
+            reason: format!("tensor `{name}` is {:?}; model weights must be float32 or float64", t.dtype),
+        });
+    }
+    Ok(t)
+}
+
+/// Reads weights and biases in layer order: `(weight, bias)` tensors. Every tensor of the file must be one of
+/// them ([`Error::UnusedTensors`] otherwise), and the layer indices must be distinct.
 fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
     let bytes = tensor_io::read_file(path)?;
     let st = tensor_io::parse(&bytes, path)?;
@@ -35,9 +49,20 @@ fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
             found: tensor_io::names(&st),
         });
     }
+    if let Some(w) = stems.windows(2).find(|w| w[0].1 == w[1].1) {
+        return Err(Error::Config(format!(
+            "{}: `{}.weight` and `{}.weight` both claim layer index {}; a model file holds one chain of layers",
+            path.display(),
+            w[0].0,
+            w[1].0,
+            w[0].1
+        )));
+    }
+    let mut used = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (stem, _) in stems {
-        let w = tensor_io::get(&st, &format!("{stem}.weight"), path)?;
+        let wname = format!("{stem}.weight");
+        let w = float_tensor(&st, &wname, path)?;
         if w.shape.len() != 2 {
             return Err(Error::Data(format!(
                 "tensor `{stem}.weight` in {} has shape {:?} (rank {}); a dense layer's weight is [out, in] \
@@ -48,13 +73,27 @@ fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
             )));
         }
         let bname = format!("{stem}.bias");
-        let b = if names.contains(&bname) { Some(tensor_io::get(&st, &bname, path)?) } else { None };
+        let b = if names.contains(&bname) { Some(float_tensor(&st, &bname, path)?) } else { None };
         if let Some(b) = &b {
             if b.shape != [w.shape[0]] {
-                return Err(Error::shape(format!("tensor `{bname}`"), &[w.shape[0]], &b.shape));
+                return Err(Error::shape(
+                    format!("tensor `{bname}` (must be [out] = [{}])", w.shape[0]),
+                    &[w.shape[0]],
+                    &b.shape,
+                ));
             }
         }
+        used.insert(wname);
+        used.insert(bname);
         out.push((stem, w, b));
+    }
+    let mut unused: Vec<&String> = names.iter().filter(|n| !used.contains(*n)).collect();
+    if !unused.is_empty() {
+        unused.sort();
+        return Err(Error::UnusedTensors {
+            file: path.display().to_string(),
+            unused: unused.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", "),
+        });
     }
     Ok(out)
 }
@@ -85,6 +124,13 @@ pub fn load_safetensors<T: Real>(path: &Path, hidden: Activation) -> Result<Mode
                 &layers[l].1.shape,
             ));
         }
+    }
+    if let Some((stem, w, _)) = layers.iter().find(|(_, w, _)| w.shape.contains(&0)) {
+        return Err(Error::Config(format!(
+            "{}: `{stem}.weight` has shape {:?}: a layer of width zero computes nothing; remove it",
+            path.display(),
+            w.shape
+        )));
     }
     let mut model = Model::zeros(arch);
     fill(&mut model, &layers)?;

@@ -94,6 +94,12 @@ impl Architecture {
 
     /// Checks that the widths chain (`d_out` of layer l equals `d_in` of layer l+1).
     pub fn validate(&self) -> Result<()> {
+        if let Some((l, ly)) = self.layers.iter().enumerate().find(|(_, ly)| ly.d_in == 0 || ly.d_out == 0) {
+            return Err(Error::Config(format!(
+                "layer {l} is [out, in] = [{}, {}]: a layer of width zero computes nothing; remove it",
+                ly.d_out, ly.d_in
+            )));
+        }
         for l in 1..self.layers.len() {
             if self.layers[l].d_in != self.layers[l - 1].d_out {
                 return Err(Error::shape(

@@ -108,6 +108,20 @@ impl ModelSpec {
             }
             norm[l] = true;
         }
+        if let Init::Gaussian(std) = self.init {
+            if !(std.is_finite() && std >= 0.0) {
+                return Err(Error::Config(format!(
+                    "init = {{ gaussian = {std} }}: the standard deviation must be finite and ≥ 0"
+                )));
+            }
+        }
+        if let Some((l, s)) =
+            self.layer_scales.iter().enumerate().find(|(_, s)| !(s.is_finite() && **s > 0.0))
+        {
+            return Err(Error::Config(format!(
+                "layer_scales[{l}] = {s}: every multiplier of the initial weights must be finite and > 0"
+            )));
+        }
         if !self.layer_scales.is_empty() && self.layer_scales.len() != n {
             return Err(Error::Config(format!(
                 "`layer_scales` has {} entries for {n} layers",

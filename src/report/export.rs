@@ -27,6 +27,8 @@ use crate::{Error, Result};
 pub struct MetricsWriter {
     path: PathBuf,
     columns: usize,
+    /// Index of the `step` column, written as an integer.
+    step: Option<usize>,
     out: BufWriter<File>,
 }
 
@@ -45,7 +47,8 @@ impl MetricsWriter {
             return Err(Error::Config(format!("metrics column `{c}` contains a comma, quote or newline")));
         }
         let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-        let mut w = MetricsWriter { path, columns: columns.len(), out: BufWriter::new(file) };
+        let step = columns.iter().position(|c| *c == "step");
+        let mut w = MetricsWriter { path, columns: columns.len(), step, out: BufWriter::new(file) };
         let header = columns.join(",");
         w.line(&header)?;
         Ok(w)
@@ -57,7 +60,7 @@ impl MetricsWriter {
     }
 
     /// Appends one row (one value per column, shortest round-trip decimal form; non-finite values as `NaN`,
-    /// `inf`, `-inf`) and flushes it.
+    /// `inf`, `-inf`; a column named `step` as an integer when its value is a whole number) and flushes it.
     pub fn row(&mut self, values: &[f64]) -> Result<()> {
         if values.len() != self.columns {
             return Err(Error::shape(
@@ -66,7 +69,18 @@ impl MetricsWriter {
                 &[values.len()],
             ));
         }
-        let line = values.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(",");
+        let line = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                if Some(i) == self.step && v.fract() == 0.0 && v.abs() < 2f64.powi(53) {
+                    format!("{}", *v as i64)
+                } else {
+                    format!("{v:?}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",");
         self.line(&line)
     }
 

@@ -115,11 +115,14 @@ pub struct SharpnessRecord {
     pub trace: Option<f64>,
     /// Mean loss at the same point.
     pub loss: f64,
+    /// Whether Lanczos met its tolerance at that point and every value is finite; an unconverged or
+    /// non-finite eigenvalue is only an estimate.
+    pub converged: bool,
 }
 
 impl Record for SharpnessRecord {
     const COLUMNS: &'static [&'static str] =
-        &["orbit_lambda", "which", "rank", "eigenvalue", "trace", "loss"];
+        &["orbit_lambda", "which", "rank", "eigenvalue", "trace", "loss", "converged"];
 }
 
 impl SharpnessRecord {
@@ -132,6 +135,7 @@ impl SharpnessRecord {
             eigenvalue,
             trace: s.trace,
             loss: s.loss,
+            converged: s.is_reliable(),
         };
         let top = s.top_eigenvalues.iter().enumerate().map(|(k, &e)| row("top", Some(k + 1), e));
         top.chain(s.bottom_eigenvalue.map(|e| row("bottom", None, e))).collect()
@@ -146,6 +150,7 @@ impl SharpnessRecord {
             eigenvalue: p.top_eigenvalue,
             trace: p.trace,
             loss: p.loss,
+            converged: p.sharpness.is_reliable(),
         }
     }
 }

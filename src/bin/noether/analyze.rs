@@ -1,6 +1,6 @@
 //! `noether analyze`: per-symmetry noise diagnostics (library: `noether::equilibrium::analysis`).
 
-use crate::common::{ExportArgs, Global, ModelData};
+use crate::common::{ExportArgs, Global, ModelData, PrecisionArg};
 use anyhow::Context;
 use noether::data::Sampling;
 use noether::equilibrium::{analysis, Analysis, AnalyzeOptions, Time};
@@ -48,7 +48,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub batch_size: usize,
     /// Learning rate η for the predicted drifts, e.g. `--lr 0.1`.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_hyphen_values = true)]
     pub lr: f64,
     /// Equilibrium target: continuous (Σ) or discrete (M_S for the given S).
     #[arg(long, value_enum, default_value_t = TimeArg::Continuous)]
@@ -56,6 +56,9 @@ pub struct Args {
     /// Batch sampling: with or without replacement.
     #[arg(long, value_enum, default_value_t = SamplingArg::With)]
     pub sampling: SamplingArg,
+    /// Precision of the statistics pass: f64 (default) or f32 (computed in f32, moments accumulated in f64).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
+    pub precision: PrecisionArg,
     /// Print the result as JSON (the fields of tests/data/*/case.json) instead of a table.
     #[arg(long)]
     #[serde(skip)]
@@ -65,8 +68,18 @@ pub struct Args {
     pub export: ExportArgs,
 }
 
-/// The resolved [`Time`] of the `--time`, `--batch-size`, `--sampling` flags for N samples.
+/// The resolved [`Time`] of the `--time`, `--batch-size`, `--sampling` flags for N samples; a batch size of 0,
+/// or above N without replacement, is an error naming the flags.
 pub fn time_of(time: TimeArg, batch_size: usize, sampling: SamplingArg, n: usize) -> anyhow::Result<Time> {
+    if batch_size == 0 {
+        anyhow::bail!("--batch-size 0: the batch size must be at least 1");
+    }
+    if sampling == SamplingArg::Without && batch_size > n {
+        anyhow::bail!(
+            "--batch-size {batch_size} with --sampling without: the data hold only N = {n} samples; use \
+             --batch-size ≤ {n} or --sampling with"
+        );
+    }
     Ok(match time {
         TimeArg::Continuous => Time::Continuous,
         TimeArg::Discrete => Time::discrete(batch_size, sampling.into(), n)?,
@@ -84,7 +97,36 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         return Ok(if a.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let exports = args.export.create()?;
-    let (model, data, loss) = args.io.load()?;
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        anyhow::bail!("--lr {}: the learning rate must be finite and positive", args.lr);
+    }
+    let a = match args.precision {
+        PrecisionArg::F64 => analyse::<f64>(&args, global)?,
+        PrecisionArg::F32 => analyse::<f32>(&args, global)?,
+    };
+    crate::common::export(&exports, "analyze", &args, None, &AnalyzeRecord::all(&a))?;
+    // An unconverged joint equilibrium is flagged (table, JSON `converged`) and exits 1.
+    let converged = a.joint_equilibrium.as_ref().is_none_or(|j| j.converged);
+    let code = if converged { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if !converged {
+        eprintln!("warning: the joint rescaling equilibrium did not converge (`converged: false`)");
+    }
+    if exports.to_stdout() {
+        return Ok(code);
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &a)?;
+        writeln!(out)?;
+    } else {
+        print_table(&mut out, &a)?;
+    }
+    Ok(code)
+}
+
+/// Loads the files in `T` and runs the analysis.
+fn analyse<T: noether::Real>(args: &Args, global: &Global) -> anyhow::Result<Analysis> {
+    let (model, data, loss) = args.io.load_as::<T>()?;
     let bar = crate::progress::bar(1, "statistics pass", global);
     let opts = AnalyzeOptions {
         time: time_of(args.time, args.batch_size, args.sampling, data.len())?,
@@ -95,18 +137,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     };
     let a = analysis(&model, &data, loss, &opts).context("analysing the model")?;
     bar.finish_and_clear();
-    crate::common::export(&exports, "analyze", &args, None, &AnalyzeRecord::all(&a))?;
-    if exports.to_stdout() {
-        return Ok(ExitCode::SUCCESS);
-    }
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &a)?;
-        writeln!(out)?;
-    } else {
-        print_table(&mut out, &a)?;
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(a)
 }
 
 fn opt(v: Option<f64>) -> String {
@@ -173,13 +204,14 @@ fn print_table(out: &mut impl Write, a: &Analysis) -> std::io::Result<()> {
         let maxl = j.lambda.iter().map(|v| v.abs()).fold(0.0, f64::max);
         writeln!(
             out,
-            "joint rescaling equilibrium: Tr Σ {:.6e} → {:.6e} ({:+.2}%), max |λ*| = {:.4}, residual {:.1e} after {} sweeps",
+            "joint rescaling equilibrium: Tr Σ {:.6e} → {:.6e} ({:+.2}%), max |λ*| = {:.4}, residual {:.1e} after {} sweeps{}",
             a.trace_sigma,
             j.trace_sigma_at_star,
             100.0 * (j.trace_sigma_at_star / a.trace_sigma - 1.0),
             maxl,
             j.max_rel_residual,
-            j.sweeps
+            j.sweeps,
+            if j.converged { "" } else { ", NOT converged" }
         )?;
     } else if a.neurons.is_empty() && a.pairs.is_empty() && a.scales.is_empty() {
         writeln!(out, "the model has no exact exponential symmetry (e.g. tanh hidden layers)")?;

@@ -57,6 +57,17 @@ pub struct ModelData {
     pub arch: Option<PathBuf>,
 }
 
+/// The floating-point type a command computes in.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrecisionArg {
+    /// f32 passes (moments accumulated in f64 across chunks): about twice as fast on large models.
+    F32,
+    /// f64 throughout (default).
+    #[default]
+    F64,
+}
+
 impl ModelData {
     /// The model and data on the module-tree engine, when `--arch` is given or the model file carries its
     /// architecture; `None` for a plain dense-chain file.
@@ -71,11 +82,17 @@ impl ModelData {
     #[allow(dead_code)] // used by analyze, teleport and sharpness
     /// Loads model and data in f64 and checks that they fit together and the loss.
     pub fn load(&self) -> Result<(Model<f64>, Dataset<f64>, Loss)> {
+        self.load_as::<f64>()
+    }
+
+    /// Loads model and data in `T` (converted from the files' dtypes) and checks that they fit together and
+    /// the loss.
+    pub fn load_as<T: noether::Real>(&self) -> Result<(Model<T>, Dataset<T>, Loss)> {
         let act = Activation::parse(&self.activation)?;
         let loss = Loss::parse(&self.loss)?;
-        let model = load_safetensors::<f64>(&self.model, act)
+        let model = load_safetensors::<T>(&self.model, act)
             .with_context(|| format!("loading the model from {}", self.model.display()))?;
-        let data = load_dataset::<f64>(&self.data)
+        let data = load_dataset::<T>(&self.data)
             .with_context(|| format!("loading the data from {}", self.data.display()))?;
         data.check_model(&model.arch, loss)
             .with_context(|| format!("{} does not fit {}", self.data.display(), self.model.display()))?;
@@ -130,4 +147,44 @@ pub fn export<R: Record>(
     let doc = ExportDoc::new(command, config, seed, records)?;
     exports.write(&doc, &mut std::io::stdout().lock())?;
     Ok(())
+}
+
+/// The `--force` flag of every command that writes a run folder or an output file.
+#[derive(clap::Args, Debug, Clone, Copy, Default, Serialize)]
+pub struct Force {
+    /// Overwrite the results of an earlier run in the output folder or file (refused without it).
+    #[arg(long)]
+    #[serde(skip)]
+    pub force: bool,
+}
+
+/// Refuses to write into `path` (given by `flag`) when it already holds an earlier run, i.e. when `path` is a
+/// file (`markers` empty) or a folder holding one of `markers`, unless `--force` was given.
+pub fn refuse_overwrite(path: &std::path::Path, markers: &[&str], flag: &str, force: Force) -> Result<()> {
+    if force.force {
+        return Ok(());
+    }
+    let held: Vec<&str> = if markers.is_empty() {
+        if path.exists() {
+            vec![""]
+        } else {
+            vec![]
+        }
+    } else {
+        markers.iter().copied().filter(|m| path.join(m).exists()).collect()
+    };
+    if held.is_empty() {
+        return Ok(());
+    }
+    if markers.is_empty() {
+        anyhow::bail!(
+            "{flag} {}: the file already exists; pass --force to overwrite it, or choose another {flag}",
+            path.display()
+        )
+    }
+    anyhow::bail!(
+        "{flag} {}: the folder already holds an earlier run ({}); pass --force to overwrite it, or choose another {flag}",
+        path.display(),
+        held.join(", ")
+    )
 }

@@ -30,16 +30,22 @@ struct Cli {
 #[allow(clippy::large_enum_variant)] // parsed once; boxing would only add noise
 enum Command {
     /// Train a model from a TOML config (GD, SGD, SDE or gradient flow) and log every symmetry's charge.
+    #[command(allow_negative_numbers = true)]
     Train(train::Args),
     /// List the exact exponential symmetries of a model file, with their charges.
+    #[command(allow_negative_numbers = true)]
     Symmetries(symmetries::Args),
     /// Per-symmetry noise diagnostics: Tr[AΣ], predicted dC/dt, noise equilibria.
+    #[command(allow_negative_numbers = true)]
     Analyze(analyze::Args),
     /// Move a model to its noise equilibrium without changing the function it computes.
+    #[command(allow_negative_numbers = true)]
     Teleport(teleport::Args),
     /// Hessian top eigenvalues and trace, optionally along a symmetry orbit.
+    #[command(allow_negative_numbers = true)]
     Sharpness(sharpness::Args),
     /// Reproduce the paper's experiments with figures and a pass/fail report.
+    #[command(allow_negative_numbers = true)]
     Reproduce(reproduce::Args),
     /// Convert data files: `noether data idx IMAGES LABELS --out D.safetensors` (MNIST-format IDX).
     Data(data::Args),
@@ -62,9 +68,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
             if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+                c.downcast_ref::<std::io::Error>().is_some_and(broken)
+                    || matches!(c.downcast_ref::<noether::Error>(), Some(noether::Error::Io { reason, .. }) if broken(reason))
             }) {
                 return ExitCode::SUCCESS;
             }

@@ -30,6 +30,8 @@ pub struct Args {
     /// List the experiments and exit.
     #[arg(long)]
     pub list: bool,
+    #[command(flatten)]
+    pub force: crate::common::Force,
 }
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
@@ -39,16 +41,32 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let selected: Vec<&'static dyn Experiment> = if args.names.is_empty() {
+    if args.jobs == Some(0) {
+        anyhow::bail!("--jobs 0: at least one experiment must run at a time; use --jobs 1 or more");
+    }
+    let mut selected: Vec<&'static dyn Experiment> = if args.names.is_empty() {
         registry()
     } else {
         args.names.iter().map(|n| find(n)).collect::<Result<_, _>>()?
     };
+    // A name given twice runs once.
+    let mut seen = std::collections::HashSet::new();
+    selected.retain(|e| seen.insert(e.name()));
+    for e in &selected {
+        crate::common::refuse_overwrite(&args.out.join(e.name()), &["summary.json"], "--out", args.force)
+            .with_context(|| {
+                format!("experiment {} was already run into {}", e.name(), args.out.display())
+            })?;
+    }
+    // Experiments run earlier into the same folder and not run now keep their sections in the report.
+    let kept: Vec<Section> = registry()
+        .into_iter()
+        .filter(|e| !seen.contains(e.name()))
+        .filter_map(|e| earlier_section(&args.out.join(e.name()).join("summary.json")))
+        .collect();
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let jobs = args
-        .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
-        .max(1);
+    let jobs =
+        args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let pool = rayon::ThreadPoolBuilder::new().num_threads(jobs).build()?;
     let multi = indicatif::MultiProgress::new();
     let overall = multi.add(progress::bar(selected.len() as u64, "experiments", global));
@@ -80,7 +98,19 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         "noether: reproduction of Ziyin et al. (NeurIPS 2024){}",
         if args.quick { " — quick mode" } else { "" }
     ));
-    for s in sections {
+    if !kept.is_empty() {
+        eprintln!(
+            "note: the report keeps the results of {} experiment(s) run earlier into {}: {}",
+            kept.len(),
+            args.out.display(),
+            kept.iter().map(|s| s.experiment.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    // Sections in registry order, whether run now or kept from an earlier run.
+    let mut all: Vec<Section> = sections.into_iter().chain(kept).collect();
+    let order: Vec<&str> = registry().iter().map(|e| e.name()).collect();
+    all.sort_by_key(|s| order.iter().position(|n| *n == s.experiment).unwrap_or(usize::MAX));
+    for s in all {
         report = report.section(s);
     }
     let files = report.write(&args.out)?;
@@ -109,4 +139,11 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         files.html.display()
     );
     Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The report section an earlier `reproduce` wrote to an experiment's `summary.json` (its `results`), if any.
+fn earlier_section(summary: &std::path::Path) -> Option<Section> {
+    let text = std::fs::read_to_string(summary).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(v.get("results")?.clone()).ok()
 }

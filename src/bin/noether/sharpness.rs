@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Lanczos relative residual tolerance.
-    #[arg(long, default_value_t = 1e-8)]
+    #[arg(long, default_value_t = 1e-8, allow_hyphen_values = true)]
     tol: f64,
     /// Lanczos iteration cap (memory: max_iter · P doubles).
     #[arg(long, default_value_t = 300)]
@@ -71,6 +71,8 @@ struct Point {
     top_eigenvalue: f64,
     trace: Option<f64>,
     loss: f64,
+    /// Lanczos converged there and every value is finite.
+    converged: bool,
 }
 
 /// The JSON document.
@@ -108,7 +110,36 @@ fn parse_generator(s: &str, arch: &Architecture) -> Result<Generator> {
     Ok(g)
 }
 
+/// Flags out of range, or that only matter with another flag, before any work.
+fn check_flags(args: &Args) -> Result<()> {
+    if !(args.tol.is_finite() && args.tol > 0.0) {
+        bail!("--tol {}: the Lanczos tolerance must be finite and positive", args.tol);
+    }
+    if args.max_iter == 0 {
+        bail!("--max-iter 0: Lanczos needs at least one iteration");
+    }
+    if args.chunk == 0 {
+        bail!("--chunk 0: the HVP needs chunks of at least one sample");
+    }
+    if args.generator.is_some() && args.orbit.is_none() {
+        bail!("--generator only applies with --orbit LO:HI:N; add --orbit or drop --generator");
+    }
+    let stochastic = matches!(args.trace.as_deref(), Some("hutchinson" | "hutch++") | None);
+    if args.probes != 100 && !stochastic {
+        bail!(
+            "--probes {} only applies to --trace hutchinson or hutch++, not --trace {}",
+            args.probes,
+            args.trace.as_deref().unwrap_or("")
+        );
+    }
+    if args.probes == 0 {
+        bail!("--probes 0: a stochastic trace needs at least one probe");
+    }
+    Ok(())
+}
+
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
+    check_flags(&args)?;
     if let Some((net, data, loss)) = args.md.load_net()? {
         crate::arch::refuse_exports(&args.export)?;
         if args.orbit.is_some() || args.generator.is_some() || args.gauss_newton || args.subset.is_some() {
@@ -134,6 +165,15 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     }
     let exports = args.export.create()?;
     let (model, data, loss) = args.md.load()?;
+    if let Some(n) = args.subset {
+        if n == 0 || n > data.len() {
+            bail!(
+                "--subset {n}: the data hold N = {} samples; use 1 ≤ --subset ≤ {}",
+                data.len(),
+                data.len()
+            );
+        }
+    }
     let p = model.arch.n_params();
     if args.top == 0 || args.top > p {
         bail!("--top {} is out of range: the model has P = {p} parameters; use 1 ≤ k ≤ {p}", args.top);
@@ -175,20 +215,38 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         subset: args.subset.map_or(Subset::All, |n| Subset::Random { n }),
         seed: args.seed,
     };
+    noether::curvature::check_basis_memory(opts.lanczos.max_iter.min(p), p)
+        .map_err(|e| anyhow::anyhow!("--max-iter {}: {e}", args.max_iter))?;
     let at_theta = noether::curvature::sharpness(&model, &data, loss, &opts)?;
+    let mut reliable = at_theta.is_reliable();
     let mut records = SharpnessRecord::at_theta(&at_theta);
     let mut points = None;
     if let Some((grid, orbit)) = &orbit {
+        // e^{λA} multiplies parameters by up to e^{|λ|}; Hessian entries grow like e^{2|λ|} and Lanczos squares
+        // them, so beyond |λ| ≈ (ln f64::MAX − 2 ln(scale) − ln P)/4 the products overflow to inf/NaN.
+        let scale =
+            at_theta.top_eigenvalues[0].abs().max(at_theta.bottom_eigenvalue.unwrap_or(0.0).abs()).max(1.0);
+        let safe = ((f64::MAX.ln() - 2.0 * scale.ln() - (p as f64).ln() - 1e3f64.ln()) / 4.0).floor();
+        if let Some(&bad) = grid.iter().find(|l| l.abs() > safe) {
+            bail!(
+                "--orbit {}: λ = {bad} would overflow (the Hessian at e^(λA)θ grows like e^(2|λ|)); the largest \
+                 safe |λ| for this model is {safe}",
+                args.orbit.as_deref().unwrap_or("")
+            );
+        }
         let bar = progress::bar(grid.len() as u64, format!("orbit {}", orbit.label()), global);
         let mut pts = Vec::with_capacity(grid.len());
         for &lambda in grid {
             let o = orbit_sharpness(&model, &data, loss, orbit, &[lambda], &opts)?;
             records.push(SharpnessRecord::on_orbit(&o[0]));
+            let converged = o[0].sharpness.is_reliable();
+            reliable &= converged;
             pts.push(Point {
                 lambda,
                 top_eigenvalue: o[0].top_eigenvalue,
                 trace: o[0].trace,
                 loss: o[0].loss,
+                converged,
             });
             bar.inc(1);
         }
@@ -202,12 +260,20 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         orbit: points,
     };
     crate::common::export(&exports, "sharpness", &args, Some(args.seed), &records)?;
+    // A result the user asked for that did not converge (or overflowed) is flagged in every format and exits 1.
+    let code = if reliable { ExitCode::SUCCESS } else { ExitCode::from(1) };
+    if !reliable {
+        eprintln!(
+            "warning: some results did not converge or are not finite (flagged `converged: false`); raise \
+             --max-iter or --tol, or narrow --orbit"
+        );
+    }
     if exports.to_stdout() {
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     let s = &at_theta;
     let what = if args.gauss_newton { "Gauss–Newton" } else { "Hessian" };
@@ -237,8 +303,12 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         println!("  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss");
         for pt in pts {
             let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
-            println!("  {:>10.4} {:>14.6e} {:>14} {:>14.6e}", pt.lambda, pt.top_eigenvalue, tr, pt.loss);
+            let flag = if pt.converged { "" } else { "   NOT converged" };
+            println!(
+                "  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}",
+                pt.lambda, pt.top_eigenvalue, tr, pt.loss
+            );
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(code)
 }

@@ -30,6 +30,8 @@ pub struct Args {
     /// Output model file, e.g. `--out moved.safetensors` (layers.{l}.weight / .bias, float64).
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub force: crate::common::Force,
     /// Target: noise (equilibrium) or norm (least ‖θ‖²).
     #[arg(long, value_enum, default_value_t = TargetArg::Noise)]
     pub target: TargetArg,
@@ -43,7 +45,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SamplingArg::With)]
     pub sampling: SamplingArg,
     /// Relative residual at which the sweeps stop, e.g. `--tol 1e-12`.
-    #[arg(long, default_value_t = 1e-12)]
+    #[arg(long, default_value_t = 1e-12, allow_hyphen_values = true)]
     pub tol: f64,
     /// Print the report as JSON.
     #[arg(long)]
@@ -56,6 +58,33 @@ pub struct Args {
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    if args.target == TargetArg::Norm && args.time != TimeArg::Continuous {
+        anyhow::bail!("--time only applies to --target noise (the norm target has no clock); drop it");
+    }
+    if args.time == TimeArg::Continuous && (args.batch_size != 1 || args.sampling != SamplingArg::With) {
+        anyhow::bail!(
+            "--batch-size {} / --sampling {} only apply to --time discrete (the continuous target balances Σ, \
+             which does not depend on them); add --time discrete or drop them",
+            args.batch_size,
+            serde_json::to_value(args.sampling)?.as_str().unwrap_or("")
+        );
+    }
+    let min_tol = 1000.0 * f64::EPSILON;
+    if !(args.tol >= min_tol && args.tol < 1.0) {
+        anyhow::bail!(
+            "--tol {}: the relative residual tolerance must lie in [{min_tol:.1e}, 1) (below 1000·ε round-off \
+             decides the residual)",
+            args.tol
+        );
+    }
+    crate::common::refuse_overwrite(&args.out, &[], "--out", args.force)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        anyhow::bail!(
+            "--out {}: the folder {} does not exist; create it first",
+            args.out.display(),
+            dir.display()
+        );
+    }
     if let Some((net, data, loss)) = args.io.load_net()? {
         crate::arch::refuse_exports(&args.export)?;
         anyhow::ensure!(

@@ -1,6 +1,6 @@
 //! `noether train CONFIG.toml [--out DIR]`: one training run, logged to a run folder.
 
-use crate::common::Global;
+use crate::common::{refuse_overwrite, Force, Global};
 use crate::progress;
 use anyhow::{Context, Result};
 use noether::dynamics::TrainConfig;
@@ -21,7 +21,13 @@ pub struct Args {
     /// Override the config's number of steps, e.g. `--steps 100`.
     #[arg(long)]
     pub steps: Option<u64>,
+    #[command(flatten)]
+    pub force: Force,
 }
+
+/// The files of a run folder: a folder holding any of them holds a run.
+const RUN_FILES: [&str; 5] =
+    ["metrics.csv", "summary.json", "config.toml", "model.safetensors", "data.safetensors"];
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&args.config)
@@ -34,10 +40,14 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     if let Some(s) = args.steps {
         config.steps = s;
     }
+    if args.seed.is_some() || args.steps.is_some() {
+        config.validate().context("with the --seed/--steps overrides")?;
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         PathBuf::from("runs")
             .join(args.config.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or("run".into()))
     });
+    refuse_overwrite(&out, &RUN_FILES, "--out", args.force)?;
     train(&config, &out, global)
 }
 
