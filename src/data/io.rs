@@ -30,7 +30,7 @@ pub fn load_dataset_shaped<T: Real>(path: &Path) -> Result<(Dataset<T>, Vec<usiz
     let x = tensor_io::get(&st, "x", path)?;
     if !(2..=4).contains(&x.shape.len()) {
         return Err(Error::Data(format!(
-            "`x` in {} has shape {:?} (rank {}); expected rank 2 ([N, d]) or 4 ([N, C, H, W])",
+            "`x` in {} has shape {:?} (rank {}); expected rank 2 ([N, d_in]) or 4 ([N, C, H, W])",
             path.display(),
             x.shape,
             x.shape.len()

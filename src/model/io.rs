@@ -49,6 +49,20 @@ fn read_layers(path: &Path) -> Result<Vec<(String, Tensor, Option<Tensor>)>> {
             found: tensor_io::names(&st),
         });
     }
+    // A conv or residual state_dict (a weight of rank ≠ 2) needs its architecture, before anything else.
+    for (stem, _) in &stems {
+        if let Ok(v) = st.tensor(&format!("{stem}.weight")) {
+            if v.shape().len() != 2 {
+                return Err(Error::Data(format!(
+                    "tensor `{stem}.weight` in {} has shape {:?} (rank {}); a dense layer's weight is [out, in] \
+                     (rank 2); for conv or residual nets give the architecture with --arch ARCH.toml",
+                    path.display(),
+                    v.shape(),
+                    v.shape().len()
+                )));
+            }
+        }
+    }
     if let Some(w) = stems.windows(2).find(|w| w[0].1 == w[1].1) {
         return Err(Error::Config(format!(
             "{}: `{}.weight` and `{}.weight` both claim layer index {}; a model file holds one chain of layers",

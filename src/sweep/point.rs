@@ -136,8 +136,6 @@ pub fn train_into(config: &TrainConfig, out: &Path) -> Result<Summary> {
 /// [`train_into`] with `progress(k)` called as steps complete.
 pub fn train_into_with(config: &TrainConfig, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let p = out.join("config.toml");
-    std::fs::write(&p, config.to_toml()).map_err(|e| Error::io(&p, e))?;
     match config.precision {
         Precision::F64 => train_typed::<f64>(config, out, progress),
         Precision::F32 => train_typed::<f32>(config, out, progress),
@@ -146,6 +144,9 @@ pub fn train_into_with(config: &TrainConfig, out: &Path, progress: &mut dyn FnMu
 
 fn train_typed<T: Real>(config: &TrainConfig, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
     let mut trainer = Trainer::<T>::from_config(config)?;
+    // Written once the run can start, so that a config refused while setting up leaves no run behind.
+    let p = out.join("config.toml");
+    std::fs::write(&p, config.to_toml()).map_err(|e| Error::io(&p, e))?;
     let mut observers = default_observers(config, &trainer.model)?;
     let columns = observer_columns(&observers, &trainer.model);
     let columns: Vec<&str> = columns.iter().map(|c| c.as_str()).collect();
