@@ -718,3 +718,27 @@ fn bad_architecture_input_is_a_clear_error() {
         assert!(!e.contains("panicked"), "{e}");
     }
 }
+
+#[test]
+fn analyze_in_f32_agrees_with_f64_through_the_cli() {
+    let d = ref_dir("cnn_digits_ce");
+    let (m, a, x) = (d.join("model.safetensors"), d.join("arch.toml"), d.join("data.safetensors"));
+    let base = [
+        "analyze",
+        "--model",
+        m.to_str().unwrap(),
+        "--arch",
+        a.to_str().unwrap(),
+        "--data",
+        x.to_str().unwrap(),
+        "--loss",
+        "cross_entropy",
+        "--json",
+    ];
+    let f64v = run_json(&base);
+    let mut args = base.to_vec();
+    args.extend(["--precision", "f32"]);
+    let f32v = run_json(&args);
+    let (t64, t32) = (f(&f64v["trace_sigma"]), f(&f32v["trace_sigma"]));
+    assert!((t64 - t32).abs() < 1e-4 * t64 && t64 != t32, "Tr Σ f64 {t64} vs f32 {t32}");
+}

@@ -87,19 +87,19 @@ pub fn time_of(time: TimeArg, batch_size: usize, sampling: SamplingArg, n: usize
 }
 
 pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        anyhow::bail!("--lr {}: the learning rate must be finite and positive", args.lr);
+    }
     if let Some((net, data, loss)) = args.io.load_net()? {
         crate::arch::refuse_exports(&args.export)?;
         let time = time_of(args.time, args.batch_size, args.sampling, data.len())?;
         let bar = crate::progress::bar(1, "statistics pass", global);
-        let (_, a) = crate::arch::analysis(&net, &data, loss, time)?;
+        let (_, a) = crate::arch::analysis(&net, &data, loss, time, args.precision == PrecisionArg::F32)?;
         bar.finish_and_clear();
         crate::arch::analyze(&net, &data, &a, args.lr, args.batch_size, args.json)?;
         return Ok(if a.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let exports = args.export.create()?;
-    if !(args.lr.is_finite() && args.lr > 0.0) {
-        anyhow::bail!("--lr {}: the learning rate must be finite and positive", args.lr);
-    }
     let a = match args.precision {
         PrecisionArg::F64 => analyse::<f64>(&args, global)?,
         PrecisionArg::F32 => analyse::<f32>(&args, global)?,

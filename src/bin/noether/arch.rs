@@ -161,14 +161,20 @@ struct AnalyzeDoc<'a> {
     joint_equilibrium: &'a noether::equilibrium::net::NetJoint,
 }
 
-/// The moments and the analysis of `net` on `data`.
+/// The moments and the analysis of `net` on `data`; `f32`: the pass computes in f32 (moments accumulated in f64).
 pub fn analysis(
     net: &Net<f64>,
     data: &Dataset<f64>,
     loss: Loss,
     time: Time,
+    f32: bool,
 ) -> Result<(Vec<DiagSymmetry>, NetAnalysis)> {
-    let m = net_moments(net, data, loss, MomentPath::Auto).context("the statistics pass")?;
+    let m = if f32 {
+        net_moments(&net.cast::<f32>(), &data.cast::<f32>(), loss, MomentPath::Auto)
+    } else {
+        net_moments(net, data, loss, MomentPath::Auto)
+    }
+    .context("the statistics pass")?;
     let syms = enumerate(&net.arch);
     let a = net_analysis(&m, &net.params, &syms, time);
     Ok((syms, a))
@@ -285,7 +291,7 @@ pub fn teleport(
     out: &Path,
     json: bool,
 ) -> Result<bool> {
-    let (syms, a) = analysis(net, data, loss, time)?;
+    let (syms, a) = analysis(net, data, loss, time, false)?;
     let mut moved = net.clone();
     apply_joint(&mut moved.params, &syms, &a.joint.lambda);
     moved.check_finite().context("the moved model")?;
