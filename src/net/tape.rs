@@ -179,6 +179,21 @@ fn pair<T>(v: &mut [Vec<T>], read: usize, write: usize) -> (&[T], &mut [T]) {
     }
 }
 
+/// Backward of `y = x + skip` over the first `n` entries: `∂x = ∂y`, `∂skip (+)= ∂y` (adds when another step
+/// already wrote `∂skip`; nothing for the network input). Also the R-operator's, on the R-gradients.
+fn add_backward<T: Real>(grads: &mut [Vec<T>], op: &Op, skip: usize, n: usize) {
+    let (dy, dx) = pair(grads, op.y, op.x);
+    dx[..n].copy_from_slice(&dy[..n]);
+    if skip != 0 {
+        let (dy, ds) = pair(grads, op.y, skip);
+        if op.skip_acc {
+            ds[..n].iter_mut().zip(&dy[..n]).for_each(|(s, &v)| *s += v);
+        } else {
+            ds[..n].copy_from_slice(&dy[..n]);
+        }
+    }
+}
+
 /// Forward caches, backward and R-operator buffers of one architecture.
 #[derive(Clone, Debug)]
 pub struct Tape<T> {
@@ -428,19 +443,7 @@ impl<T: Real> Tape<T> {
             let need_dx = op.x != 0;
             let g = grad.as_mut().map(|(g, a)| (&mut **g, *a));
             match &op.step {
-                Step::Add { skip } => {
-                    let n = by.len() * b;
-                    let (dy, dx) = pair(&mut self.grads, op.y, op.x);
-                    dx[..n].copy_from_slice(&dy[..n]);
-                    if *skip != 0 {
-                        let (dy, ds) = pair(&mut self.grads, op.y, *skip);
-                        if op.skip_acc {
-                            ds[..n].iter_mut().zip(&dy[..n]).for_each(|(s, &v)| *s += v);
-                        } else {
-                            ds[..n].copy_from_slice(&dy[..n]);
-                        }
-                    }
-                }
+                Step::Add { skip } => add_backward(&mut self.grads, op, *skip, by.len() * b),
                 Step::Module(kind) => {
                     let (dy, dx) = pair(&mut self.grads, op.y, op.x);
                     let (dy, dx) = (&dy[..by.len() * b], &mut dx[..bx.len() * b]);
@@ -566,18 +569,7 @@ impl<T: Real> Tape<T> {
             let (nx, ny) = (bx.len() * b, by.len() * b);
             let need_dx = op.x != 0;
             match &op.step {
-                Step::Add { skip } => {
-                    let (rdy, rdx) = pair(&mut r.rgrads, op.y, op.x);
-                    rdx[..ny].copy_from_slice(&rdy[..ny]);
-                    if *skip != 0 {
-                        let (rdy, rds) = pair(&mut r.rgrads, op.y, *skip);
-                        if op.skip_acc {
-                            rds[..ny].iter_mut().zip(&rdy[..ny]).for_each(|(s, &v)| *s += v);
-                        } else {
-                            rds[..ny].copy_from_slice(&rdy[..ny]);
-                        }
-                    }
-                }
+                Step::Add { skip } => add_backward(&mut r.rgrads, op, *skip, ny),
                 Step::Module(kind) => {
                     let (rdy, rdx) = pair(&mut r.rgrads, op.y, op.x);
                     let (rdy, rdx) = (&rdy[..ny], &mut rdx[..nx]);
