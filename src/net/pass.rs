@@ -19,13 +19,22 @@ pub const CHUNK: usize = 256;
 pub fn for_each_chunk<T: Real>(
     tape: &mut Tape<T>,
     data: &Dataset<T>,
+    f: impl FnMut(&mut Tape<T>, std::ops::Range<usize>) -> Result<()>,
+) -> Result<()> {
+    for_each_chunk_in(tape, data, 0..data.len(), f)
+}
+
+/// [`for_each_chunk`] over the samples `range` only (chunks of the tape's capacity).
+pub fn for_each_chunk_in<T: Real>(
+    tape: &mut Tape<T>,
+    data: &Dataset<T>,
+    range: std::ops::Range<usize>,
     mut f: impl FnMut(&mut Tape<T>, std::ops::Range<usize>) -> Result<()>,
 ) -> Result<()> {
-    let n = data.len();
     let step = tape.capacity();
-    let mut start = 0;
-    while start < n {
-        let end = (start + step).min(n);
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + step).min(range.end);
         tape.load(data, Rows::Range(start..end))?;
         f(tape, start..end)?;
         start = end;
@@ -60,13 +69,7 @@ pub fn lanes_map<T: Real, A: Send>(
         .map(|lane| {
             let mut tape = Tape::new(&net.arch, chunk);
             let mut acc = init();
-            let mut start = lane.start;
-            while start < lane.end {
-                let end = (start + chunk).min(lane.end);
-                tape.load(data, Rows::Range(start..end))?;
-                f(&mut tape, start..end, &mut acc)?;
-                start = end;
-            }
+            for_each_chunk_in(&mut tape, data, lane, |t, r| f(t, r, &mut acc))?;
             Ok(acc)
         })
         .collect()
@@ -146,14 +149,11 @@ impl LinearOperator for NetHessian<'_> {
         let (net, loss, data) = (self.net, self.loss, self.data);
         self.lanes.par_iter_mut().for_each(|(range, tape, hv)| {
             hv.iter_mut().for_each(|o| *o = 0.0);
-            let chunk = tape.capacity();
-            let mut start = range.start;
-            while start < range.end {
-                let end = (start + chunk).min(range.end);
-                tape.load(data, Rows::Range(start..end)).expect("data checked when the operator was built");
-                tape.hvp(&net.params, v, loss, hv, alpha);
-                start = end;
-            }
+            for_each_chunk_in(tape, data, range.clone(), |t, _| {
+                t.hvp(&net.params, v, loss, hv, alpha);
+                Ok(())
+            })
+            .expect("data checked when the operator was built");
         });
         out.iter_mut().for_each(|o| *o = 0.0);
         for (_, _, hv) in &self.lanes {
