@@ -8,6 +8,8 @@
 //! - `engine`: gradients of the dense-chain engine against finite differences and the reference fixtures.
 //! - `net`: the module-tree engine (every kind against central differences and the brute-force loop, the cnn_*
 //!   reference cases through the library and the CLI, graph symmetries, the exact SGD identity, state_dict files).
+//! - `net_commands`: teleport's norm target, `--precision f32`, sharpness along an orbit and on a subset on module
+//!   trees, against vanishing charges, the dense engine and the loss's invariance.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -28,6 +30,7 @@ mod flow;
 mod gemm;
 mod idx;
 mod net;
+mod net_commands;
 mod noise;
 mod readme;
 mod reference;

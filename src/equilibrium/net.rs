@@ -180,6 +180,26 @@ pub fn joint_equilibrium(w: &[f64], syms: &[DiagSymmetry], free: &[bool], max_sw
     }
 }
 
+/// The least-norm point of the joint rescaling orbit (teleport's `norm` target, Equi-normalization's): the λ
+/// minimising `‖e^{Σ_j λ_j A_j}θ‖² = Σ_k θ_k² e^{2(Sλ)_k}`, which is the problem of [`joint_equilibrium`] with
+/// `w_k = θ_k²` and λ → −λ. At the minimum every free generator's charge `θ*ᵀA_jθ*` vanishes. Scale symmetries
+/// (no minimum: ‖θ‖² → 0 along the orbit) and rescalings with an all-zero side are held at 0. In the returned
+/// [`NetJoint`] the "target" is `θ_k²`: `trace_target` is ‖θ‖², `trace_target_at_star` is ‖θ*‖² and
+/// `max_rel_flow_at_star` is `max_j |θ*ᵀA_jθ*| / ‖θ*‖²`.
+pub fn norm_equilibrium<T: Real>(theta: &[T], syms: &[DiagSymmetry], max_sweeps: usize) -> NetJoint {
+    let w: Vec<f64> = theta.iter().map(|v| v.to_f64() * v.to_f64()).collect();
+    let free: Vec<bool> = syms
+        .iter()
+        .map(|s| {
+            let side = |pos: bool| s.entries.iter().any(|&(k, c)| (c > 0.0) == pos && w[k] > 0.0);
+            s.family == Family::Rescale && side(true) && side(false)
+        })
+        .collect();
+    let mut j = joint_equilibrium(&w, syms, &free, max_sweeps);
+    j.lambda.iter_mut().for_each(|l| *l = -*l);
+    j
+}
+
 /// θ ← e^{Σ_j λ_j A_j} θ (the joint move; the generators commute).
 pub fn apply_joint<T: Real>(theta: &mut [T], syms: &[DiagSymmetry], lambda: &[f64]) {
     for (sym, &l) in syms.iter().zip(lambda) {

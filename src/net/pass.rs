@@ -116,47 +116,56 @@ pub fn per_sample_losses<T: Real>(net: &Net<T>, data: &Dataset<T>, loss: Loss) -
 }
 
 /// The Hessian of the mean loss of a net over a data set as a [`LinearOperator`] (exact R-operator products,
-/// f64, 1/N).
-pub struct NetHessian<'a> {
-    net: &'a Net<f64>,
-    data: &'a Dataset<f64>,
+/// 1/N). The products compute in `T` chunk by chunk and are summed in f64 (so an f32 net gives f32 products
+/// accumulated in f64); the Lanczos vectors stay f64.
+pub struct NetHessian<'a, T: Real = f64> {
+    net: &'a Net<T>,
+    data: &'a Dataset<T>,
     loss: Loss,
-    lanes: Vec<(std::ops::Range<usize>, Tape<f64>, Vec<f64>)>,
+    /// `v` in `T`.
+    v: Vec<T>,
+    lanes: Vec<HvpLane<T>>,
     products: usize,
 }
 
-impl<'a> NetHessian<'a> {
+/// One lane of [`NetHessian`]: its samples, its tape, the chunk's product in `T` and the lane's sum in f64.
+type HvpLane<T> = (std::ops::Range<usize>, Tape<T>, Vec<T>, Vec<f64>);
+
+impl<'a, T: Real> NetHessian<'a, T> {
     /// The operator for `net` on `data` with `loss`.
-    pub fn new(net: &'a Net<f64>, data: &'a Dataset<f64>, loss: Loss) -> Result<Self> {
+    pub fn new(net: &'a Net<T>, data: &'a Dataset<T>, loss: Loss) -> Result<Self> {
         net.check_data(data, None, loss)?;
         let chunk = CHUNK.min(data.len()).max(1);
         let p = net.params.len();
         let lanes = lane_ranges(data.len(), chunk)
             .into_iter()
-            .map(|r| (r, Tape::new(&net.arch, chunk), vec![0.0; p]))
+            .map(|r| (r, Tape::new(&net.arch, chunk), vec![T::zero(); p], vec![0.0; p]))
             .collect();
-        Ok(Self { net, data, loss, lanes, products: 0 })
+        Ok(Self { net, data, loss, v: vec![T::zero(); p], lanes, products: 0 })
     }
 }
 
-impl LinearOperator for NetHessian<'_> {
+impl<T: Real> LinearOperator for NetHessian<'_, T> {
     fn dim(&self) -> usize {
         self.net.params.len()
     }
     fn apply_into(&mut self, v: &[f64], out: &mut [f64]) {
         use rayon::prelude::*;
-        let alpha = 1.0 / self.data.len() as f64;
-        let (net, loss, data) = (self.net, self.loss, self.data);
-        self.lanes.par_iter_mut().for_each(|(range, tape, hv)| {
+        let alpha = T::from_f64(1.0 / self.data.len() as f64);
+        self.v.iter_mut().zip(v).for_each(|(a, &b)| *a = T::from_f64(b));
+        let (net, loss, data, vt) = (self.net, self.loss, self.data, &self.v);
+        self.lanes.par_iter_mut().for_each(|(range, tape, hv_chunk, hv)| {
             hv.iter_mut().for_each(|o| *o = 0.0);
             for_each_chunk_in(tape, data, range.clone(), |t, _| {
-                t.hvp(&net.params, v, loss, hv, alpha);
+                hv_chunk.iter_mut().for_each(|o| *o = T::zero());
+                t.hvp(&net.params, vt, loss, hv_chunk, alpha);
+                hv.iter_mut().zip(hv_chunk.iter()).for_each(|(o, h)| *o += h.to_f64());
                 Ok(())
             })
             .expect("data checked when the operator was built");
         });
         out.iter_mut().for_each(|o| *o = 0.0);
-        for (_, _, hv) in &self.lanes {
+        for (_, _, _, hv) in &self.lanes {
             out.iter_mut().zip(hv).for_each(|(o, h)| *o += h);
         }
         self.products += 1;

@@ -8,9 +8,11 @@
 
 use super::exporter::Record;
 use crate::curvature::{OrbitPoint, Sharpness};
+use crate::equilibrium::net::NetSymmetryReport;
 use crate::equilibrium::teleport::OrbitMove;
 use crate::equilibrium::{Analysis, Status};
 use crate::model::Architecture;
+use crate::symmetry::channels::{DiagSymmetry, Family};
 use crate::symmetry::{double_rotation, enumerate, rescale, scale, Symmetry};
 use serde::Serialize;
 
@@ -206,6 +208,105 @@ impl SymmetryRecord {
     }
 }
 
+/// One symmetry of a module tree (`symmetries`, `analyze` and `teleport` with an architecture): identified by
+/// `(family, module, unit)` as in the JSON output; the noise columns are null in `symmetries`, `lambda_moved`
+/// is null outside `teleport`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetSymmetryRecord {
+    /// `rescale` or `scale`.
+    pub family: &'static str,
+    /// State-dict prefix of the symmetry's first writer.
+    pub module: String,
+    /// Channel or unit (rescale only).
+    pub unit: Option<usize>,
+    /// Charge `θᵀAθ`.
+    pub charge: f64,
+    /// Entries with `a_k > 0`.
+    pub n_in: usize,
+    /// Entries with `a_k < 0`.
+    pub n_out: usize,
+    /// Target noise on the `a_k > 0` entries (Σ_kk summed; centred, 1/N in continuous time).
+    pub noise_in: Option<f64>,
+    /// Target noise on the `a_k < 0` entries.
+    pub noise_out: Option<f64>,
+    /// `Tr[AM] = noise_in − noise_out`.
+    pub tr_a_sigma: Option<f64>,
+    /// Predicted `dC/dt = (η/S)Tr[AΣ]` per unit time.
+    pub dc_dt_per_time: Option<f64>,
+    /// λ* of this generator alone (null when there is none).
+    pub lambda_star: Option<f64>,
+    /// `ok | dead | no_equilibrium | unbounded`.
+    pub status: Option<Status>,
+    /// The λ teleport moved this symmetry by (joint solve).
+    pub lambda_moved: Option<f64>,
+}
+
+impl Record for NetSymmetryRecord {
+    const COLUMNS: &'static [&'static str] = &[
+        "family",
+        "module",
+        "unit",
+        "charge",
+        "n_in",
+        "n_out",
+        "noise_in",
+        "noise_out",
+        "tr_a_sigma",
+        "dc_dt_per_time",
+        "lambda_star",
+        "status",
+        "lambda_moved",
+    ];
+}
+
+impl NetSymmetryRecord {
+    /// The symmetry and its charge at θ (the `symmetries` row).
+    pub fn of_symmetry(s: &DiagSymmetry, theta: &[f64]) -> Self {
+        let (n_in, n_out) = s.counts();
+        NetSymmetryRecord {
+            family: family_name(s.family),
+            module: s.module.clone(),
+            unit: s.unit,
+            charge: s.charge(theta),
+            n_in,
+            n_out,
+            noise_in: None,
+            noise_out: None,
+            tr_a_sigma: None,
+            dc_dt_per_time: None,
+            lambda_star: None,
+            status: None,
+            lambda_moved: None,
+        }
+    }
+
+    /// The `analyze` row of one report; `flow = η/S`.
+    pub fn of_report(r: &NetSymmetryReport, flow: f64) -> Self {
+        NetSymmetryRecord {
+            family: family_name(r.family),
+            module: r.module.clone(),
+            unit: r.unit,
+            charge: r.charge,
+            n_in: r.n_in,
+            n_out: r.n_out,
+            noise_in: Some(r.noise_in),
+            noise_out: Some(r.noise_out),
+            tr_a_sigma: Some(r.tr_a_sigma),
+            dc_dt_per_time: Some(flow * r.tr_a_sigma),
+            lambda_star: r.lambda_star,
+            status: Some(r.status),
+            lambda_moved: None,
+        }
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::Rescale => "rescale",
+        Family::Scale => "scale",
+    }
+}
+
 impl Record for OrbitMove {
     const COLUMNS: &'static [&'static str] = &["symmetry", "distance", "status"];
 }
@@ -262,6 +363,17 @@ mod tests {
             charge: None,
             charge_fro: None,
         });
+        let sym = DiagSymmetry {
+            family: Family::Rescale,
+            module: "0".into(),
+            unit: Some(1),
+            writers: vec!["0".into()],
+            readers: vec!["2".into()],
+            entries: vec![(0, 1.0), (3, -1.0)],
+        };
+        let row = NetSymmetryRecord::of_symmetry(&sym, &[1.0, 0.0, 0.0, 2.0]);
+        assert_eq!((row.charge, row.n_in, row.n_out), (-3.0, 1, 1));
+        assert_columns(&row);
         assert_columns(&OrbitMove {
             symmetry: "rescale(l=0, j=0)".into(),
             distance: 0.5,

@@ -2,11 +2,15 @@
 //! architecture file (or a file noether wrote, which carries its architecture) runs on `noether::net`.
 
 use anyhow::{bail, Context, Result};
-use noether::curvature::{exact_trace, hutchinson_trace, lanczos_eigenvalues, LanczosOptions, TraceEstimate};
+use noether::curvature::{
+    exact_trace, hutchinson_trace, lanczos_eigenvalues, LanczosOptions, LinearOperator, Sharpness,
+};
 use noether::data::load_dataset_shaped;
-use noether::equilibrium::net::{apply_joint, net_analysis, NetAnalysis};
+use noether::equilibrium::net::{apply_joint, net_analysis, norm_equilibrium, NetAnalysis};
 use noether::equilibrium::{Status, Time};
 use noether::net::{load_net, save_net, Net, NetArch, NetHessian, ARCH_METADATA_KEY};
+use noether::report::exporter::Exports;
+use noether::report::records::{NetSymmetryRecord, SharpnessRecord};
 use noether::stats::net::{net_moments, MomentPath};
 use noether::symmetry::channels::{enumerate, DiagSymmetry, Family};
 use noether::{Dataset, Loss};
@@ -50,14 +54,6 @@ pub fn refuse_dense_flags(activation: &str, norm_layers: &[usize]) -> Result<()>
     Ok(())
 }
 
-/// Refuses export flags on the architecture path (not written yet), instead of ignoring them.
-pub fn refuse_exports(export: &crate::common::ExportArgs) -> Result<()> {
-    if export.export_json.is_some() || export.export_csv.is_some() || export.export_markdown.is_some() {
-        bail!("--export-json/--export-csv/--export-markdown are not available with an architecture yet; use --json");
-    }
-    Ok(())
-}
-
 /// Loads the data for `net` and checks it fits (`x` as [N, *input] or [N, d], targets for `loss`).
 pub fn load_data(net: &Net<f64>, path: &Path, loss: Loss) -> Result<Dataset<f64>> {
     let (data, shape) = load_dataset_shaped::<f64>(path)
@@ -81,8 +77,14 @@ struct SymEntry<'a> {
 }
 
 /// `noether symmetries` on a module tree.
-pub fn symmetries(net: &Net<f64>, json: bool) -> Result<()> {
+pub fn symmetries(net: &Net<f64>, json: bool, (exports, config): (&Exports, &impl Serialize)) -> Result<()> {
     let syms = enumerate(&net.arch);
+    let records: Vec<NetSymmetryRecord> =
+        syms.iter().map(|s| NetSymmetryRecord::of_symmetry(s, &net.params)).collect();
+    crate::common::export(exports, "symmetries", config, None, &records)?;
+    if exports.to_stdout() {
+        return Ok(());
+    }
     let entries: Vec<SymEntry> = syms
         .iter()
         .map(|s| {
@@ -169,12 +171,7 @@ pub fn analysis(
     time: Time,
     f32: bool,
 ) -> Result<(Vec<DiagSymmetry>, NetAnalysis)> {
-    let m = if f32 {
-        net_moments(&net.cast::<f32>(), &data.cast::<f32>(), loss, MomentPath::Auto)
-    } else {
-        net_moments(net, data, loss, MomentPath::Auto)
-    }
-    .context("the statistics pass")?;
+    let m = moments(net, data, loss, f32)?;
     let syms = enumerate(&net.arch);
     let a = net_analysis(&m, &net.params, &syms, time);
     Ok((syms, a))
@@ -188,8 +185,15 @@ pub fn analyze(
     lr: f64,
     batch_size: usize,
     json: bool,
+    (exports, config): (&Exports, &impl Serialize),
 ) -> Result<()> {
     let flow = lr / batch_size as f64;
+    let records: Vec<NetSymmetryRecord> =
+        a.symmetries.iter().map(|r| NetSymmetryRecord::of_report(r, flow)).collect();
+    crate::common::export(exports, "analyze", config, None, &records)?;
+    if exports.to_stdout() {
+        return Ok(());
+    }
     let neurons: Vec<Neuron> = a
         .symmetries
         .iter()
@@ -275,37 +279,87 @@ pub fn analyze(
 #[derive(Serialize)]
 struct TeleportDoc<'a> {
     out: String,
+    /// `noise` or `norm`.
+    target: &'static str,
+    precision: &'static str,
     trace_sigma_before: f64,
     trace_sigma_after: f64,
+    param_norm_sq_before: f64,
+    param_norm_sq_after: f64,
     max_abs_loss_change_per_sample: f64,
+    /// The solve: for `noise` the target moments, for `norm` θ_k² (see `norm_equilibrium`).
     joint_equilibrium: &'a noether::equilibrium::net::NetJoint,
 }
 
-/// `noether teleport --target noise` on a module tree: the joint rescaling equilibrium, written under the same
-/// tensor names (float64, with the architecture in the metadata). Returns whether the solve converged.
+/// The statistics pass of `net` on `data`, in f32 (moments accumulated in f64) when `f32`.
+fn moments(
+    net: &Net<f64>,
+    data: &Dataset<f64>,
+    loss: Loss,
+    f32: bool,
+) -> Result<noether::stats::net::NetMoments> {
+    if f32 {
+        net_moments(&net.cast::<f32>(), &data.cast::<f32>(), loss, MomentPath::Auto)
+    } else {
+        net_moments(net, data, loss, MomentPath::Auto)
+    }
+    .context("the statistics pass")
+}
+
+/// `noether teleport` on a module tree: the joint rescaling equilibrium (`target` = the clock of the noise
+/// target) or, for `target = None`, the least-norm point of the same orbits; written under the same tensor names
+/// (float64, with the architecture in the metadata). Returns whether the solve converged.
+#[allow(clippy::too_many_arguments)]
 pub fn teleport(
     net: &Net<f64>,
     data: &Dataset<f64>,
     loss: Loss,
-    time: Time,
+    target: Option<Time>,
+    f32: bool,
     out: &Path,
     json: bool,
+    (exports, config): (&Exports, &impl Serialize),
 ) -> Result<bool> {
-    let (syms, a) = analysis(net, data, loss, time, false)?;
+    let syms = enumerate(&net.arch);
+    let before = moments(net, data, loss, f32)?;
+    let (joint, mut records): (_, Vec<NetSymmetryRecord>) = match target {
+        Some(time) => {
+            let a = net_analysis(&before, &net.params, &syms, time);
+            let rows = a.symmetries.iter().map(|r| NetSymmetryRecord::of_report(r, 0.0)).collect();
+            (a.joint, rows)
+        }
+        None => {
+            let rows = syms.iter().map(|s| NetSymmetryRecord::of_symmetry(s, &net.params)).collect();
+            (norm_equilibrium(&net.params, &syms, 100_000), rows)
+        }
+    };
+    for (r, &l) in records.iter_mut().zip(&joint.lambda) {
+        r.dc_dt_per_time = None;
+        r.lambda_moved = Some(l);
+    }
     let mut moved = net.clone();
-    apply_joint(&mut moved.params, &syms, &a.joint.lambda);
+    apply_joint(&mut moved.params, &syms, &joint.lambda);
     moved.check_finite().context("the moved model")?;
-    let before = noether::net::per_sample_losses(net, data, loss)?;
-    let after = noether::net::per_sample_losses(&moved, data, loss)?;
-    let dl = before.iter().zip(&after).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    let m = net_moments(&moved, data, loss, MomentPath::Auto)?;
+    let lb = noether::net::per_sample_losses(net, data, loss)?;
+    let la = noether::net::per_sample_losses(&moved, data, loss)?;
+    let dl = lb.iter().zip(&la).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    let after = moments(&moved, data, loss, f32)?;
     save_net::<f64, f64>(&moved, out).with_context(|| format!("writing {}", out.display()))?;
+    crate::common::export(exports, "teleport", config, None, &records)?;
+    if exports.to_stdout() {
+        return Ok(joint.converged);
+    }
+    let norm_sq = |p: &[f64]| p.iter().map(|v| v * v).sum::<f64>();
     let doc = TeleportDoc {
         out: out.display().to_string(),
-        trace_sigma_before: a.trace_sigma,
-        trace_sigma_after: m.trace_sigma(),
+        target: if target.is_some() { "noise" } else { "norm" },
+        precision: if f32 { "f32" } else { "f64" },
+        trace_sigma_before: before.trace_sigma(),
+        trace_sigma_after: after.trace_sigma(),
+        param_norm_sq_before: norm_sq(&net.params),
+        param_norm_sq_after: norm_sq(&moved.params),
         max_abs_loss_change_per_sample: dl,
-        joint_equilibrium: &a.joint,
+        joint_equilibrium: &joint,
     };
     let mut o = std::io::stdout().lock();
     if json {
@@ -314,73 +368,245 @@ pub fn teleport(
     } else {
         writeln!(
             o,
-            "moved {} rescalings: Tr Σ {:.6e} → {:.6e} ({:+.2}%), max |Δℓ_n| = {dl:.1e}; wrote {}",
-            a.joint.lambda.iter().filter(|l| **l != 0.0).count(),
-            a.trace_sigma,
-            m.trace_sigma(),
-            100.0 * (m.trace_sigma() / a.trace_sigma - 1.0),
-            out.display()
+            "target {}: moved {} rescalings; Tr Σ {:.6e} → {:.6e} ({:+.2}%), ‖θ‖² {:.6e} → {:.6e}, max |Δℓ_n| = \
+             {dl:.1e}; wrote {}{}",
+            doc.target,
+            joint.lambda.iter().filter(|l| **l != 0.0).count(),
+            doc.trace_sigma_before,
+            doc.trace_sigma_after,
+            100.0 * (doc.trace_sigma_after / doc.trace_sigma_before - 1.0),
+            doc.param_norm_sq_before,
+            doc.param_norm_sq_after,
+            out.display(),
+            if joint.converged { "" } else { " (NOT CONVERGED)" }
         )?;
     }
-    Ok(a.joint.converged)
+    Ok(joint.converged)
 }
 
+/// What `noether sharpness` computes on a module tree.
+pub struct SharpnessRequest<'a> {
+    /// Top eigenvalues k and whether to add the smallest.
+    pub top: usize,
+    /// Also the smallest eigenvalue.
+    pub bottom: bool,
+    /// `exact`, `hutchinson` or `none` (default: exact for P ≤ 2000).
+    pub trace: Option<&'a str>,
+    /// Hutchinson probes.
+    pub probes: usize,
+    /// Lanczos options.
+    pub lanczos: LanczosOptions,
+    /// Seed of the Lanczos start vector and the probes.
+    pub seed: u64,
+    /// HVPs in f32 (summed in f64).
+    pub f32: bool,
+    /// λ grid of `--orbit` and the `--generator` (default: the first symmetry).
+    pub orbit: Option<(Vec<f64>, Option<&'a str>)>,
+}
+
+/// `sharpness --json` on a module tree: the dense-chain path's fields, plus the precision.
 #[derive(Serialize)]
 struct SharpnessDoc {
-    top_eigenvalues: Vec<f64>,
-    min_eigenvalue: Option<f64>,
-    lanczos: noether::curvature::LanczosInfo,
-    trace: Option<TraceEstimate>,
+    precision: &'static str,
+    #[serde(flatten)]
+    at_theta: Sharpness,
+    curvature: &'static str,
+    orbit_generator: Option<String>,
+    orbit: Option<Vec<OrbitPoint>>,
 }
 
-/// `noether sharpness` on a module tree: top eigenvalues by Lanczos on exact HVPs and the trace (exact for
-/// P ≤ 2000 unless `trace` says otherwise). Returns whether Lanczos converged.
+/// One point of the orbit curve (as the dense-chain path writes it).
+#[derive(Serialize)]
+struct OrbitPoint {
+    lambda: f64,
+    top_eigenvalue: f64,
+    trace: Option<f64>,
+    loss: f64,
+    converged: bool,
+}
+
+/// The symmetry named by `--generator` (`rescale:MODULE:UNIT` or `scale:MODULE`, MODULE = the state_dict prefix
+/// of its first writer), or the first one.
+fn orbit_symmetry(arch: &NetArch, spec: Option<&str>) -> Result<DiagSymmetry> {
+    let syms = enumerate(arch);
+    let list = || syms.iter().take(8).map(|s| s.label().replace(' ', ":")).collect::<Vec<_>>().join(", ");
+    let Some(spec) = spec else {
+        return syms.first().cloned().ok_or_else(|| {
+            anyhow::anyhow!("the model has no exponential symmetry to move along; --orbit needs one")
+        });
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let found = match parts.as_slice() {
+        ["rescale", module, unit] => {
+            let unit: usize =
+                unit.parse().with_context(|| format!("--generator {spec}: the unit `{unit}` is not a number"))?;
+            syms.iter().find(|s| s.family == Family::Rescale && s.module == *module && s.unit == Some(unit))
+        }
+        ["scale", module] => syms.iter().find(|s| s.family == Family::Scale && s.module == *module),
+        _ => bail!(
+            "--generator {spec}: with an architecture write rescale:MODULE:UNIT or scale:MODULE (MODULE = the \
+             state_dict prefix of the symmetry's first writer, as `noether symmetries` lists), e.g. {}",
+            list()
+        ),
+    };
+    found.cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "--generator {spec}: the model has no such symmetry; it has {} ({}{})",
+            syms.len(),
+            list(),
+            if syms.len() > 8 { ", …" } else { "" }
+        )
+    })
+}
+
+/// Eigenvalues (and the trace) of the Hessian of `net` on `data`.
+fn curvature_at<T: noether::Real>(
+    net: &Net<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    req: &SharpnessRequest,
+) -> Result<Sharpness> {
+    let mut op = NetHessian::new(net, data, loss)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
+    let ev = lanczos_eigenvalues(&mut op, req.top, req.bottom, &req.lanczos, &mut rng)?;
+    let p = net.arch.n_params();
+    let tr = match req.trace.unwrap_or(if p <= 2000 { "exact" } else { "hutchinson" }) {
+        "exact" => Some(exact_trace(&mut op)),
+        "hutchinson" => Some(hutchinson_trace(&mut op, req.probes, &mut rng)?),
+        "none" => None,
+        other => bail!("--trace {other}: with an architecture, use exact, hutchinson or none"),
+    };
+    let (l, _) = noether::net::loss_and_grad(net, data, loss)?;
+    Ok(Sharpness {
+        top_eigenvalues: ev.top,
+        bottom_eigenvalue: ev.bottom,
+        hvps: op.products(),
+        lanczos: ev.info,
+        trace: tr.as_ref().map(|t| t.trace),
+        trace_method: tr.as_ref().map(|t| t.method),
+        trace_stderr: tr.as_ref().map(|t| t.stderr),
+        trace_ci95: tr.as_ref().map(|t| t.ci95),
+        samples: data.len(),
+        n_params: p,
+        loss: l,
+    })
+}
+
+/// [`curvature_at`] in the requested precision.
+fn curvature(net: &Net<f64>, data: &Dataset<f64>, loss: Loss, req: &SharpnessRequest) -> Result<Sharpness> {
+    if req.f32 {
+        curvature_at(&net.cast::<f32>(), &data.cast::<f32>(), loss, req)
+    } else {
+        curvature_at(net, data, loss, req)
+    }
+}
+
+/// `noether sharpness` on a module tree: top eigenvalues by Lanczos on exact HVPs and the trace, at θ and
+/// optionally along the orbit `e^{λA}θ` of one symmetry. Returns whether every result converged.
 #[allow(clippy::too_many_arguments)]
 pub fn sharpness(
     net: &Net<f64>,
     data: &Dataset<f64>,
     loss: Loss,
-    (top, bottom): (usize, bool),
-    trace: Option<&str>,
-    probes: usize,
-    opts: LanczosOptions,
-    seed: u64,
+    req: &SharpnessRequest,
+    global: &crate::common::Global,
+    (exports, config): (&Exports, &impl Serialize),
     json: bool,
 ) -> Result<bool> {
-    let mut op = NetHessian::new(net, data, loss)?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let ev = lanczos_eigenvalues(&mut op, top, bottom, &opts, &mut rng)?;
-    let p = net.arch.n_params();
-    let tr = match trace.unwrap_or(if p <= 2000 { "exact" } else { "hutchinson" }) {
-        "exact" => Some(exact_trace(&mut op)),
-        "hutchinson" => Some(hutchinson_trace(&mut op, probes, &mut rng)?),
-        "none" => None,
-        other => bail!("--trace {other}: with an architecture, use exact, hutchinson or none"),
+    let orbit = match &req.orbit {
+        Some((grid, spec)) => Some((grid, orbit_symmetry(&net.arch, *spec)?)),
+        None => None,
     };
+    let at_theta = curvature(net, data, loss, req)?;
+    let mut ok = at_theta.is_reliable();
+    let mut records = SharpnessRecord::at_theta(&at_theta);
+    let mut points = None;
+    if let Some((grid, sym)) = &orbit {
+        // e^{λA} scales parameters by up to e^{|λ|}, Hessian entries by up to e^{2|λ|}; Lanczos squares them.
+        let scale =
+            at_theta.top_eigenvalues[0].abs().max(at_theta.bottom_eigenvalue.unwrap_or(0.0).abs()).max(1.0);
+        let p = net.arch.n_params() as f64;
+        let max = if req.f32 { f32::MAX as f64 } else { f64::MAX };
+        let safe = ((max.ln() - 2.0 * scale.ln() - p.ln() - 1e3f64.ln()) / 4.0).floor();
+        if let Some(&bad) = grid.iter().find(|l| l.abs() > safe) {
+            bail!(
+                "--orbit: λ = {bad} would overflow (the Hessian at e^(λA)θ grows like e^(2|λ|)); the largest safe \
+                 |λ| for this model is {safe}"
+            );
+        }
+        let bar = crate::progress::bar(grid.len() as u64, format!("orbit {}", sym.label()), global);
+        let mut pts = Vec::with_capacity(grid.len());
+        for &lambda in grid.iter() {
+            let mut moved = net.clone();
+            sym.act_in_place(&mut moved.params, lambda);
+            let c = curvature(&moved, data, loss, req)?;
+            let converged = c.is_reliable();
+            ok &= converged;
+            let pt = OrbitPoint {
+                lambda,
+                top_eigenvalue: c.top_eigenvalues[0],
+                trace: c.trace,
+                loss: c.loss,
+                converged,
+            };
+            records.push(SharpnessRecord {
+                orbit_lambda: Some(lambda),
+                which: "top",
+                rank: Some(1),
+                eigenvalue: pt.top_eigenvalue,
+                trace: pt.trace,
+                loss: pt.loss,
+                converged,
+            });
+            pts.push(pt);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        points = Some(pts);
+    }
+    crate::common::export(exports, "sharpness", config, Some(req.seed), &records)?;
+    if exports.to_stdout() {
+        return Ok(ok);
+    }
     let doc = SharpnessDoc {
-        top_eigenvalues: ev.top.clone(),
-        min_eigenvalue: ev.bottom,
-        lanczos: ev.info,
-        trace: tr,
+        precision: if req.f32 { "f32" } else { "f64" },
+        curvature: "hessian",
+        at_theta,
+        orbit_generator: orbit.as_ref().map(|(_, s)| s.label()),
+        orbit: points,
     };
     let mut o = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut o, &doc)?;
         writeln!(o)?;
-    } else {
-        let flag = if ev.info.converged { "" } else { " (NOT CONVERGED: raise --max-iter)" };
-        writeln!(o, "top eigenvalues {:?}{flag}", ev.top)?;
-        if let Some(b) = ev.bottom {
-            writeln!(o, "min eigenvalue {b}")?;
-        }
-        if let Some(t) = &doc.trace {
-            writeln!(o, "trace {} (95% interval {:?}, {} HVPs)", t.trace, t.ci95, t.hvps)?;
-        }
-        writeln!(
-            o,
-            "Lanczos: {} iterations, residual {:.1e}, {} HVPs",
-            ev.info.iterations, ev.info.residual, ev.info.hvps
-        )?;
+        return Ok(ok);
     }
-    Ok(ev.info.converged)
+    let a = &doc.at_theta;
+    let flag = if a.is_reliable() { "" } else { " (NOT CONVERGED: raise --max-iter)" };
+    writeln!(o, "top eigenvalues {:?}{flag}", a.top_eigenvalues)?;
+    if let Some(b) = a.bottom_eigenvalue {
+        writeln!(o, "min eigenvalue {b}")?;
+    }
+    if let (Some(t), Some(ci)) = (a.trace, a.trace_ci95) {
+        writeln!(o, "trace {t} (95% interval {ci:?})")?;
+    }
+    writeln!(
+        o,
+        "Lanczos: {} iterations, residual {:.1e}; {} HVPs in all",
+        a.lanczos.iterations, a.lanczos.residual, a.hvps
+    )?;
+    if let (Some(label), Some(pts)) = (&doc.orbit_generator, &doc.orbit) {
+        writeln!(o, "\nalong the orbit e^(λA)θ of {label}:")?;
+        writeln!(o, "  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss")?;
+        for pt in pts {
+            let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
+            let flag = if pt.converged { "" } else { "   NOT converged" };
+            writeln!(
+                o,
+                "  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}",
+                pt.lambda, pt.top_eigenvalue, tr, pt.loss
+            )?;
+        }
+    }
+    Ok(ok)
 }

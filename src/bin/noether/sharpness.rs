@@ -1,6 +1,6 @@
 //! `noether sharpness`: top Hessian eigenvalues and trace, optionally along a symmetry orbit.
 
-use crate::common::{ExportArgs, Global, ModelData};
+use crate::common::{ExportArgs, Global, ModelData, PrecisionArg};
 use crate::progress;
 use anyhow::{bail, Context, Result};
 use noether::curvature::{
@@ -52,6 +52,10 @@ pub struct Args {
     /// Lanczos iteration cap (memory: max_iter · P doubles).
     #[arg(long, default_value_t = 300)]
     max_iter: usize,
+    /// Float type of the Hessian-vector products: f64, or f32 summed in f64 (runs on the module-tree engine;
+    /// not with --gauss-newton).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
+    precision: PrecisionArg,
     /// Samples per chunk of the HVP.
     #[arg(long, default_value_t = 4096)]
     chunk: usize,
@@ -140,27 +144,57 @@ fn check_flags(args: &Args) -> Result<()> {
 
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     check_flags(&args)?;
-    if let Some((net, data, loss)) = args.md.load_net()? {
-        crate::arch::refuse_exports(&args.export)?;
-        if args.orbit.is_some() || args.generator.is_some() || args.gauss_newton || args.subset.is_some() {
-            bail!("--orbit, --generator, --gauss-newton and --subset are not available with an architecture yet");
+    let f32 = args.precision == PrecisionArg::F32;
+    let tree = match args.md.load_net()? {
+        Some(t) => Some(t),
+        // A dense-chain file in f32 runs on the module-tree engine (the same function and θ layout).
+        None if f32 => {
+            if args.gauss_newton {
+                bail!("--precision f32 does not apply to --gauss-newton (the Gauss–Newton products are f64 only)");
+            }
+            let (model, data, loss) = args.md.load()?;
+            let arch = noether::net::NetArch::from_dense(&model.arch)?;
+            Some((noether::net::Net::from_params(arch, model.params.clone())?, data, loss))
         }
+        None => None,
+    };
+    if let Some((net, data, loss)) = tree {
+        let exports = args.export.create()?;
+        if args.gauss_newton {
+            bail!("--gauss-newton is not available with an architecture yet (the Hessian is)");
+        }
+        let data = match args.subset {
+            Some(n) => noether::curvature::select_subset(&data, Subset::Random { n }, args.seed)
+                .map_err(|e| anyhow::anyhow!("--subset {n}: {e}"))?
+                .into_owned(),
+            None => data,
+        };
         let p = net.arch.n_params();
         if args.top == 0 || args.top > p {
             bail!("--top {} is out of range: the model has P = {p} parameters; use 1 ≤ k ≤ {p}", args.top);
         }
-        let opts = LanczosOptions { max_iter: args.max_iter, tol: args.tol };
-        let ok = crate::arch::sharpness(
-            &net,
-            &data,
-            loss,
-            (args.top, args.bottom),
-            args.trace.as_deref(),
-            args.probes,
-            opts,
-            args.seed,
-            args.json,
-        )?;
+        noether::curvature::check_basis_memory(args.max_iter.min(p), p)
+            .map_err(|e| anyhow::anyhow!("--max-iter {}: {e}", args.max_iter))?;
+        let orbit = match &args.orbit {
+            Some(range) => Some((parse_grid(range)?, args.generator.as_deref())),
+            None => None,
+        };
+        let req = crate::arch::SharpnessRequest {
+            top: args.top,
+            bottom: args.bottom,
+            trace: args.trace.as_deref(),
+            probes: args.probes,
+            lanczos: LanczosOptions { max_iter: args.max_iter, tol: args.tol },
+            seed: args.seed,
+            f32,
+            orbit,
+        };
+        let ok = crate::arch::sharpness(&net, &data, loss, &req, global, (&exports, &args), args.json)?;
+        if !ok {
+            eprintln!(
+                "warning: some results did not converge or are not finite (flagged `converged: false`)"
+            );
+        }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let exports = args.export.create()?;

@@ -56,8 +56,8 @@ struct Entry {
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
     if let Some(net) = crate::arch::net_model(&args.model, args.arch.as_deref())? {
         crate::arch::refuse_dense_flags(&args.activation, &args.norm_layers)?;
-        crate::arch::refuse_exports(&args.export)?;
-        crate::arch::symmetries(&net, args.json)?;
+        let exports = args.export.create()?;
+        crate::arch::symmetries(&net, args.json, (&exports, &args))?;
         return Ok(ExitCode::SUCCESS);
     }
     let exports = args.export.create()?;

@@ -1,0 +1,274 @@
+//! The commands on module trees beyond the reference cases: teleport's norm target, `--precision f32` of teleport
+//! and sharpness, sharpness along an orbit and on a subset, each against an independent computation (the charges
+//! that must vanish, the dense-chain engine on the same function, the invariance of the loss along the orbit).
+
+use crate::net::ref_dir;
+use serde_json::Value;
+
+fn run_json(args: &[&str]) -> Value {
+    let o = crate::cli::noether(args);
+    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
+struct Case {
+    m: String,
+    a: String,
+    x: String,
+    loss: &'static str,
+}
+
+fn case(name: &str, loss: &'static str) -> Case {
+    let d = ref_dir(name);
+    let s = |f: &str| d.join(f).to_str().unwrap().to_string();
+    Case { m: s("model.safetensors"), a: s("arch.toml"), x: s("data.safetensors"), loss }
+}
+
+#[test]
+fn teleport_to_the_least_norm_point_zeroes_every_rescaling_charge() {
+    for (name, loss) in [("cnn_residual_mse", "mse"), ("cnn_digits_ce", "cross_entropy")] {
+        let c = case(name, loss);
+        let dir = crate::cli::tmp(&format!("net-norm-{name}"));
+        let out = dir.join("norm.safetensors");
+        let out = out.to_str().unwrap();
+        let t = run_json(&[
+            "teleport", "--model", &c.m, "--arch", &c.a, "--data", &c.x, "--loss", c.loss, "--target",
+            "norm", "--out", out, "--json",
+        ]);
+        assert_eq!(t["target"], "norm");
+        assert!(t["joint_equilibrium"]["converged"].as_bool().unwrap());
+        assert!(f(&t["max_abs_loss_change_per_sample"]) < 1e-11, "{name}: the function moved");
+        let (before, after) = (f(&t["param_norm_sq_before"]), f(&t["param_norm_sq_after"]));
+        assert!(after < before, "{name}: ‖θ‖² {before} → {after}");
+        // Independently of the solver: at the least-norm point every free rescaling's charge θᵀAθ vanishes
+        // (the derivative of ‖e^{λA}θ‖² at λ = 0 is 2θᵀAθ), read back from the written file by `symmetries`.
+        let s = run_json(&["symmetries", "--model", out, "--json"]);
+        let s0 = run_json(&["symmetries", "--model", &c.m, "--arch", &c.a, "--json"]);
+        let mut moved = 0;
+        for (e, e0) in s["symmetries"].as_array().unwrap().iter().zip(s0["symmetries"].as_array().unwrap()) {
+            if e["family"] != "rescale" {
+                assert_eq!(f(&e["charge"]), f(&e0["charge"]), "{name}: a scale symmetry moved");
+                continue;
+            }
+            assert!(
+                f(&e["charge"]).abs() < 1e-10 * after,
+                "{name}: charge {} at the least-norm point",
+                e["charge"]
+            );
+            moved += (f(&e0["charge"]).abs() > 1e-6 * before) as usize;
+        }
+        assert!(moved > 0, "{name}: the start was already balanced, the test would prove nothing");
+    }
+}
+
+#[test]
+fn teleport_and_sharpness_in_f32_agree_with_f64() {
+    let c = case("cnn_strided_leaky_ce", "cross_entropy");
+    let dir = crate::cli::tmp("net-f32");
+    let mut got = Vec::new();
+    for p in ["f64", "f32"] {
+        let out = dir.join(format!("moved-{p}.safetensors"));
+        let t = run_json(&[
+            "teleport",
+            "--model",
+            &c.m,
+            "--arch",
+            &c.a,
+            "--data",
+            &c.x,
+            "--loss",
+            c.loss,
+            "--precision",
+            p,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert_eq!(t["precision"], p);
+        let sh = run_json(&[
+            "sharpness",
+            "--model",
+            &c.m,
+            "--arch",
+            &c.a,
+            "--data",
+            &c.x,
+            "--loss",
+            c.loss,
+            "--precision",
+            p,
+            "--top",
+            "2",
+            "--json",
+        ]);
+        assert_eq!(sh["precision"], p);
+        got.push((f(&t["trace_sigma_after"]), f(&sh["top_eigenvalues"][0]), f(&sh["trace"])));
+    }
+    let ((t64, e64, tr64), (t32, e32, tr32)) = (got[0], got[1]);
+    for (what, a, b) in [("Tr Σ(θ*)", t32, t64), ("λ_max", e32, e64), ("Tr H", tr32, tr64)] {
+        assert!(rel(a, b) < 1e-4 && a != b, "{what}: f32 {a} vs f64 {b}");
+    }
+}
+
+/// A dense-chain reference case with an architecture file for the same function (`NetArch::from_dense`).
+fn dense_case_with_arch(name: &str, loss: &'static str) -> (Case, String) {
+    use noether::net::NetArch;
+    let c = case(name, loss);
+    let model =
+        noether::model::load_safetensors::<f64>(std::path::Path::new(&c.m), noether::Activation::Relu)
+            .expect("a dense-chain reference case");
+    let arch = NetArch::from_dense(&model.arch).unwrap();
+    let dir = crate::cli::tmp(&format!("net-dense-arch-{name}"));
+    let a = dir.join("arch.toml");
+    std::fs::write(&a, arch.to_toml()).unwrap();
+    (c, a.to_str().unwrap().to_string())
+}
+
+#[test]
+fn sharpness_along_an_orbit_agrees_with_the_dense_engine_and_keeps_the_loss() {
+    let (c, arch) = dense_case_with_arch("relu_mlp_mse", "mse");
+    let common =
+        ["--data", &c.x, "--loss", c.loss, "--top", "2", "--trace", "exact", "--orbit", "-0.8:0.8:3"];
+    let mut dense = vec!["sharpness", "--model", &c.m, "--generator", "rescale:0:1", "--json"];
+    dense.extend(common);
+    let mut tree =
+        vec!["sharpness", "--model", &c.m, "--arch", &arch, "--generator", "rescale:layers.0:1", "--json"];
+    tree.extend(common);
+    let (d, t) = (run_json(&dense), run_json(&tree));
+    let (dp, tp) = (d["orbit"].as_array().unwrap(), t["orbit"].as_array().unwrap());
+    assert_eq!(dp.len(), 3);
+    let loss0 = f(&tp[1]["loss"]);
+    for (a, b) in dp.iter().zip(tp) {
+        assert_eq!(f(&a["lambda"]), f(&b["lambda"]));
+        assert!(rel(f(&b["top_eigenvalue"]), f(&a["top_eigenvalue"])) < 1e-6, "{a} vs {b}");
+        assert!(rel(f(&b["trace"]), f(&a["trace"])) < 1e-9, "{a} vs {b}");
+        assert!(rel(f(&b["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {b}");
+    }
+    // The sharpness does change along the orbit (else the comparison above would be vacuous).
+    assert!(rel(f(&tp[0]["top_eigenvalue"]), f(&tp[2]["top_eigenvalue"])) > 1e-3);
+    // The same subset of samples on both engines.
+    let sub = ["--data", &c.x, "--loss", c.loss, "--top", "1", "--subset", "7", "--seed", "3", "--json"];
+    let mut dense = vec!["sharpness", "--model", &c.m];
+    dense.extend(sub);
+    let mut tree = vec!["sharpness", "--model", &c.m, "--arch", &arch];
+    tree.extend(sub);
+    let (d, t) = (run_json(&dense), run_json(&tree));
+    let (a, b) = (f(&d["top_eigenvalues"][0]), f(&t["top_eigenvalues"][0]));
+    assert!(rel(a, b) < 1e-6, "subset: dense {a} vs tree {b}");
+}
+
+#[test]
+fn bad_orbit_and_generator_input_on_a_tree_is_a_clear_error() {
+    let c = case("cnn_residual_mse", "mse");
+    let base = ["sharpness", "--model", &c.m, "--arch", &c.a, "--data", &c.x, "--loss", "mse"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--orbit", "-1:1:3", "--generator", "rescale:nope:0"], "no such symmetry"),
+        (vec!["--orbit", "-1:1:3", "--generator", "rotate:0"], "rescale:MODULE:UNIT"),
+        (vec!["--orbit", "-1:1:3", "--generator", "rescale:0:x"], "is not a number"),
+        (vec!["--orbit", "-900:1:3"], "would overflow"),
+        (vec!["--subset", "0"], "--subset 0"),
+        (vec!["--gauss-newton"], "--gauss-newton"),
+    ];
+    for (extra, want) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra);
+        let o = crate::cli::noether(&args);
+        let e = crate::cli::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want), "{args:?}: {e}\n  wanted: {want}");
+    }
+}
+
+#[test]
+fn exports_on_a_tree_have_one_row_per_symmetry_or_eigenvalue() {
+    let c = case("cnn_residual_mse", "mse");
+    let dir = crate::cli::tmp("net-exports");
+    let n_sym = run_json(&["symmetries", "--model", &c.m, "--arch", &c.a, "--json"])["symmetries"]
+        .as_array()
+        .unwrap()
+        .len();
+    let csv = |args: &[&str]| {
+        let o = crate::cli::noether(args);
+        assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
+        let text = String::from_utf8(o.stdout).unwrap();
+        let mut rows = csv::Reader::from_reader(text.as_bytes());
+        let header: Vec<String> = rows.headers().unwrap().iter().map(String::from).collect();
+        let body: Vec<csv::StringRecord> = rows.records().map(|r| r.unwrap()).collect();
+        (header, body)
+    };
+    let (h, rows) = csv(&["symmetries", "--model", &c.m, "--arch", &c.a, "--export-csv", "-"]);
+    assert_eq!(rows.len(), n_sym);
+    assert_eq!(&h[..3], ["family", "module", "unit"]);
+    let (h, rows) = csv(&[
+        "analyze",
+        "--model",
+        &c.m,
+        "--arch",
+        &c.a,
+        "--data",
+        &c.x,
+        "--loss",
+        "mse",
+        "--export-csv",
+        "-",
+    ]);
+    assert_eq!(rows.len(), n_sym);
+    let an =
+        run_json(&["analyze", "--model", &c.m, "--arch", &c.a, "--data", &c.x, "--loss", "mse", "--json"]);
+    let col = h.iter().position(|c| c == "tr_a_sigma").unwrap();
+    for (row, n) in rows.iter().zip(an["neurons"].as_array().unwrap()) {
+        // Equal up to serde_json's float parsing, which is not correctly rounded (the texts are the same).
+        let (a, b) = (row[col].parse::<f64>().unwrap(), f(&n["tr_a_sigma"]));
+        assert!(rel(a, b) <= 2.0 * f64::EPSILON, "CSV {a} and JSON {b} disagree");
+    }
+    let out = dir.join("moved.safetensors");
+    let j = dir.join("teleport.json");
+    let o = crate::cli::noether(&[
+        "teleport",
+        "--model",
+        &c.m,
+        "--arch",
+        &c.a,
+        "--data",
+        &c.x,
+        "--loss",
+        "mse",
+        "--out",
+        out.to_str().unwrap(),
+        "--export-json",
+        j.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+    let res = doc["results"].as_array().unwrap();
+    assert_eq!(res.len(), n_sym);
+    let lambdas: Vec<f64> = an["joint_equilibrium"]["lambda"].as_array().unwrap().iter().map(f).collect();
+    for (r, l) in res.iter().zip(lambdas) {
+        assert!((f(&r["lambda_moved"]) - l).abs() <= 2.0 * f64::EPSILON * l.abs(), "{r} vs {l}");
+    }
+    let (_, rows) = csv(&[
+        "sharpness",
+        "--model",
+        &c.m,
+        "--arch",
+        &c.a,
+        "--data",
+        &c.x,
+        "--loss",
+        "mse",
+        "--top",
+        "2",
+        "--bottom",
+        "--export-csv",
+        "-",
+    ]);
+    assert_eq!(rows.len(), 3, "two top eigenvalues and the bottom one");
+}
