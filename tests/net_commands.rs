@@ -3,6 +3,7 @@
 //! that must vanish, the dense-chain engine on the same function, the invariance of the loss along the orbit).
 
 use crate::net::ref_dir;
+use noether::Loss;
 use serde_json::Value;
 
 fn run_json(args: &[&str]) -> Value {
@@ -271,4 +272,108 @@ fn exports_on_a_tree_have_one_row_per_symmetry_or_eigenvalue() {
         "-",
     ]);
     assert_eq!(rows.len(), 3, "two top eigenvalues and the bottom one");
+}
+
+/// PyTorch's outputs, per-sample losses, mean loss and mean gradient of `tests/data/torch_residual` (make.py).
+struct TorchExpected {
+    state_dict: Vec<(String, Vec<usize>)>,
+    outputs: Vec<Vec<f64>>,
+    losses: Vec<f64>,
+    loss: f64,
+    grad: Vec<f64>,
+}
+
+fn torch_expected() -> TorchExpected {
+    let d = crate::net::ref_dir("torch_residual");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(d.join("expected.json")).unwrap()).unwrap();
+    let v = |x: &Value| x.as_array().unwrap().iter().map(f).collect::<Vec<f64>>();
+    TorchExpected {
+        state_dict: j["state_dict"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                assert_eq!(e[2], "torch.float32", "PyTorch's default dtype");
+                let shape = e[1].as_array().unwrap().iter().map(|s| s.as_u64().unwrap() as usize).collect();
+                (e[0].as_str().unwrap().to_string(), shape)
+            })
+            .collect(),
+        outputs: j["outputs"].as_array().unwrap().iter().map(v).collect(),
+        losses: v(&j["losses"]),
+        loss: f(&j["loss"]),
+        grad: v(&j["grad"]),
+    }
+}
+
+/// The network outputs `f(x_n)` of `net` on `data`, one row per sample.
+fn outputs(net: &noether::net::Net<f64>, data: &noether::Dataset<f64>) -> Vec<Vec<f64>> {
+    let mut tape = noether::net::Tape::new(&net.arch, data.len());
+    tape.load(data, noether::net::Rows::Range(0..data.len())).unwrap();
+    tape.forward(&net.params);
+    let o = tape.output();
+    (0..o.nrows()).map(|n| (0..o.ncols()).map(|j| o[(n, j)]).collect()).collect()
+}
+
+fn max_abs_diff(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).flat_map(|(x, y)| x.iter().zip(y).map(|(p, q)| (p - q).abs())).fold(0.0, f64::max)
+}
+
+#[test]
+fn a_pytorch_written_residual_state_dict_loads_by_name_and_teleports_under_the_same_names() {
+    use noether::net::{load_net, loss_and_grad, per_sample_losses, NetArch};
+    let c = case("torch_residual", "cross_entropy");
+    let want = torch_expected();
+    // Loads by PyTorch's own names (float32 tensors, read exactly into f64) and computes PyTorch's function.
+    let arch = NetArch::load(std::path::Path::new(&c.a)).unwrap();
+    let net = load_net::<f64>(std::path::Path::new(&c.m), Some(&arch)).unwrap();
+    let (data, _) = noether::data::load_dataset_shaped::<f64>(std::path::Path::new(&c.x)).unwrap();
+    assert!(max_abs_diff(&outputs(&net, &data), &want.outputs) < 1e-13, "f(x) differs from PyTorch's");
+    let (l, g) = loss_and_grad(&net, &data, Loss::CrossEntropy).unwrap();
+    assert!(rel(l, want.loss) < 1e-13, "loss {l} vs PyTorch {}", want.loss);
+    let gerr = g.iter().zip(&want.grad).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    let gmax = want.grad.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    assert!(gerr < 1e-12 * gmax, "mean gradient differs from PyTorch's by {gerr:e}");
+    // Teleport (both targets) writes PyTorch's names back, in state_dict order, same shapes, and the same
+    // function: every per-sample loss and output equals PyTorch's for the original weights.
+    let dir = crate::cli::tmp("net-torch-roundtrip");
+    for target in ["noise", "norm"] {
+        let out = dir.join(format!("{target}.safetensors"));
+        let t = run_json(&[
+            "teleport",
+            "--model",
+            &c.m,
+            "--arch",
+            &c.a,
+            "--data",
+            &c.x,
+            "--loss",
+            c.loss,
+            "--target",
+            target,
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(t["joint_equilibrium"]["lambda"].as_array().unwrap().iter().any(|l| f(l) != 0.0), "{target}");
+        let bytes = std::fs::read(&out).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> =
+            st.tensors().into_iter().map(|(n, v)| (n.to_string(), v.shape().to_vec())).collect();
+        let mut expect = want.state_dict.clone();
+        names.sort();
+        expect.sort();
+        assert_eq!(names, expect, "{target}: tensor names and shapes");
+        // The written file carries its architecture, in PyTorch's state_dict order.
+        let moved = load_net::<f64>(&out, None).unwrap();
+        assert!(meta.metadata().as_ref().unwrap().contains_key(noether::net::ARCH_METADATA_KEY));
+        let order: Vec<String> = moved.arch.blocks.iter().map(|b| b.name.clone()).collect();
+        assert_eq!(order, want.state_dict.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+        assert!(max_abs_diff(&outputs(&moved, &data), &want.outputs) < 1e-12, "{target}: the function moved");
+        let lm = per_sample_losses(&moved, &data, Loss::CrossEntropy).unwrap();
+        let dl = lm.iter().zip(&want.losses).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(dl < 1e-12, "{target}: per-sample losses moved by {dl:e}");
+        assert_ne!(moved.params, net.params, "{target}: nothing moved, the test would prove nothing");
+    }
 }
