@@ -451,9 +451,12 @@ fn every_enumerated_generator_is_an_exact_symmetry() {
                 let d = max_loss_change(&net, &data, loss, s, lambda);
                 assert!(d < 1e-12, "{name} {}: loss changed by {d:e} at λ = {lambda}", s.label());
             }
-            // (Aθ)ᵀ∇L = 0 for every sample's gradient follows; check the mean.
+            // (Aθ)ᵀ∇L = 0 for every sample's gradient follows; check the mean, and each sample by `verify_net`.
             let ad = s.a_dot(&net.params, &g);
             assert!(ad.abs() < 1e-12, "{name} {}: (Aθ)ᵀ∇L = {ad:e}", s.label());
+            let v = noether::stats::verify_net(&net, &data, loss, s, 0.3).unwrap();
+            assert!(v.max_loss_change < 1e-12 * (1.0 + v.max_loss), "{name} {}: {v:?}", s.label());
+            assert!(v.max_gradient_overlap < 1e-12 * v.overlap_scale, "{name} {}: {v:?}", s.label());
         }
     }
     // What the rule finds, by name.
@@ -492,6 +495,9 @@ fn a_part_of_a_residual_class_is_not_enumerated_and_not_a_symmetry() {
     assert!(!syms.iter().any(|s| s.entries == part.entries), "the partial generator must not be enumerated");
     let d = max_loss_change(&net, &data, Loss::Mse, &part, 0.7);
     assert!(d > 1e-4, "the partial generator changed the losses by only {d:e}");
+    let v = noether::stats::verify_net(&net, &data, Loss::Mse, &part, 0.7).unwrap();
+    assert!(v.max_loss_change > 1e-4 * v.max_loss, "verify_net: {v:?}");
+    assert!(v.max_gradient_overlap > 1e-3 * v.overlap_scale, "verify_net: (Aθ)ᵀg_n ≠ 0 expected: {v:?}");
 }
 
 #[test]

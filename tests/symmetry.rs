@@ -4,7 +4,8 @@
 use noether::data::Sampling;
 use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use noether::model::ModelSpec;
-use noether::symmetry::{enumerate, random_symmetric, verify, Generator, Symmetry};
+use noether::stats::verify;
+use noether::symmetry::{enumerate, random_symmetric, Generator, Symmetry};
 use noether::testutil::random_case;
 use noether::{Activation, Dataset, Loss, Model};
 use rand::SeedableRng;

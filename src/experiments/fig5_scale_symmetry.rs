@@ -15,7 +15,8 @@ use crate::error::Result;
 use crate::model::{Activation, Flags, Init, ModelSpec};
 use crate::report::document::Rule;
 use crate::report::{Check, Color, Figure, MetricsWriter, Plot, Section, Series};
-use crate::symmetry::{enumerate, verify, Symmetry};
+use crate::stats::verify;
+use crate::symmetry::{enumerate, Symmetry};
 
 /// The experiment.
 pub struct Fig5;
@@ -402,7 +403,7 @@ impl Experiment for Fig5 {
              positively homogeneous and bias-free, so the scale passes through to the next normalisation). \
              Net A is therefore the minimal honest alternative: only layer 0 is normalised, so its block — most \
              of the parameters — is the one scale symmetry, and the linear output layer has none (tanh after the \
-             normalisation excludes rescalings). The checks confirm the symmetries with `symmetry::verify`, show \
+             normalisation excludes rescalings). The checks confirm the symmetries with `stats::verify`, show \
              that scaling all of Net A's parameters changes its loss, and test the growth law per step. The output is \
              6 wide: a first version with a 2-wide output (dims [8, 32, 2]) failed Net B's gradient-flow check \
              because the RMS normalisation of a 2-vector is singular where a sample's z passes near 0, which makes \

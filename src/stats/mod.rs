@@ -8,11 +8,13 @@
 
 pub mod moments;
 pub mod net;
+mod verify;
 
 pub use moments::{
     frobenius, linear_pair, moments, per_sample_grad_sq_norms, per_sample_quad, rescalable, LayerMoments,
     MomentOptions, Moments,
 };
+pub use verify::{verify, verify_net, Verification};
 
 use crate::data::Dataset;
 use crate::error::Result;

@@ -150,3 +150,38 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     })?;
     Ok(out)
 }
+
+/// Per-sample directional derivatives `vᵀg_n` and gradient norms `‖g_n‖` of a net over `data` (`v` laid out like
+/// θ), from per-sample gradients materialised one sample and one module at a time.
+pub fn per_sample_directional<T: Real>(
+    net: &Net<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    v: &[f64],
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    net.check_data(data, None, loss)?;
+    if v.len() != net.params.len() {
+        return Err(crate::error::Error::shape("direction v", &[net.params.len()], &[v.len()]));
+    }
+    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
+    let (mut dots, mut norms) = (vec![0.0; data.len()], vec![0.0; data.len()]);
+    let mut scratch = vec![T::zero(); net.params.len()];
+    let ops = tape.program().ops.clone();
+    for_each_chunk(&mut tape, data, |t, r| {
+        t.forward(&net.params);
+        t.loss_grad(loss);
+        t.backward(&net.params, None);
+        for (k, op) in ops.iter().enumerate() {
+            let Some(range) = op.step.param_range() else { continue };
+            let g = &mut scratch[..range.len()];
+            for (n, i) in r.clone().enumerate() {
+                t.per_sample_grad_into(k, n, g);
+                dots[i] += g.iter().zip(&v[range.clone()]).map(|(a, b)| a.to_f64() * b).sum::<f64>();
+                norms[i] += g.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>();
+            }
+        }
+        Ok(())
+    })?;
+    norms.iter_mut().for_each(|v| *v = v.sqrt());
+    Ok((dots, norms))
+}

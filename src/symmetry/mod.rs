@@ -7,14 +7,14 @@
 //! - [`double_rotation`]: layers l, l+1 joined by the identity: `(W_{l+1}, W_l) → (W_{l+1}Q⁻¹, QW_l)` with
 //!   `Q = e^{λB}`, B symmetric; `b_l` moves with `W_l`. Matrix charge `W_lW_lᵀ + b_lb_lᵀ − W_{l+1}ᵀW_{l+1}`.
 //! - [`scale`]: the block `(W_l, b_l)` of a layer followed by RMS normalisation; A = I on the block.
+//!
+//! This module knows only θ and the architecture; the numerical check that a generator is a symmetry on data is
+//! [`crate::stats::verify`] (statistics sit above symmetries).
 
 pub mod channels;
 pub mod double_rotation;
 pub mod rescale;
 pub mod scale;
-mod verify;
-
-pub use verify::{verify, Verification};
 
 use crate::error::{Error, Result};
 use crate::model::Architecture;
