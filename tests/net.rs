@@ -289,6 +289,47 @@ fn dense_chains_agree_with_the_dense_engine() {
         let (ld, gd) = model.loss_and_grad(&data, Loss::Mse, 16).unwrap();
         assert!((l - ld).abs() < 1e-13 * ld.abs(), "norm {norm}: {l} vs {ld}");
         assert!(rel_err(&g, &gd) < 1e-12, "norm {norm}");
+        // The dense engine's statistics (quadratic forms of (X_l, Δ_l), its own chunking) and its equilibria
+        // against the generic module-tree path (per-coordinate moments): Tr Σ, every unit's noise, λ*, status.
+        let opts = noether::equilibrium::AnalyzeOptions::default();
+        let dense = noether::equilibrium::analysis(&model, &data, Loss::Mse, &opts).unwrap();
+        let m = net_moments(&net, &data, Loss::Mse, MomentPath::Generic).unwrap();
+        let syms = enumerate(&net.arch);
+        let tree = net_analysis(&m, &net.params, &syms, opts.time);
+        assert!(
+            (tree.trace_sigma - dense.trace_sigma).abs() < 1e-12 * dense.trace_sigma,
+            "norm {norm}: Tr Σ"
+        );
+        let rescales: Vec<_> = tree.symmetries.iter().filter(|r| r.family == Family::Rescale).collect();
+        assert_eq!(rescales.len(), dense.neurons.len(), "norm {norm}: the same rescaling symmetries");
+        for (t, d) in rescales.iter().zip(&dense.neurons) {
+            assert_eq!((t.module.as_str(), t.unit), (format!("layers.{}", d.layer).as_str(), Some(d.unit)));
+            for (a, b) in [(t.noise_in, d.noise_in), (t.noise_out, d.noise_out), (t.charge, d.charge)] {
+                assert!((a - b).abs() <= 1e-12 * (a.abs() + b.abs()).max(1e-300), "norm {norm}: {a} vs {b}");
+            }
+            assert_eq!(t.status, d.status, "norm {norm}");
+            if let (Some(a), Some(b)) = (t.lambda_star, d.lambda_star) {
+                assert!((a - b).abs() < 1e-10, "norm {norm}: λ* {a} vs {b}");
+            }
+        }
+        // The joint equilibrium (the dense engine has none without a rescaling: then the tree's solves nothing).
+        match dense.joint_equilibrium.as_ref() {
+            Some(dj) => {
+                let star = tree.joint.trace_target_at_star;
+                let rel_star = (star - dj.trace_sigma_at_star).abs() / dj.trace_sigma_at_star;
+                assert!(rel_star < 1e-9, "norm {norm}: Tr Σ(θ*) {star} vs {}", dj.trace_sigma_at_star);
+            }
+            None => assert!(rescales.is_empty() && tree.joint.lambda.iter().all(|&l| l == 0.0)),
+        }
+        // Exact HVPs: the dense R-operator (curvature::hvp) against the tree's.
+        let mut hd =
+            noether::curvature::HessianOperator::new(&model, &data, Loss::Mse, Default::default()).unwrap();
+        let mut ht = noether::net::NetHessian::new(&net, &data, Loss::Mse).unwrap();
+        let v: Vec<f64> = (0..net.params.len()).map(|i| ((i * 7 % 13) as f64 - 6.0) / 6.0).collect();
+        let (mut a, mut b) = (vec![0.0; v.len()], vec![0.0; v.len()]);
+        hd.hvp_into(&v, &mut a).unwrap();
+        ht.apply_into(&v, &mut b);
+        assert!(rel_err(&b, &a) < 1e-12, "norm {norm}: HVP {}", rel_err(&b, &a));
     }
 }
 
