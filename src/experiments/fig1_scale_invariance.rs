@@ -110,7 +110,14 @@ const SWEEP_BLOCKS: usize = 20;
 /// ‖θ‖⁴ = η·E‖ĝ(θ̂₀)‖²/(2γ), run for `p.wd_sweep_burn_in` relaxation times 1/(4ηγ) of ‖θ‖² and then `steps`
 /// steps. Returns the stationary E‖θ‖⁴ / (η·E‖ĝ(θ̂)‖²/(2γ)) over those steps (E‖ĝ(θ̂)‖² every `p.noise_every`
 /// steps) and its batch-means standard error.
-fn wd_limit_point(p: &Params, seed: u64, stream: u64, eta: f64, gamma: f64, steps: u64) -> Result<(f64, f64)> {
+fn wd_limit_point(
+    p: &Params,
+    seed: u64,
+    stream: u64,
+    eta: f64,
+    gamma: f64,
+    steps: u64,
+) -> Result<(f64, f64)> {
     let burn = (p.wd_sweep_burn_in / (4.0 * eta * gamma)).ceil() as u64;
     let sgd = Method::Sgd { batch_size: 1, sampling: Sampling::WithReplacement };
     let mut cfg = config(p, seed, sgd, burn + steps, gamma, 1.0);
@@ -260,9 +267,10 @@ impl Experiment for Fig1 {
                 quantity: "weight decay: E‖θ‖⁴ / (η·E‖ĝ(θ̂)‖²/(2γ)) from the predicted circle".into(),
                 variable: "η".into(),
                 order: 1.0,
-                reason: "the exact discrete balance differs by 1/(1 − ηγ/2) and by Jensen terms in the relative \
+                reason:
+                    "the exact discrete balance differs by 1/(1 − ηγ/2) and by Jensen terms in the relative \
                          variance of ‖θ‖², which is O(ηγ)"
-                    .into(),
+                        .into(),
                 order_tol: 0.3,
                 predicted: 1.0,
                 limit_tol: 0.05,

@@ -566,6 +566,11 @@ fn section_figs_and_checks(
             dev(a).total_cmp(&dev(b))
         })
         .expect("at least one φ");
+    // θ*'s top eigenvalues: the gap of its top cluster sets where the O(√η) splitting gives way to O(η).
+    let star_top = {
+        let opts = SharpnessOptions { top: 3, seed: ctx.seed, ..Default::default() };
+        sharpness(&row.star, &row.data, crate::Loss::Mse, &opts)?.top_eigenvalues
+    };
     // The registered step sizes keep their seeds (ctx.seed + 1000 + i); the added small ones follow them.
     let run_etas: Vec<f64> = p.sweep_etas.iter().chain(&p.small_etas).copied().collect();
     let mut all = Vec::new();
@@ -621,7 +626,8 @@ fn section_figs_and_checks(
     // λ_max's order row is flagged refuted (reviewed 2026-12-02): on the small step sizes the deviation is O(η),
     // the crossover the prediction allowed for when the gap of θ*'s top cluster exceeds the splitting
     // (docs/experiments.md); a pass stays a pass.
-    let why_sqrt = "at small η the O(√η) splitting falls below the gap of θ*'s top eigenvalues (finite N), λ_max \
+    let why_sqrt =
+        "at small η the O(√η) splitting falls below the gap of θ*'s top eigenvalues (finite N), λ_max \
                     is smooth there and its deviation O(η), the crossover the prediction allowed for; the \
                     extrapolation rows of λ_max carry the claim";
     for (i, l) in limits.iter().enumerate() {
@@ -665,9 +671,10 @@ fn section_figs_and_checks(
          solid: least-squares power law (weighted by the snapshot standard errors), dashed: the expected order.",
     );
     section.text.push_str(&format!(
-        "\n\nLimit sweep (docs/finite_step.md): SGD started at θ* of φ_x = {phi} (the worst finite-η λ_max), burn-in \
-         t = {b}, then {k} snapshots over t = {t}: {pts}. {lims}.",
+        "\n\nLimit sweep (docs/finite_step.md): SGD started at θ* of φ_x = {phi} (the worst finite-η λ_max; its top \
+         Hessian eigenvalues {top}), burn-in t = {b}, then {k} snapshots over t = {t}: {pts}. {lims}.",
         phi = row.phi,
+        top = star_top.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", "),
         b = p.sweep_burn_in,
         k = p.sweep_snapshots,
         t = p.sweep_time,

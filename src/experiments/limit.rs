@@ -217,7 +217,8 @@ pub fn batch_ratio(num: &[f64], den: &[f64], blocks: usize) -> Result<(f64, f64)
         return Err(Error::Config("batch_ratio: values must be finite".into()));
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let block = |v: &'_ [f64], b: usize| -> f64 { mean(&v[b * v.len() / blocks..(b + 1) * v.len() / blocks]) };
+    let block =
+        |v: &'_ [f64], b: usize| -> f64 { mean(&v[b * v.len() / blocks..(b + 1) * v.len() / blocks]) };
     let ratios: Vec<f64> = (0..blocks).map(|b| block(num, b) / block(den, b)).collect();
     let m = mean(&ratios);
     let var = ratios.iter().map(|r| (r - m).powi(2)).sum::<f64>() / (blocks - 1) as f64;
@@ -563,14 +564,20 @@ mod tests {
         let l = limit(spec(1.0, 1.0), &x, &y, None).unwrap();
         for quick in [true, false] {
             let rows = l.checks_refuted("e", quick, why);
-            assert!(rows.iter().all(|c| c.outcome == Outcome::Pass && !c.claim.contains("REFUTED")), "{rows:?}");
+            assert!(
+                rows.iter().all(|c| c.outcome == Outcome::Pass && !c.claim.contains("REFUTED")),
+                "{rows:?}"
+            );
         }
         // A flagged limit that fails (a deviation that does not shrink) is refuted, in both modes; unflagged,
         // the same rows fail.
         let y: Vec<f64> = x.iter().enumerate().map(|(i, _)| 2.3 + 1e-3 * (i as f64 - 1.5)).collect();
         let l = limit(spec(1.0, 2.0), &x, &y, None).unwrap();
         let rows = l.checks_refuted("e", false, why);
-        assert!(rows.iter().all(|c| c.outcome == Outcome::Refuted && c.claim.contains("REFUTED")), "{rows:?}");
+        assert!(
+            rows.iter().all(|c| c.outcome == Outcome::Refuted && c.claim.contains("REFUTED")),
+            "{rows:?}"
+        );
         let rows = l.checks_refuted("e", false, [Some("flagged"), None]);
         assert_eq!(rows.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Refuted, Outcome::Fail]);
         // Only the failing row of a flagged pair is refuted: the passing one stays a pass.
