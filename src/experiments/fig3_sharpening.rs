@@ -51,8 +51,8 @@ struct Params {
     /// Step sizes of the limit sweep started at θ* (docs/finite_step.md).
     sweep_etas: Vec<f64>,
     /// Smaller step sizes run in addition (full mode, added 2026-12-02): the pre-registered one-term √η rows of
-    /// λ_max are fitted on these and the smallest of `sweep_etas`, where the √η term dominates; the Tr H rows
-    /// and the two-term row keep `sweep_etas` (docs/finite_step.md).
+    /// λ_max are fitted on these and the smallest of `sweep_etas`, where the √η term was expected to dominate;
+    /// the Tr H rows and the two-term row keep `sweep_etas` (docs/finite_step.md).
     small_etas: Vec<f64>,
     /// Burn-in and measuring time (t = η·steps) of each sweep run, and its number of sharpness snapshots.
     sweep_burn_in: f64,
@@ -626,9 +626,8 @@ fn section_figs_and_checks(
     // λ_max's order row is flagged refuted (reviewed 2026-12-02): on the small step sizes the deviation is O(η),
     // the crossover the prediction allowed for when the gap of θ*'s top cluster exceeds the splitting
     // (docs/experiments.md); a pass stays a pass.
-    let why_sqrt =
-        "at small η the O(√η) splitting falls below the gap of θ*'s top eigenvalues (finite N), λ_max \
-                    is smooth there and its deviation O(η), the crossover the prediction allowed for; the \
+    let why_sqrt = "at small η the O(√η) splitting falls below the gap of θ*'s top eigenvalues (finite N), \
+                    λ_max is smooth there and its deviation O(η), the crossover the prediction allowed for; the \
                     extrapolation rows of λ_max carry the claim";
     for (i, l) in limits.iter().enumerate() {
         let why = if i == 0 { [Some(why_sqrt), None] } else { [None, None] };
