@@ -291,3 +291,46 @@ fn measurements_and_undecided_rows_do_not_count_as_pass_or_fail() {
     assert_eq!(html.matches("<td class=\"measured\">measurement</td>").count(), 1);
     assert_eq!(html.matches("<td class=\"undecided\">not decided at this size</td>").count(), 1);
 }
+
+/// A refuted flag is decided by the measurement: a flagged row that passes stays a pass, a flagged row that fails
+/// is refuted (shown and counted apart, does not fail the run), an unflagged failing row fails the run.
+#[test]
+fn refuted_rows_are_decided_by_the_measurement_and_do_not_hide_failures() {
+    let why = "the derived row carries the claim";
+    let passes = Check::relative("e", "holds", 1.0, 1.02, 0.1).refuted_if_failing(why);
+    assert_eq!(passes.outcome, Outcome::Pass);
+    assert_eq!(passes.claim, "holds", "a pass is untouched");
+    let refuted = Check::relative("e", "pre-registered order", 2.0, 1.0, 0.15).refuted_if_failing(why);
+    assert_eq!(refuted.outcome, Outcome::Refuted);
+    assert!(refuted.claim.contains("REFUTED") && refuted.claim.contains(why), "{}", refuted.claim);
+    // Measurements and undecided rows stay what they are, whatever their numbers.
+    let m = Check::relative("e", "finite η", 1.0, 9.0, 0.1).measurement().refuted_if_failing(why);
+    let u = Check::relative("e", "too small", 1.0, 9.0, 0.1).undecided().refuted_if_failing(why);
+    assert_eq!((m.outcome, u.outcome), (Outcome::Measured, Outcome::Undecided));
+
+    let ok = Report::new("refuted").section(
+        Section::new("e", "").check(passes.clone()).check(refuted.clone()).check(m.clone()).check(u.clone()),
+    );
+    assert!(ok.all_passed(), "a refuted row does not fail the run (exit 0)");
+    assert_eq!(ok.counts(), (1, 2), "refuted rows count as checks that did not pass");
+    assert_eq!(ok.count(Outcome::Refuted), 1);
+    let failing = Check::relative("e", "new regression", 1.0, 2.0, 0.1);
+    assert_eq!(failing.outcome, Outcome::Fail);
+    let bad = Report::new("refuted").section(Section::new("e", "").check(refuted.clone()).check(failing));
+    assert!(!bad.all_passed(), "an unflagged failure fails the run (exit 1) next to a refuted row");
+
+    let (dir, _keep) = out_dir("report-refuted");
+    let out = ok.write(&dir).unwrap();
+    let md = std::fs::read_to_string(&out.markdown).unwrap();
+    let html = std::fs::read_to_string(&out.html).unwrap();
+    assert!(md.contains("1 of 2 checks passed; 1 REFUTED"), "{md}");
+    assert!(md.contains("0 failed") && md.contains("Checks: 1 of 2 passed, 1 REFUTED"), "{md}");
+    let row = md.lines().find(|l| l.contains("pre-registered order")).unwrap();
+    assert!(row.contains("**REFUTED**"), "{row}");
+    assert_eq!(html.matches("<td class=\"refuted\">REFUTED</td>").count(), 1);
+    assert!(html.contains("class=\"verdict-refuted\"") && html.contains("td.refuted{"));
+    let json = serde_json::to_string(&refuted).unwrap();
+    assert!(json.contains("\"outcome\":\"refuted\""), "{json}");
+    let back: Check = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.outcome, Outcome::Refuted);
+}

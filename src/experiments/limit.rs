@@ -8,6 +8,9 @@
 //! - [`limit`]: both against a [`LimitSpec`], giving a typed [`Limit`] and its two report rows ([`Limit::checks`]):
 //!   (a) the fitted order against the expected one, (b) the extrapolated value against the continuous prediction.
 //!
+//! - [`batch_ratio`]: a sweep point's value as the ratio of two stationary time averages, with its standard
+//!   error by batch means.
+//!
 //! `x` is the step size (η, or η/S); any positive control parameter works (fig6 uses E z²).
 
 use crate::error::{Error, Result};
@@ -198,6 +201,30 @@ fn invert(mut a: Vec<Vec<f64>>) -> Option<Vec<Vec<f64>>> {
     Some(inv)
 }
 
+/// `mean(num)/mean(den)` of two stationary series and its standard error by batch means: each series is cut into
+/// `blocks` contiguous blocks of equal share of its length (the two may be sampled at different rates over the
+/// same time span), the ratio is formed block by block, and its standard error is the standard deviation of the
+/// block ratios over √blocks. Valid when a block is much longer than the series' correlation time.
+pub fn batch_ratio(num: &[f64], den: &[f64], blocks: usize) -> Result<(f64, f64)> {
+    if blocks < 2 || num.len() < blocks || den.len() < blocks {
+        return Err(Error::Config(format!(
+            "batch_ratio: {blocks} blocks need ≥ 2 blocks and ≥ 1 value per block, got {} and {} values",
+            num.len(),
+            den.len()
+        )));
+    }
+    if num.iter().chain(den).any(|v| !v.is_finite()) {
+        return Err(Error::Config("batch_ratio: values must be finite".into()));
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let block =
+        |v: &'_ [f64], b: usize| -> f64 { mean(&v[b * v.len() / blocks..(b + 1) * v.len() / blocks]) };
+    let ratios: Vec<f64> = (0..blocks).map(|b| block(num, b) / block(den, b)).collect();
+    let m = mean(&ratios);
+    let var = ratios.iter().map(|r| (r - m).powi(2)).sum::<f64>() / (blocks - 1) as f64;
+    Ok((mean(num) / mean(den), (var / blocks as f64).sqrt()))
+}
+
 /// What a claim predicts in the limit, fixed before measuring.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSpec {
@@ -334,6 +361,19 @@ impl Limit {
             };
         }
         [order, lim]
+    }
+
+    /// [`Limit::checks`] with pre-registered rows whose prediction the data refute flagged by `why` (order row,
+    /// limit row; `None`: not flagged), see [`Check::refuted_if_failing`]. The flag applies only when the data
+    /// decide: a flagged row that passes stays a pass, and one the statistics cannot decide stays undecided
+    /// (quick mode) or a failure (full mode).
+    pub fn checks_refuted(&self, experiment: &str, quick: bool, why: [Option<&str>; 2]) -> [Check; 2] {
+        let [order, lim] = self.checks(experiment, quick);
+        let flag = |c: Check, w: Option<&str>| match w {
+            Some(w) if self.decided => c.refuted_if_failing(w),
+            _ => c,
+        };
+        [flag(order, why[0]), flag(lim, why[1])]
     }
 
     /// The log–log plot of |y − predicted| against x with the fitted line `c·x^p` and the expected slope through
@@ -483,6 +523,72 @@ mod tests {
         assert!(var.iter().all(|v| v.is_nan()), "{var:?}");
         assert!(series_fit(&x[..2], &y[..2], &[0.5, 1.0], None).is_err());
         assert!(series_fit(&x, &y, &[1.0, 1.0], None).is_err(), "repeated orders cannot be separated");
+    }
+
+    #[test]
+    fn batch_ratio_recovers_the_ratio_and_the_correlated_standard_error() {
+        // num: AR(1) with mean 2, ρ = 0.9 and unit innovations (stationary variance 1/(1 − ρ²)); den: 1 + small
+        // white noise. The standard error of the mean of an AR(1) series of n values is
+        // √(var/n·(1 + ρ)/(1 − ρ)), 4.36 times the naive i.i.d. one: batch means must find it.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let (n, rho) = (100_000, 0.9f64);
+        let gauss = |rng: &mut ChaCha8Rng| -> f64 {
+            let (u, v): (f64, f64) = (rng.random_range(1e-12..1.0), rng.random_range(0.0..1.0));
+            (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+        };
+        let mut x = 0.0;
+        let num: Vec<f64> = (0..n)
+            .map(|_| {
+                x = rho * x + gauss(&mut rng);
+                2.0 + x
+            })
+            .collect();
+        let den: Vec<f64> = (0..n / 10).map(|_| 1.0 + 1e-3 * gauss(&mut rng)).collect();
+        let (r, se) = batch_ratio(&num, &den, 20).unwrap();
+        let want = (1.0 / (1.0 - rho * rho) / n as f64 * (1.0 + rho) / (1.0 - rho)).sqrt();
+        assert!((se / want - 1.0).abs() < 0.4, "se {se} against {want}");
+        assert!((r - 2.0).abs() < 4.0 * want, "ratio {r}");
+        // The naive i.i.d. error would be 4.36 times smaller: batch means is not fooled by the correlation.
+        assert!(se > 2.5 * (1.0 / (1.0 - rho * rho) / n as f64).sqrt());
+        assert!(batch_ratio(&num, &den, 1).is_err());
+        assert!(batch_ratio(&num[..5], &den, 20).is_err());
+        assert!(batch_ratio(&[1.0, f64::NAN], &[1.0, 1.0], 2).is_err());
+    }
+
+    #[test]
+    fn refuted_flag_is_decided_by_the_measurement() {
+        let x = [0.0025, 0.005, 0.01, 0.02];
+        let why = [Some("the derived row carries the claim"), Some("the derived row carries the claim")];
+        // A flagged limit that holds stays a pass.
+        let y: Vec<f64> = x.iter().map(|x| 1.0 + 3.0 * x).collect();
+        let l = limit(spec(1.0, 1.0), &x, &y, None).unwrap();
+        for quick in [true, false] {
+            let rows = l.checks_refuted("e", quick, why);
+            assert!(
+                rows.iter().all(|c| c.outcome == Outcome::Pass && !c.claim.contains("REFUTED")),
+                "{rows:?}"
+            );
+        }
+        // A flagged limit that fails (a deviation that does not shrink) is refuted, in both modes; unflagged,
+        // the same rows fail.
+        let y: Vec<f64> = x.iter().enumerate().map(|(i, _)| 2.3 + 1e-3 * (i as f64 - 1.5)).collect();
+        let l = limit(spec(1.0, 2.0), &x, &y, None).unwrap();
+        let rows = l.checks_refuted("e", false, why);
+        assert!(
+            rows.iter().all(|c| c.outcome == Outcome::Refuted && c.claim.contains("REFUTED")),
+            "{rows:?}"
+        );
+        let rows = l.checks_refuted("e", false, [Some("flagged"), None]);
+        assert_eq!(rows.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Refuted, Outcome::Fail]);
+        // Only the failing row of a flagged pair is refuted: the passing one stays a pass.
+        let y: Vec<f64> = x.iter().map(|x| 1.03 + 20.0 * x).collect();
+        let rows = limit(spec(1.0, 1.0), &x, &y, None).unwrap().checks_refuted("e", false, why);
+        assert_eq!(rows.iter().map(|c| c.outcome).collect::<Vec<_>>(), [Outcome::Pass, Outcome::Refuted]);
+        // Too few points to decide: undecided in quick mode, a failure (not a refutation) in full mode.
+        let y = [3.0, 3.0];
+        let l = limit(spec(1.0, 1.0), &x[..2], &y, None).unwrap();
+        assert!(l.checks_refuted("e", true, why).iter().all(|c| c.outcome == Outcome::Undecided));
+        assert!(l.checks_refuted("e", false, why).iter().all(|c| c.outcome == Outcome::Fail));
     }
 
     #[test]

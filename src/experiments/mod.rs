@@ -122,7 +122,7 @@ pub fn train_logged<T: Real>(
 
 /// Runs an experiment and records it in its folder: `summary.json` (`noether_version`, `command`, `config`
 /// (quick, seed), `seed`, `results`: the section with its text, figures and checks) and `metrics.csv` (one row per
-/// row: `check`, `predicted`, `measured`, `tolerance`, `pass` (1 pass, 0 fail, empty for a measurement or a row not
+/// row: `check`, `predicted`, `measured`, `tolerance`, `pass` (1 pass, 0 fail or refuted, empty for a measurement or a row not
 /// decided at this size). An experiment that errors becomes a section with
 /// one failing check that carries the error text.
 pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section {
@@ -140,7 +140,7 @@ pub fn run_and_record(experiment: &dyn Experiment, ctx: &Context<'_>) -> Section
         for (i, c) in section.checks.iter().enumerate() {
             let pass = match c.outcome {
                 Outcome::Pass => 1.0,
-                Outcome::Fail => 0.0,
+                Outcome::Fail | Outcome::Refuted => 0.0,
                 Outcome::Undecided | Outcome::Measured => f64::NAN,
             };
             w.row(&[i as f64, c.predicted, c.measured, c.tolerance, pass])?;

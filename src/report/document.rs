@@ -47,6 +47,9 @@ pub enum Outcome {
     Undecided,
     /// A reported measurement that tests no claim of the theory: not pass/fail.
     Measured,
+    /// A pre-registered prediction whose check failed and whose refutation is explained in docs/experiments.md
+    /// (set only by [`Check::refuted_if_failing`]): reported as such, counted apart, does not fail the run.
+    Refuted,
 }
 
 impl Outcome {
@@ -57,6 +60,7 @@ impl Outcome {
             Outcome::Fail => "FAIL",
             Outcome::Undecided => "not decided at this size",
             Outcome::Measured => "measurement",
+            Outcome::Refuted => "REFUTED",
         }
     }
 }
@@ -137,6 +141,23 @@ impl Check {
     /// Marks the row "not decided at this size" (quick mode too small for the claim; never fails the run).
     pub fn undecided(mut self) -> Self {
         self.outcome = Outcome::Undecided;
+        self
+    }
+    /// A pre-registered row whose prediction the data refute, with the refutation explained in
+    /// docs/experiments.md (`why`: one clause naming the derived row that carries the claim, appended to the
+    /// row). Decided by the measurement: the row becomes [`Outcome::Refuted`] only if its own comparison failed
+    /// (`outcome` Fail and `pass` false); a passing, undecided or measurement row is returned unchanged, so the
+    /// flag can neither turn a pass into anything else nor hide a failure of another row.
+    pub fn refuted_if_failing(mut self, why: impl AsRef<str>) -> Self {
+        if self.outcome == Outcome::Fail && !self.pass {
+            self.outcome = Outcome::Refuted;
+            self.claim = format!(
+                "{} — REFUTED (pre-registered prediction; why, and the row that carries the claim: {}; \
+                 docs/experiments.md)",
+                self.claim,
+                why.as_ref()
+            );
+        }
         self
     }
     /// Passes iff `|measured − predicted| ≤ tol·|predicted|`.
@@ -302,10 +323,25 @@ pub fn checks_table(syntax: &dyn TableSyntax, checks: &[&Check]) -> String {
     table(syntax, &CHECK_COLUMNS, &CHECK_ALIGN, &rows)
 }
 
-/// `(passed, pass/fail rows)` of one section.
-fn section_counts(s: &Section) -> (usize, usize) {
-    let n = s.checks.iter().filter(|c| matches!(c.outcome, Outcome::Pass | Outcome::Fail)).count();
-    (s.checks.iter().filter(|c| c.outcome == Outcome::Pass).count(), n)
+/// Whether a row is a pass/fail check (refuted rows are checks that did not pass).
+fn is_check(c: &Check) -> bool {
+    matches!(c.outcome, Outcome::Pass | Outcome::Fail | Outcome::Refuted)
+}
+
+/// `(passed, pass/fail rows, refuted)` of one section.
+fn section_counts(s: &Section) -> (usize, usize, usize) {
+    let count = |o: Outcome| s.checks.iter().filter(|c| c.outcome == o).count();
+    (count(Outcome::Pass), s.checks.iter().filter(|c| is_check(c)).count(), count(Outcome::Refuted))
+}
+
+/// `Checks: p of n passed.` with the refuted rows named.
+fn section_line(s: &Section) -> String {
+    let (p, n, r) = section_counts(s);
+    if r > 0 {
+        format!("Checks: {p} of {n} passed, {r} REFUTED (see docs/experiments.md).")
+    } else {
+        format!("Checks: {p} of {n} passed.")
+    }
 }
 
 /// `path` relative to `base` when it lies inside it, else unchanged; `/` separators for links.
@@ -328,7 +364,9 @@ th,td{border:1px solid #ccc;padding:.35em .7em;vertical-align:top}th{background:
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 td.pass{background:#dff3e0;color:#17632a;font-weight:bold}td.fail{background:#fbe0e0;color:#a31515;font-weight:bold}\
 td.undecided{background:#fff4d6;color:#7a5a00}td.measured{background:#eef2f7;color:#334}\
+td.refuted{background:#ffd8a8;color:#8a3c00;font-weight:bold}\
 .verdict-pass{color:#17632a;font-weight:bold}.verdict-fail{color:#a31515;font-weight:bold}\
+.verdict-refuted{color:#8a3c00;font-weight:bold}\
 figure{margin:1.5em 0;text-align:center}figure img{max-width:100%;height:auto;border:1px solid #eee}\
 figcaption{color:#555;font-size:.92em;margin-top:.4em}";
 
@@ -346,9 +384,10 @@ impl Report {
     pub fn checks(&self) -> impl Iterator<Item = &Check> {
         self.sections.iter().flat_map(|s| s.checks.iter())
     }
-    /// `(passed, total)` counts of the pass/fail rows (measurements and undecided rows are not counted).
+    /// `(passed, total)` counts of the pass/fail rows, refuted ones included in the total (measurements and
+    /// undecided rows are not counted).
     pub fn counts(&self) -> (usize, usize) {
-        let decided = self.checks().filter(|c| matches!(c.outcome, Outcome::Pass | Outcome::Fail));
+        let decided = self.checks().filter(|c| is_check(c));
         let (mut p, mut n) = (0, 0);
         for c in decided {
             n += 1;
@@ -360,7 +399,7 @@ impl Report {
     pub fn count(&self, outcome: Outcome) -> usize {
         self.checks().filter(|c| c.outcome == outcome).count()
     }
-    /// True when no pass/fail row failed (the CLI exits 1 otherwise).
+    /// True when no pass/fail row failed (the CLI exits 1 otherwise); refuted rows do not fail the run.
     pub fn all_passed(&self) -> bool {
         self.checks().all(|c| c.outcome != Outcome::Fail)
     }
@@ -368,6 +407,13 @@ impl Report {
     fn verdict_line(&self) -> String {
         let (p, n) = self.counts();
         let mut line = format!("{p} of {n} checks passed");
+        let (f, r) = (self.count(Outcome::Fail), self.count(Outcome::Refuted));
+        if r > 0 {
+            line += &format!(
+                "; {r} REFUTED (pre-registered predictions the data refute, explained in docs/experiments.md); \
+                 {f} failed"
+            );
+        }
         let (u, m) = (self.count(Outcome::Undecided), self.count(Outcome::Measured));
         if u > 0 {
             line += &format!("; {u} not decided at this size");
@@ -392,8 +438,7 @@ impl Report {
                 out += &format!("{}\n\n", s.text.trim());
             }
             if !s.checks.is_empty() {
-                let (p, n) = section_counts(s);
-                out += &format!("Checks: {p} of {n} passed.\n\n");
+                out += &format!("{}\n\n", section_line(s));
             }
             for f in &s.figures {
                 let png = link(&f.files.png, base);
@@ -416,7 +461,11 @@ impl Report {
              <style>{CSS}</style>\n</head>\n<body>\n<h1>{t}</h1>\n",
             t = html_escape(&self.title)
         );
-        let class = if self.all_passed() { "verdict-pass" } else { "verdict-fail" };
+        let class = match (self.all_passed(), self.count(Outcome::Refuted)) {
+            (false, _) => "verdict-fail",
+            (true, 0) => "verdict-pass",
+            (true, _) => "verdict-refuted",
+        };
         out += &format!("<p class=\"{class}\">{}.</p>\n", self.verdict_line());
         let checks: Vec<&Check> = self.checks().collect();
         if !checks.is_empty() {
@@ -443,9 +492,13 @@ impl Report {
                 out += &format!("<p>{}</p>\n", html_escape(para));
             }
             if !s.checks.is_empty() {
-                let (p, n) = section_counts(s);
-                let class = if p == n { "verdict-pass" } else { "verdict-fail" };
-                out += &format!("<p class=\"{class}\">Checks: {p} of {n} passed.</p>\n");
+                let (p, n, r) = section_counts(s);
+                let class = match (p == n, r) {
+                    (true, _) => "verdict-pass",
+                    (false, r) if p + r == n => "verdict-refuted",
+                    _ => "verdict-fail",
+                };
+                out += &format!("<p class=\"{class}\">{}</p>\n", html_escape(&section_line(s)));
             }
             for f in &s.figures {
                 let bytes = std::fs::read(&f.files.png).map_err(|e| Error::io(&f.files.png, e))?;

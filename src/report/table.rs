@@ -23,6 +23,8 @@ pub enum Mark {
     Undecided,
     /// A reported measurement, not pass/fail (grey).
     Measured,
+    /// A pre-registered prediction the data refute, explained in the docs (orange, bold).
+    Refuted,
 }
 
 /// One table cell: raw text (the syntax escapes it) and its emphasis.
@@ -55,6 +57,7 @@ impl Cell {
             Outcome::Fail => Mark::Fail,
             Outcome::Undecided => Mark::Undecided,
             Outcome::Measured => Mark::Measured,
+            Outcome::Refuted => Mark::Refuted,
         };
         Cell { text: o.word().into(), mark }
     }
@@ -131,6 +134,7 @@ impl TableSyntax for Markdown {
                 Mark::Fail => format!("❌ **{}**", md_escape(&c.text)),
                 Mark::Undecided => format!("⏸ {}", md_escape(&c.text)),
                 Mark::Measured => format!("📏 {}", md_escape(&c.text)),
+                Mark::Refuted => format!("⚠️ **{}**", md_escape(&c.text)),
             })
             .collect();
         format!("| {} |\n", cells.join(" | "))
@@ -193,6 +197,7 @@ impl TableSyntax for Html {
                 Mark::Fail => format!("<td class=\"fail\">{}</td>", html_escape(&c.text)),
                 Mark::Undecided => format!("<td class=\"undecided\">{}</td>", html_escape(&c.text)),
                 Mark::Measured => format!("<td class=\"measured\">{}</td>", html_escape(&c.text)),
+                Mark::Refuted => format!("<td class=\"refuted\">{}</td>", html_escape(&c.text)),
             })
             .collect();
         format!("<tr>{cells}</tr>\n")

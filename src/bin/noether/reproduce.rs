@@ -123,6 +123,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
                 Outcome::Fail => "FAIL",
                 Outcome::Undecided => "undecided",
                 Outcome::Measured => "measurement",
+                Outcome::Refuted => "REFUTED",
             },
             c.experiment,
             if c.tests.is_empty() { "—" } else { &c.tests },
@@ -132,12 +133,19 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         );
     }
     let (undecided, measured) = (report.count(Outcome::Undecided), report.count(Outcome::Measured));
+    let (refuted, failed) = (report.count(Outcome::Refuted), report.count(Outcome::Fail));
     println!(
-        "{passed}/{total} checks passed ({undecided} not decided at this size, {measured} reported measurements); \
-         wrote {} and {}",
+        "{passed}/{total} checks passed, {refuted} REFUTED, {failed} failed ({undecided} not decided at this size, \
+         {measured} reported measurements); wrote {} and {}",
         files.markdown.display(),
         files.html.display()
     );
+    if refuted > 0 {
+        println!(
+            "REFUTED rows are pre-registered predictions the data refute, each explained in docs/experiments.md; \
+             they do not fail the run, FAIL rows do"
+        );
+    }
     Ok(if report.all_passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
