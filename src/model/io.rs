@@ -211,7 +211,26 @@ pub fn tensors_to_safetensors_bytes<T: Real, U: Real>(
         .collect()
 }
 
-/// Saves a model as `layers.{l}.weight` / `layers.{l}.bias` in precision `U` (`f64` or `f32`).
+/// Saves a model as `layers.{l}.weight` / `layers.{l}.bias` in precision `U` (`f64` or `f32`), with its
+/// architecture in `__metadata__["noether.arch"]` ([`arch_metadata`]).
 pub fn save_safetensors<T: Real, U: Real>(model: &Model<T>, path: &Path) -> Result<()> {
-    tensor_io::write(path, &tensors_to_safetensors_bytes::<T, U>(model))
+    let meta = arch_metadata(&model.arch, None)?;
+    tensor_io::write_with_metadata(path, &tensors_to_safetensors_bytes::<T, U>(model), Some(meta))
+}
+
+/// The `__metadata__` of a dense-chain file: `noether.arch` = [`crate::net::NetArch::from_dense`]'s text, so
+/// that the file loads as a module tree without `--arch`. `stems`: the tensor stems of the file's layers when
+/// they are not `layers.{l}` ([`crate::net::NetArch::from_dense_named`]).
+pub fn arch_metadata(
+    arch: &Architecture,
+    stems: Option<&[String]>,
+) -> Result<std::collections::HashMap<String, String>> {
+    let net = match stems {
+        Some(names) => crate::net::NetArch::from_dense_named(arch, names)?,
+        None => crate::net::NetArch::from_dense(arch)?,
+    };
+    Ok(std::collections::HashMap::from([(
+        crate::net::ARCH_METADATA_KEY.to_string(),
+        net.to_toml().to_string(),
+    )]))
 }

@@ -473,11 +473,21 @@ impl NetArch {
     /// The architecture of a dense chain (`Architecture`): `linear` modules named `layers.{l}` (the names the
     /// dense-chain files use), each followed by `rms_norm` where the layer normalises and by its activation.
     pub fn from_dense(arch: &crate::model::Architecture) -> Result<Self> {
+        let names: Vec<String> = (0..arch.n_layers()).map(|l| format!("layers.{l}")).collect();
+        Self::from_dense_named(arch, &names)
+    }
+
+    /// [`NetArch::from_dense`] with the linear modules named `names[l]` (the tensor stems of a file that
+    /// does not use `layers.{l}`, e.g. `0`, `2`, `4` of an `nn.Sequential`); one name per layer.
+    pub fn from_dense_named(arch: &crate::model::Architecture, names: &[String]) -> Result<Self> {
+        if names.len() != arch.n_layers() {
+            return Err(cfg(format!("{} module names for {} dense layers", names.len(), arch.n_layers())));
+        }
         let mut text = format!("input = [{}]\n", arch.d_in());
         for (l, ly) in arch.layers.iter().enumerate() {
             text += &format!(
-                "[[layers]]\nkind = \"linear\"\nname = \"layers.{l}\"\nin_features = {}\nout_features = {}\nbias = {}\n",
-                ly.d_in, ly.d_out, ly.bias
+                "[[layers]]\nkind = \"linear\"\nname = {:?}\nin_features = {}\nout_features = {}\nbias = {}\n",
+                names[l], ly.d_in, ly.d_out, ly.bias
             );
             if ly.norm {
                 text += &format!("[[layers]]\nkind = \"rms_norm\"\nname = \"norm.{l}\"\n");
