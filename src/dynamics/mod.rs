@@ -4,7 +4,6 @@
 mod config;
 mod model_config;
 mod net_observer;
-mod net_sgd;
 mod observer;
 mod schedule;
 mod trainable;
@@ -13,7 +12,6 @@ mod trainer;
 pub use config::{DataSpec, Method, ObserveSpec, Precision, TrainConfig, TrainData};
 pub use model_config::{ModelConfig, TreeSpec};
 pub use net_observer::{NetCharges, NetNoise, NetSharpness};
-pub use net_sgd::NetSgd;
 pub use observer::{Basics, Charges, NoiseObserver, Observer, SharpnessObserver, Snapshot};
 pub use schedule::Schedule;
 pub use trainable::Trainable;
