@@ -143,13 +143,13 @@ fn the_residual_stream_classes_have_two_writers() {
     assert!(stream.iter().all(|s| s.family == Family::Rescale && s.readers.len() == 2));
 }
 
-/// The dense chain of `spec`'s first `n` widths, and the same function and θ as a module tree.
+/// The 4-6-5-3 dense chain with `activation`, and the same function and θ as a module tree.
 fn mlp_both_ways(activation: Activation) -> (Model<f64>, Net<f64>) {
     let mut spec = ModelSpec::from_compact("4-6-5-3", activation, true).unwrap();
     spec.init = noether::model::Init::Gaussian(0.5);
     let model: Model<f64> = spec.build(&mut ChaCha8Rng::seed_from_u64(5)).unwrap();
     let arch = NetArch::from_dense(&model.arch).unwrap();
-    let layout: Vec<_> = model.arch.tensor_layout().into_iter().map(|(n, r, s)| (n, r, s)).collect();
+    let layout = model.arch.tensor_layout();
     let blocks: Vec<_> =
         arch.blocks.iter().map(|b| (b.name.clone(), b.range.clone(), b.shape.clone())).collect();
     assert_eq!(layout, blocks, "the dense θ layout is the state_dict's");
@@ -361,4 +361,54 @@ fn a_sweep_over_a_tree_config_runs_every_point() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(csv.lines().next().unwrap().contains("c_rescale_0_u0"), "{csv}");
     assert!(!csv.contains("failed"), "{csv}");
+}
+
+/// A residual tree's config (bodies included) and a tree started from a state dict round-trip through TOML,
+/// and `init = { file }` starts from that file's θ.
+#[test]
+fn tree_configs_round_trip_and_start_from_a_state_dict() {
+    let d = tmp("train-net-init");
+    let arch = NetArch::parse(RESIDUAL).unwrap();
+    let start = Net::<f64>::init(arch.clone(), 9);
+    let file = d.join("start.safetensors");
+    noether::net::save_net::<f64, f64>(&start, &file).unwrap();
+    let model = RESIDUAL
+        .replace("[[layers]]", "[[model.layers]]")
+        .replace("[[layers.body]]", "[[model.layers.body]]");
+    let (input, layers) = model.trim_start().split_once('\n').unwrap();
+    let text = format!(
+        "steps = 3\nlr = 0.01\n[model]\n{input}\ninit = {{ file = \"{}\" }}\n{layers}\n[data]\nkind = \"teacher\"\nn = 12\n\
+         teacher = {{ map = \"random\" }}\n[optimizer]\nmethod = \"gd\"\n",
+        file.display()
+    );
+    let config = TrainConfig::from_toml(&text).unwrap();
+    assert_eq!(TrainConfig::from_toml(&config.to_toml()).unwrap(), config, "{}", config.to_toml());
+    let tr = Trainer::<f64, Net<f64>>::from_config(&config).unwrap();
+    assert_eq!(tr.model, start);
+    // Without `init`, PyTorch's initialisation is drawn from the seed: a new seed, a new θ.
+    let plain = text.replace(&format!("init = {{ file = \"{}\" }}\n", file.display()), "");
+    let a = Trainer::<f64, Net<f64>>::from_config(&TrainConfig::from_toml(&plain).unwrap()).unwrap();
+    let b =
+        Trainer::<f64, Net<f64>>::from_config(&TrainConfig::from_toml(&plain).unwrap().with_seed(1)).unwrap();
+    assert_eq!(a.model.arch, arch);
+    assert_ne!(a.model.params, b.model.params);
+    // A bad init is an error naming the key.
+    let bad = text.replace("init = {", "init = { gaussian = 0.1, ");
+    let e = TrainConfig::from_toml(&bad).unwrap_err().to_string();
+    assert!(e.contains("init"), "{e}");
+}
+
+/// `precision = "f32"` trains a tree in f32 and writes an f32 state dict that reloads.
+#[test]
+fn f32_tree_runs_write_f32_state_dicts() {
+    let d = tmp("train-net-f32");
+    let data = conv_data(&d, &[2, 6, 6]);
+    let text = config_text("", &format!("kind = \"file\"\npath = \"{data}\""))
+        .replace("[model]\n\n", &format!("precision = \"f32\"\n[model]\n{}\n", tree_model_text()));
+    let cfg = write(&d, "f32.toml", &text);
+    let out = d.join("run");
+    let o = noether(&["train", &cfg, "--out", &out.display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let net: Net<f32> = load_net(&out.join("model.safetensors"), None).unwrap();
+    assert!(net.params.iter().all(|v| v.is_finite()));
 }

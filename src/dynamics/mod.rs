@@ -1,5 +1,6 @@
 //! Training dynamics: GD, SGD (schedules, warmup, weight decay), the matching SDE and gradient flow, with
 //! observers that log metrics. Nothing here prints: rows go to a [`MetricsSink`], progress to a callback.
+//! The model trained is a dense chain or a module tree ([`Trainable`]; `[model]` of a config, [`ModelConfig`]).
 
 mod config;
 mod model_config;

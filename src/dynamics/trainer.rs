@@ -7,6 +7,9 @@
 //!   backward pass `Σ_n c_n g_n` with `c_n = (1 + Σ_m w_m)/N − w_n`, `w_n = ξ_n/√(SN)`: no P×P matrix.
 //! - Gradient flow on `dθ/dt = −(∇L + γθ)`, time advancing by η per step: classical RK4 with `substeps` per
 //!   step, or Dormand–Prince 5(4) with error control and the substep carried from step to step (`tolerance`).
+//!
+//! Every method is written once against [`Trainable`]: a dense chain ([`Model`]; SGD takes its fused
+//! small-batch or Gram-form step where the shape favours them) or a module tree ([`crate::net::Net`]).
 
 use super::config::{Method, TrainConfig, TrainData};
 use super::trainable::Trainable;
