@@ -33,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[false, false, false],
     )?;
     let model = noether::Model::from_params(dense, net.params.clone())?;
-    noether::model::save_safetensors::<f64, f64>(&model, &out.join("model.safetensors"))?;
+    noether::net::save_dense::<f64, f64>(&model, &out.join("model.safetensors"))?;
     let dir = Path::new("/usr/share/datasets/fashion-mnist");
     let (data, _) = load_idx::<f64>(
         &dir.join("train-images-idx3-ubyte.gz"),

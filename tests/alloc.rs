@@ -1,7 +1,8 @@
 //! The step loop allocates nothing: a counting global allocator (declared in tests.rs) with a thread-local
 //! counter, so tests running in parallel on other threads do not interfere.
 
-use noether::dynamics::{TrainConfig, Trainer};
+use noether::dynamics::{TrainConfig, Trainable, Trainer};
+use noether::net::Net;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
@@ -42,8 +43,13 @@ fn allocations() -> u64 {
 
 /// Allocations made by this thread during 100 steps, after 5 warm-up steps.
 fn allocations_per_100_steps(toml: &str) -> u64 {
+    allocations_per_100_steps_of::<noether::Model<f64>>(toml)
+}
+
+/// [`allocations_per_100_steps`] for a trainer of `M` (a dense chain or a module tree).
+fn allocations_per_100_steps_of<M: Trainable<f64>>(toml: &str) -> u64 {
     let config = TrainConfig::from_toml(toml).unwrap();
-    let mut trainer = Trainer::<f64>::from_config(&config).unwrap();
+    let mut trainer = Trainer::<f64, M>::from_config(&config).unwrap();
     for _ in 0..5 {
         trainer.step().unwrap();
     }
@@ -123,4 +129,50 @@ fn gd_sde_and_gradient_flow_steps_allocate_nothing() {
             assert_eq!(allocations_per_100_steps(&config(model, FINITE, opt, "mse")), 0, "{opt} {model}");
         }
     }
+}
+
+/// A conv net and a residual net as `[model] layers` (the cases of `train_net`), on teacher or file data.
+fn tree_model(arch: &str) -> String {
+    arch.replace("[[layers]]", "[[model.layers]]").replace("[[layers.body]]", "[[model.layers.body]]")
+}
+
+#[test]
+fn tree_steps_allocate_nothing() {
+    let d = crate::cli::tmp("alloc-tree");
+    let data = d.join("images.safetensors");
+    let images = crate::train_net::class_data(24, 72, 3, 1);
+    noether::data::save_dataset_shaped(&images, &[2, 6, 6], &data).unwrap();
+    let conv_data = format!("kind = \"file\"\npath = \"{}\"", data.display());
+    let res_data = "kind = \"teacher\"\nn = 24\nteacher = { map = \"random\" }";
+    let opts = [
+        "method = \"sgd\"\nbatch_size = 4",
+        "method = \"sgd\"\nbatch_size = 4\nsampling = \"without_replacement\"",
+        "method = \"gd\"",
+        "method = \"sde\"\nbatch_size = 4",
+        "method = \"gradient_flow\"\nsubsteps = 2",
+        "method = \"gradient_flow\"\ntolerance = 1e-5",
+    ];
+    for opt in opts {
+        let conv = tree_config(&tree_model(crate::train_net::CONV), &conv_data, opt, "cross_entropy");
+        assert_eq!(allocations_per_100_steps_of::<Net<f64>>(&conv), 0, "conv {opt}");
+        let res = tree_config(&tree_model(crate::train_net::RESIDUAL), res_data, opt, "mse");
+        assert_eq!(allocations_per_100_steps_of::<Net<f64>>(&res), 0, "residual {opt}");
+    }
+    let online = "kind = \"teacher\"\neval_n = 20\nteacher = { map = \"random\" }";
+    let res = tree_config(
+        &tree_model(crate::train_net::RESIDUAL),
+        online,
+        "method = \"sgd\"\nbatch_size = 4",
+        "mse",
+    );
+    assert_eq!(allocations_per_100_steps_of::<Net<f64>>(&res), 0, "residual online");
+}
+
+/// [`config`] with the `[model]` body first (its `[[model.layers]]` tables follow the config's keys).
+fn tree_config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
+    format!(
+        "seed = 3\nsteps = 1000\nlr = 0.01\nweight_decay = 1e-3\nloss = \"{loss}\"\n[model]\n{}\n[data]\n{data}\n\
+         [optimizer]\n{optimizer}\n",
+        model.trim_start()
+    )
 }

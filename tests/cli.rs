@@ -203,6 +203,8 @@ fn noise_and_sharpness_observers_agree_with_analyze_and_sharpness() {
     let s: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
     let top = s["top_eigenvalues"][0].as_f64().unwrap();
     assert!((col("sharpness_top") - top).abs() <= 1e-6 * top.abs(), "{} vs {top}", col("sharpness_top"));
+    // The model carries its architecture (`noether.arch`), a plain dense chain, so `sharpness` runs on the
+    // dense-chain path as before (with `--activation relu`, which agrees with the stored architecture).
     let tr = s["trace"].as_f64().unwrap();
     assert!((col("hessian_trace") - tr).abs() <= 1e-9 * tr.abs());
 }

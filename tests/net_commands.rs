@@ -377,3 +377,67 @@ fn a_pytorch_written_residual_state_dict_loads_by_name_and_teleports_under_the_s
         assert_ne!(moved.params, net.params, "{target}: nothing moved, the test would prove nothing");
     }
 }
+
+#[test]
+fn dense_chains_noether_wrote_keep_the_dense_path_with_their_stored_activations() {
+    use noether::model::Architecture;
+    use noether::Activation;
+    let dir = crate::cli::tmp("net-dense-described");
+    // A linear chain (double rotations) and a tanh chain with a normalised layer, written as noether writes them.
+    let linear = Architecture::new(
+        &[3, 4, 2],
+        &[Activation::Identity, Activation::Identity],
+        &[true, true],
+        &[false, false],
+    )
+    .unwrap();
+    let tanh = Architecture::new(
+        &[3, 4, 2],
+        &[Activation::Tanh, Activation::Identity],
+        &[true, true],
+        &[true, false],
+    )
+    .unwrap();
+    let x = noether::data::Dataset::new(
+        faer::Mat::<f64>::from_fn(20, 3, |i, j| ((i * 3 + j * 5) % 7) as f64 / 7.0 - 0.4),
+        noether::data::Targets::Dense(faer::Mat::<f64>::from_fn(20, 2, |i, j| {
+            ((i + 2 * j) % 5) as f64 / 5.0
+        })),
+    )
+    .unwrap();
+    let data = dir.join("data.safetensors");
+    noether::data::save_dataset(&x, &data).unwrap();
+    let data = data.to_str().unwrap();
+    let mut files = Vec::new();
+    for (name, arch) in [("linear", linear), ("tanh", tanh)] {
+        let params: Vec<f64> = (0..arch.n_params()).map(|i| ((i * 7 % 11) as f64 - 5.0) / 6.0).collect();
+        let model = noether::Model::from_params(arch, params).unwrap();
+        let p = dir.join(format!("{name}.safetensors"));
+        noether::net::save_dense::<f64, f64>(&model, &p).unwrap();
+        files.push(p.to_str().unwrap().to_string());
+    }
+    // The linear chain: the dense path's double rotation is there, without --activation.
+    let a = run_json(&["analyze", "--model", &files[0], "--data", data, "--json"]);
+    assert_eq!(a["pairs"].as_array().unwrap().len(), 1, "the linear pair's double rotation");
+    // The tanh chain: no rescaling (tanh), the stored normalisation gives a scale symmetry of layer 0.
+    let s = run_json(&["symmetries", "--model", &files[1], "--json"]);
+    let fam: Vec<&str> = s["results"].as_array().map_or_else(
+        || s["symmetries"].as_array().unwrap().iter().map(|e| e["family"].as_str().unwrap()).collect(),
+        |r| r.iter().map(|e| e["family"].as_str().unwrap()).collect(),
+    );
+    assert_eq!(fam, ["scale"], "{s}");
+    // Same numbers as the same file read with the flags spelled out (the pre-metadata way).
+    let told = run_json(&["analyze", "--model", &files[1], "--data", data, "--activation", "tanh", "--json"]);
+    let inferred = run_json(&["analyze", "--model", &files[1], "--data", data, "--json"]);
+    assert_eq!(told["trace_sigma"], inferred["trace_sigma"]);
+    // Flags that contradict the stored architecture are errors naming them.
+    for (args, want) in [
+        (vec!["analyze", "--model", &files[1], "--data", data, "--activation", "relu"], "--activation relu"),
+        (vec!["symmetries", "--model", &files[1], "--norm-layers", "1"], "--norm-layers"),
+    ] {
+        let o = crate::cli::noether(&args);
+        let e = crate::cli::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(e.contains(want) && e.contains("carries its architecture"), "{e}");
+    }
+}

@@ -21,6 +21,8 @@
 //! - `sweep`: sweep files (grid, zip, dotted keys, names), resumption and faults, identical tables for any
 //!   worker count, the CLI's errors, and the SLURM backend on a real cluster (`NOETHER_SLURM=1`, see .ci/run).
 //! - `symmetry`: invariances and the exact discrete Noether identity for every family.
+//! - `train_net`: training module trees through the Trainer (the exact identity for every rescaling class, the
+//!   dense trainer's trajectories, `[model] layers` configs through the CLI, sweeps over them).
 
 mod alloc;
 mod cli;
@@ -40,6 +42,7 @@ mod robust;
 mod sde;
 mod sweep;
 mod symmetry;
+mod train_net;
 
 #[global_allocator]
 static ALLOCATOR: alloc::Counting = alloc::Counting;

@@ -1,10 +1,12 @@
 //! The validated description of a training run (`noether train CONFIG.toml`). Unknown keys are errors.
 
+use super::model_config::ModelConfig;
 use super::Schedule;
-use crate::data::{load_dataset, load_idx, Dataset, IdxOptions, Sampling, Teacher};
+use crate::data::{load_dataset, load_dataset_shaped, load_idx, Dataset, IdxOptions, Sampling, Teacher};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
-use crate::model::{Model, ModelSpec};
+use crate::model::Model;
+use crate::net::NetArch;
 use crate::real::Real;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -219,8 +221,8 @@ pub struct TrainConfig {
     /// Precision.
     #[serde(default)]
     pub precision: Precision,
-    /// The model.
-    pub model: ModelSpec,
+    /// The model: a dense chain (`dims`) or a module tree (`input`, `layers`).
+    pub model: ModelConfig,
     /// The data.
     #[serde(default)]
     pub data: DataSpec,
@@ -244,7 +246,7 @@ impl TrainConfig {
     /// default: seed 0, a row every 100 steps, no weight decay, MSE, f64, [`DataSpec::default`], constant
     /// schedule, default observers. Chain the `with_*` setters for the rest; call [`validate`](Self::validate)
     /// before use (the trainer does).
-    pub fn new(model: ModelSpec, optimizer: Method, lr: f64, steps: u64) -> Self {
+    pub fn new(model: impl Into<ModelConfig>, optimizer: Method, lr: f64, steps: u64) -> Self {
         Self {
             seed: 0,
             steps,
@@ -253,7 +255,7 @@ impl TrainConfig {
             weight_decay: 0.0,
             loss: Loss::default(),
             precision: Precision::default(),
-            model,
+            model: model.into(),
             data: DataSpec::default(),
             optimizer,
             schedule: Schedule::default(),
@@ -335,7 +337,8 @@ impl TrainConfig {
         }
         self.schedule.validate(self.lr, self.steps)?;
         self.validate_observe()?;
-        self.model.architecture()?;
+        self.model.validate()?;
+        self.validate_tree_data()?;
         match (&self.optimizer, &self.data) {
             (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
                 return Err(Error::Config("batch_size must be at least 1".into()))
@@ -435,9 +438,28 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Builds the model (initialised from the seeded `rng`).
+    /// The data kinds a module tree takes: teacher data only for a vector input `[d]`.
+    fn validate_tree_data(&self) -> Result<()> {
+        if let (ModelConfig::Tree(t), DataSpec::Teacher { .. }) = (&self.model, &self.data) {
+            if t.arch.input.len() != 1 {
+                return Err(Error::Config(format!(
+                    "data kind \"teacher\" draws vectors x ∈ R^d, but [model] input = {:?} is an image; give \
+                     image data (kind = \"file\" with x [N, C, H, W], or kind = \"idx\")",
+                    t.arch.input
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the dense-chain model (initialised from the seeded `rng`); an error for a module tree.
     pub fn build_model<T: Real, R: Rng>(&self, rng: &mut R) -> Result<Model<T>> {
-        self.model.build(rng)
+        match &self.model {
+            ModelConfig::Dense(spec) => spec.build(rng),
+            ModelConfig::Tree(_) => Err(Error::Config(
+                "[model] is a module tree (`layers`); it builds a net, not a dense chain".into(),
+            )),
+        }
     }
 }
 
@@ -474,6 +496,46 @@ impl DataSpec {
                         Ok(TrainData::Online { sampler: s, eval })
                     }
                 }
+            }
+        }
+    }
+}
+
+impl DataSpec {
+    /// Loads or draws the data for the module tree `arch`, checking each sample's shape against its `input`:
+    /// a file's `x` `[N, *input]` (or `[N, C·H·W]`), IDX images `[1, rows, cols]`, teacher vectors for `[d]`.
+    pub fn build_for_net<T: Real, R: Rng>(&self, arch: &NetArch, rng: &mut R) -> Result<TrainData<T>> {
+        let check = |shape: &[usize], what: &str| -> Result<()> {
+            if shape == arch.input.as_slice() || (shape.len() == 1 && shape[0] == arch.input_len()) {
+                Ok(())
+            } else {
+                Err(Error::shape(
+                    format!("per-sample shape of the {what} ([model] input)"),
+                    &arch.input,
+                    shape,
+                ))
+            }
+        };
+        match self {
+            DataSpec::File { path } => {
+                let (data, shape) = load_dataset_shaped(path)?;
+                check(&shape, &format!("data `x` in {}", path.display()))?;
+                Ok(TrainData::Finite(data))
+            }
+            DataSpec::Idx { images, labels, n, standardize } => {
+                let options = IdxOptions { n: *n, standardize: *standardize };
+                let (data, shape) = load_idx(images, labels, &options)?;
+                check(&shape, &format!("IDX images in {}", images.display()))?;
+                Ok(TrainData::Finite(data))
+            }
+            DataSpec::Teacher { .. } => {
+                if arch.input.len() != 1 {
+                    return Err(Error::Config(format!(
+                        "data kind \"teacher\" draws vectors, but [model] input = {:?}",
+                        arch.input
+                    )));
+                }
+                self.build(arch.input[0], arch.d_out(), rng)
             }
         }
     }

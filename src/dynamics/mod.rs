@@ -1,16 +1,21 @@
 //! Training dynamics: GD, SGD (schedules, warmup, weight decay), the matching SDE and gradient flow, with
 //! observers that log metrics. Nothing here prints: rows go to a [`MetricsSink`], progress to a callback.
+//! The model trained is a dense chain or a module tree ([`Trainable`]; `[model]` of a config, [`ModelConfig`]).
 
 mod config;
-mod net_sgd;
+mod model_config;
+mod net_observer;
 mod observer;
 mod schedule;
+mod trainable;
 mod trainer;
 
 pub use config::{DataSpec, Method, ObserveSpec, Precision, TrainConfig, TrainData};
-pub use net_sgd::NetSgd;
+pub use model_config::{ModelConfig, TreeSpec};
+pub use net_observer::{NetCharges, NetNoise, NetSharpness};
 pub use observer::{Basics, Charges, NoiseObserver, Observer, SharpnessObserver, Snapshot};
 pub use schedule::Schedule;
+pub use trainable::Trainable;
 pub use trainer::{Trainer, CHUNK};
 
 use crate::error::{Error, Result};
@@ -87,12 +92,12 @@ pub struct Summary {
 /// Runs `trainer` for `steps` steps, logging every `log_every` steps (and the first and last) through
 /// `observers` into `sink`; `progress(k)` is called as steps complete. A divergence ends the run early and
 /// is reported in the summary (the rows logged so far are in the sink).
-pub fn run<T: Real>(
-    trainer: &mut Trainer<T>,
+pub fn run<T: Real, M: Trainable<T>>(
+    trainer: &mut Trainer<T, M>,
     steps: u64,
     log_every: u64,
     seed: u64,
-    observers: &mut [Box<dyn Observer<T> + '_>],
+    observers: &mut [Box<dyn Observer<T, M> + '_>],
     sink: &mut dyn MetricsSink,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Summary> {
@@ -101,7 +106,7 @@ pub fn run<T: Real>(
     sink.begin(&columns)?;
     let mut row = Vec::with_capacity(columns.len());
     let mut log =
-        |tr: &Trainer<T>, row: &mut Vec<f64>, obs: &mut [Box<dyn Observer<T> + '_>]| -> Result<()> {
+        |tr: &Trainer<T, M>, row: &mut Vec<f64>, obs: &mut [Box<dyn Observer<T, M> + '_>]| -> Result<()> {
             row.clear();
             let snap = Snapshot {
                 step: tr.step_count(),
@@ -138,7 +143,7 @@ pub fn run<T: Real>(
         }
     }
     let final_loss = if diverged.is_none() {
-        Some(trainer.model.loss(trainer.eval_data(), trainer.loss_fn(), 4096)?)
+        Some(trainer.model.mean_loss(trainer.eval_data(), trainer.loss_fn())?)
     } else {
         None
     };
@@ -154,43 +159,39 @@ pub fn run<T: Real>(
 }
 
 /// The column names of a list of observers, in logging order (the header of `metrics.csv`).
-pub fn observer_columns<T: Real>(
-    observers: &[Box<dyn Observer<T> + '_>],
-    model: &crate::model::Model<T>,
-) -> Vec<String> {
+pub fn observer_columns<T: Real, M>(observers: &[Box<dyn Observer<T, M> + '_>], model: &M) -> Vec<String> {
     observers.iter().flat_map(|o| o.columns(model)).collect()
 }
 
-/// The standard observers of a config: [`Basics`], [`Charges`] and, when asked, [`NoiseObserver`] and
-/// [`SharpnessObserver`].
-pub fn default_observers<'a, T: Real>(
+/// The standard observers of a config for `model`: [`Basics`], the charges of every symmetry ([`Charges`] of
+/// a dense chain, [`NetCharges`] of a module tree) and, when asked, their noise and the sharpness.
+pub fn default_observers<'a, T: Real, M: Trainable<T> + 'a>(
     config: &TrainConfig,
-    model: &crate::model::Model<T>,
-) -> Result<Vec<Box<dyn Observer<T> + 'a>>> {
+    model: &M,
+) -> Result<Vec<Box<dyn Observer<T, M> + 'a>>> {
+    model.default_observers(config)
+}
+
+/// The sharpness observer's options of a config (`None` when `observe.sharpness_every = 0`).
+fn sharpness_options(config: &TrainConfig) -> Result<Option<crate::curvature::SharpnessOptions>> {
     let o = &config.observe;
-    let mut v: Vec<Box<dyn Observer<T> + 'a>> =
-        vec![Box::new(Basics), Box::new(Charges::new(model, o.unit_charges, o.pair_entries))];
-    if o.noise_every > 0 {
-        v.push(Box::new(NoiseObserver::new(model, o.noise_every)));
+    if o.sharpness_every == 0 {
+        return Ok(None);
     }
-    if o.sharpness_every > 0 {
-        let trace = if o.sharpness_trace == "none" {
-            None
+    let trace = if o.sharpness_trace == "none" {
+        None
+    } else {
+        Some(crate::curvature::TraceMethod::parse(&o.sharpness_trace)?)
+    };
+    Ok(Some(crate::curvature::SharpnessOptions {
+        trace,
+        trace_samples: 30,
+        subset: if o.sharpness_subset > 0 {
+            crate::curvature::Subset::Random { n: o.sharpness_subset }
         } else {
-            Some(crate::curvature::TraceMethod::parse(&o.sharpness_trace)?)
-        };
-        let opts = crate::curvature::SharpnessOptions {
-            trace,
-            trace_samples: 30,
-            subset: if o.sharpness_subset > 0 {
-                crate::curvature::Subset::Random { n: o.sharpness_subset }
-            } else {
-                crate::curvature::Subset::All
-            },
-            seed: config.seed,
-            ..Default::default()
-        };
-        v.push(Box::new(SharpnessObserver::new(o.sharpness_every, opts)));
-    }
-    Ok(v)
+            crate::curvature::Subset::All
+        },
+        seed: config.seed,
+        ..Default::default()
+    }))
 }

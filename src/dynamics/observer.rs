@@ -1,5 +1,6 @@
 //! Observers: what a run logs every `log_every` steps, as named columns of `metrics.csv`.
 
+use super::trainable::Trainable;
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
@@ -7,8 +8,8 @@ use crate::model::Model;
 use crate::real::Real;
 use crate::symmetry::{double_rotation, enumerate, rescale, Symmetry};
 
-/// The state of a run at a logged step.
-pub struct Snapshot<'a, T> {
+/// The state of a run at a logged step (`M`: the model being trained, a dense chain by default).
+pub struct Snapshot<'a, T, M = Model<T>> {
     /// Steps taken.
     pub step: u64,
     /// Time `t = Σ η_k`.
@@ -16,7 +17,7 @@ pub struct Snapshot<'a, T> {
     /// Learning rate of the next step.
     pub lr: f64,
     /// The model.
-    pub model: &'a Model<T>,
+    pub model: &'a M,
     /// The data the logged loss is measured on.
     pub data: &'a Dataset<T>,
     /// The loss function.
@@ -25,27 +26,28 @@ pub struct Snapshot<'a, T> {
     pub step_loss: f64,
 }
 
-/// Something that adds named columns to each logged row.
-pub trait Observer<T: Real> {
+/// Something that adds named columns to each logged row (`M`: the model being trained).
+pub trait Observer<T: Real, M = Model<T>> {
     /// Column names (fixed for the run).
-    fn columns(&self, model: &Model<T>) -> Vec<String>;
+    fn columns(&self, model: &M) -> Vec<String>;
     /// Appends one value per column.
-    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()>;
+    fn observe(&mut self, s: &Snapshot<'_, T, M>, row: &mut Vec<f64>) -> Result<()>;
 }
 
-/// `step`, `t`, `lr`, `loss` (full loss on the logging data), `step_loss`, `norm_sq_l{l}` (‖θ_l‖² per layer).
+/// `step`, `t`, `lr`, `loss` (full loss on the logging data), `step_loss`, and `‖θ_block‖²` per layer
+/// (`norm_sq_l{l}`, dense chains) or per parameterised module (`norm_sq_{module}`, weight and bias, trees).
 pub struct Basics;
 
-impl<T: Real> Observer<T> for Basics {
-    fn columns(&self, model: &Model<T>) -> Vec<String> {
+impl<T: Real, M: Trainable<T>> Observer<T, M> for Basics {
+    fn columns(&self, model: &M) -> Vec<String> {
         let mut c: Vec<String> =
             ["step", "t", "lr", "loss", "step_loss"].iter().map(|s| s.to_string()).collect();
-        c.extend((0..model.arch.n_layers()).map(|l| format!("norm_sq_l{l}")));
+        c.extend(model.norm_columns());
         c
     }
-    fn observe(&mut self, s: &Snapshot<'_, T>, row: &mut Vec<f64>) -> Result<()> {
-        row.extend([s.step as f64, s.time, s.lr, s.model.loss(s.data, s.loss, 4096)?, s.step_loss]);
-        row.extend(s.model.layer_norms_sq());
+    fn observe(&mut self, s: &Snapshot<'_, T, M>, row: &mut Vec<f64>) -> Result<()> {
+        row.extend([s.step as f64, s.time, s.lr, s.model.mean_loss(s.data, s.loss)?, s.step_loss]);
+        row.extend(s.model.norms_sq());
         Ok(())
     }
 }

@@ -7,13 +7,17 @@
 //!   backward pass `Σ_n c_n g_n` with `c_n = (1 + Σ_m w_m)/N − w_n`, `w_n = ξ_n/√(SN)`: no P×P matrix.
 //! - Gradient flow on `dθ/dt = −(∇L + γθ)`, time advancing by η per step: classical RK4 with `substeps` per
 //!   step, or Dormand–Prince 5(4) with error control and the substep carried from step to step (`tolerance`).
+//!
+//! Every method is written once against [`Trainable`]: a dense chain ([`Model`]; SGD takes its fused
+//! small-batch or Gram-form step where the shape favours them) or a module tree ([`crate::net::Net`]).
 
 use super::config::{Method, TrainConfig, TrainData};
+use super::trainable::Trainable;
 use super::Schedule;
 use crate::data::{Batch, BatchSampler, Dataset, SampleMajor, SAMPLE_MAJOR_MAX_BYTES};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
-use crate::model::{LinearChainStep, Model, SmallBatchStep, Tape};
+use crate::model::{LinearChainStep, Model, SmallBatchStep};
 use crate::real::Real;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,10 +26,12 @@ use rand_distr::{Distribution, StandardNormal};
 /// Samples per chunk for full-data passes.
 pub const CHUNK: usize = 2048;
 
-/// A model being trained, with its data and all buffers of the step loop.
-pub struct Trainer<T: Real> {
+/// A model being trained, with its data and all buffers of the step loop. `M` is the thing being trained
+/// ([`Trainable`]): a dense chain [`Model`] (default; with its fused and Gram-form SGD steps) or a module tree
+/// [`crate::net::Net`]. The optimisers, schedules and weight decay are written once, against `M`'s passes.
+pub struct Trainer<T: Real, M: Trainable<T> = Model<T>> {
     /// The model θ.
-    pub model: Model<T>,
+    pub model: M,
     data: TrainData<T>,
     loss: Loss,
     method: Method,
@@ -34,7 +40,7 @@ pub struct Trainer<T: Real> {
     weight_decay: f64,
     steps_total: u64,
     rng: ChaCha8Rng,
-    tape: Tape<T>,
+    tape: M::Tape,
     grad: Vec<T>,
     theta0: Vec<T>,
     acc: Vec<T>,
@@ -56,67 +62,68 @@ pub struct Trainer<T: Real> {
     last_loss: f64,
 }
 
-impl<T: Real> Trainer<T> {
+impl<T: Real, M: Trainable<T>> Trainer<T, M> {
     /// Builds model and data from a config. The seeded RNG draws, in order: the initial weights, the data
     /// (teacher map, samples), then batches and noise during training.
     pub fn from_config(config: &TrainConfig) -> Result<Self> {
         config.validate()?;
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-        let model: Model<T> = config.build_model(&mut rng)?;
-        let data = config.data.build::<T, _>(model.arch.d_in(), model.arch.d_out(), &mut rng)?;
+        let model = M::from_config(config, &mut rng)?;
+        let data = model.data_from_config(config, &mut rng)?;
         Self::new(model, data, config, rng)
     }
 
     /// A trainer for an explicit model and data (the config supplies optimiser, schedule, loss, steps).
-    pub fn new(model: Model<T>, data: TrainData<T>, config: &TrainConfig, rng: ChaCha8Rng) -> Result<Self> {
+    pub fn new(model: M, data: TrainData<T>, config: &TrainConfig, rng: ChaCha8Rng) -> Result<Self> {
         model.check_finite()?;
         let loss = config.loss;
         let (tape_cap, sampler, online_batch) = match (&config.optimizer, &data) {
             (Method::Sgd { batch_size, sampling }, TrainData::Finite(d)) => {
-                d.check_model(&model.arch, loss)?;
+                model.check_data(d, loss)?;
                 (*batch_size, Some(BatchSampler::new(d.len(), *batch_size, *sampling)?), None)
             }
             (Method::Sgd { batch_size, .. }, TrainData::Online { sampler, eval }) => {
-                eval.check_model(&model.arch, loss)?;
+                model.check_data(eval, loss)?;
                 let batch = sampler.sample::<T, _>(*batch_size, &mut ChaCha8Rng::seed_from_u64(0));
                 (*batch_size, None, Some(batch))
             }
             (_, TrainData::Finite(d)) => {
-                d.check_model(&model.arch, loss)?;
-                (d.len().min(CHUNK), None, None)
+                model.check_data(d, loss)?;
+                (d.len().min(M::chunk()), None, None)
             }
             (m, TrainData::Online { .. }) => {
                 return Err(Error::Config(format!("optimizer `{}` needs a finite data set", m.short())))
             }
         };
-        let p = model.arch.n_params();
+        let p = model.params().len();
         let n = match &data {
             TrainData::Finite(d) => d.len(),
             TrainData::Online { .. } => 0,
         };
         let xi = if matches!(config.optimizer, Method::Sde { .. }) { vec![T::zero(); n] } else { Vec::new() };
         let rk = matches!(config.optimizer, Method::GradientFlow { .. });
-        // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.
-        let mut tape = Tape::new(&model.arch, tape_cap);
-        let flops = model.arch.train_flops(tape_cap);
-        tape.set_par(crate::linalg::par_for_flops(flops, crate::linalg::STEP_PAR_MIN_FLOPS));
-        let fused = match config.optimizer {
-            Method::Sgd { batch_size, .. } if SmallBatchStep::<T>::supports(&model.arch, batch_size) => {
-                Some(SmallBatchStep::new(&model.arch, batch_size))
+        let tape = model.tape(tape_cap);
+        // The dense chain's specialised SGD steps and its sample-major copy of the data.
+        let dense = model.dense();
+        let fused = match (&config.optimizer, dense) {
+            (Method::Sgd { batch_size, .. }, Some(m))
+                if SmallBatchStep::<T>::supports(&m.arch, *batch_size) =>
+            {
+                Some(SmallBatchStep::new(&m.arch, *batch_size))
             }
             _ => None,
         };
-        let chain = match config.optimizer {
-            Method::Sgd { batch_size, .. }
-                if fused.is_none() && LinearChainStep::<T>::supports(&model.arch, batch_size) =>
+        let chain = match (&config.optimizer, dense) {
+            (Method::Sgd { batch_size, .. }, Some(m))
+                if fused.is_none() && LinearChainStep::<T>::supports(&m.arch, *batch_size) =>
             {
-                Some(LinearChainStep::new(&model.arch, batch_size))
+                Some(LinearChainStep::new(&m.arch, *batch_size))
             }
             _ => None,
         };
         let sample_major = match (&config.optimizer, &data) {
             (Method::Sgd { .. }, TrainData::Finite(d))
-                if SampleMajor::bytes_for(d) <= SAMPLE_MAJOR_MAX_BYTES =>
+                if dense.is_some() && SampleMajor::bytes_for(d) <= SAMPLE_MAJOR_MAX_BYTES =>
             {
                 Some(SampleMajor::new(d))
             }
@@ -208,10 +215,10 @@ impl<T: Real> Trainer<T> {
         }
     }
 
-    /// Mean loss and gradient over the whole finite data set into `grad` (scaled by `scale`), chunked.
+    /// Mean loss and gradient over the whole finite data set into `grad`, chunked.
     fn full_grad_into(
-        tape: &mut Tape<T>,
-        model: &Model<T>,
+        tape: &mut M::Tape,
+        model: &M,
         data: &Dataset<T>,
         loss: Loss,
         grad: &mut [T],
@@ -222,11 +229,9 @@ impl<T: Real> Trainer<T> {
         let mut total = 0.0;
         let mut start = 0;
         while start < n {
-            let end = (start + tape.capacity()).min(n);
-            tape.load_range(data, start..end);
-            tape.forward(model);
-            total += tape.loss_and_output_grad(loss)? * (end - start) as f64;
-            tape.backward_accumulate(model, grad, inv);
+            let end = (start + M::capacity(tape)).min(n);
+            total += model.chunk_grad_accumulate(tape, data, start..end, loss, None, grad, inv)?
+                * (end - start) as f64;
             start = end;
         }
         Ok(total / n as f64)
@@ -268,11 +273,11 @@ impl<T: Real> Trainer<T> {
             ));
             let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
             let record = self.record_direction;
-            let loss = fused.step(&mut self.model.params, &mut self.grad, record, self.loss, eta, wd);
+            let loss = fused.step(self.model.params_mut(), &mut self.grad, record, self.loss, eta, wd);
             return self.finish_step(loss, lr);
         }
         let loss = match self.method.clone() {
-            Method::Sgd { batch_size, .. } => {
+            Method::Sgd { .. } => {
                 let batch = Self::draw_batch(
                     &self.data,
                     &self.sample_major,
@@ -284,20 +289,12 @@ impl<T: Real> Trainer<T> {
                     chain.load_batch(batch);
                     if !self.record_direction && self.weight_decay == 0.0 {
                         // The products apply θ ← θ − ηĝ themselves: no ĝ stored, no update pass.
-                        let loss = chain.sgd_step(&mut self.model.params, self.loss, T::from_f64(lr));
+                        let loss = chain.sgd_step(self.model.params_mut(), self.loss, T::from_f64(lr));
                         return self.finish_step(loss, lr);
                     }
-                    chain.gradient(&self.model.params, &mut self.grad, self.loss)
+                    chain.gradient(self.model.params(), &mut self.grad, self.loss)
                 } else {
-                    self.tape.load_batch(batch);
-                    self.tape.forward(&self.model);
-                    let l = self.tape.loss_and_output_grad(self.loss)?;
-                    self.tape.backward(
-                        &self.model,
-                        Some(&mut self.grad),
-                        T::from_f64(1.0 / batch_size as f64),
-                    );
-                    l
+                    self.model.batch_grad_into(&mut self.tape, batch, self.loss, &mut self.grad)?
                 }
             }
             Method::Gd => {
@@ -316,7 +313,7 @@ impl<T: Real> Trainer<T> {
         };
         self.finish_step(loss, lr)?;
         let (eta, wd) = (T::from_f64(lr), T::from_f64(self.weight_decay));
-        crate::linalg::sgd_update_in_place(&mut self.model.params, &self.grad, eta, wd);
+        crate::linalg::sgd_update_in_place(self.model.params_mut(), &self.grad, eta, wd);
         Ok(())
     }
 
@@ -349,12 +346,17 @@ impl<T: Real> Trainer<T> {
         let mut total = 0.0;
         let mut start = 0;
         while start < n {
-            let end = (start + self.tape.capacity()).min(n);
-            self.tape.load_range(d, start..end);
-            self.tape.forward(&self.model);
-            total += self.tape.loss_and_output_grad(self.loss)? * (end - start) as f64;
-            self.tape.weight_output_grad(&self.xi[start..end]);
-            self.tape.backward_accumulate(&self.model, &mut self.grad, T::one());
+            let end = (start + M::capacity(&self.tape)).min(n);
+            let w = Some(&self.xi[start..end]);
+            total += self.model.chunk_grad_accumulate(
+                &mut self.tape,
+                d,
+                start..end,
+                self.loss,
+                w,
+                &mut self.grad,
+                T::one(),
+            )? * (end - start) as f64;
             start = end;
         }
         Ok(total / n as f64)
@@ -368,7 +370,7 @@ impl<T: Real> Trainer<T> {
         let wd = T::from_f64(self.weight_decay);
         let mut first_loss = f64::NAN;
         for sub in 0..substeps {
-            self.theta0.copy_from_slice(&self.model.params);
+            self.theta0.copy_from_slice(self.model.params());
             self.acc.iter_mut().for_each(|a| *a = T::zero());
             for (stage, (w_acc, c_next)) in
                 [(1.0, 0.5), (2.0, 0.5), (2.0, 1.0), (1.0, 0.0)].into_iter().enumerate()
@@ -381,17 +383,19 @@ impl<T: Real> Trainer<T> {
                     return Ok(l);
                 }
                 let (wa, cn) = (T::from_f64(w_acc), T::from_f64(c_next * h));
+                let params = self.model.params_mut();
                 for i in 0..self.grad.len() {
-                    let k = self.grad[i] + wd * self.model.params[i];
+                    let k = self.grad[i] + wd * params[i];
                     self.acc[i] += wa * k;
                     if stage < 3 {
-                        self.model.params[i] = self.theta0[i] - cn * k;
+                        params[i] = self.theta0[i] - cn * k;
                     }
                 }
             }
             let c = T::from_f64(h / 6.0);
+            let params = self.model.params_mut();
             for i in 0..self.acc.len() {
-                self.model.params[i] = self.theta0[i] - c * self.acc[i];
+                params[i] = self.theta0[i] - c * self.acc[i];
             }
         }
         let six = T::from_f64(1.0 / 6.0);
@@ -418,8 +422,8 @@ impl<T: Real> Trainer<T> {
         if !first.is_finite() {
             return Ok(first);
         }
-        add_decay(&mut dp.k[0], &self.model.params);
-        self.theta0.copy_from_slice(&self.model.params);
+        add_decay(&mut dp.k[0], self.model.params());
+        self.theta0.copy_from_slice(self.model.params());
         let mut t = 0.0;
         while t < lr {
             let planned = dp.h;
@@ -430,12 +434,13 @@ impl<T: Real> Trainer<T> {
             for s in 1..7 {
                 let a: [T; 6] = std::array::from_fn(|j| T::from_f64(DOPRI_A[s][j]));
                 let (done, rest) = dp.k.split_at_mut(s);
+                let params = self.model.params_mut();
                 for i in 0..self.theta0.len() {
                     let mut dir = T::zero();
                     for (aj, kj) in a.iter().zip(done.iter()) {
                         dir += *aj * kj[i];
                     }
-                    self.model.params[i] = self.theta0[i] - th * dir;
+                    params[i] = self.theta0[i] - th * dir;
                     if s == 6 {
                         self.acc[i] = dir;
                     }
@@ -445,21 +450,22 @@ impl<T: Real> Trainer<T> {
                     finite = false;
                     break;
                 }
-                add_decay(&mut rest[0], &self.model.params);
+                add_decay(&mut rest[0], self.model.params());
             }
-            let err = if finite { dp.error_norm(h, &self.theta0, &self.model.params) } else { f64::INFINITY };
+            let err =
+                if finite { dp.error_norm(h, &self.theta0, self.model.params()) } else { f64::INFINITY };
             if err <= 1.0 {
                 dp.accepted += 1;
                 let next = h * (0.9 * err.powf(-0.2)).clamp(0.2, 5.0);
                 dp.h = if last { next.max(planned) } else { next };
                 t = if last { lr } else { t + h };
                 dp.k.swap(0, 6);
-                self.theta0.copy_from_slice(&self.model.params);
+                self.theta0.copy_from_slice(self.model.params());
             } else {
                 dp.rejected += 1;
                 let shrink = if err.is_finite() { (0.9 * err.powf(-0.2)).clamp(0.2, 1.0) } else { 0.2 };
                 dp.h = h * shrink;
-                self.model.params.copy_from_slice(&self.theta0);
+                self.model.params_mut().copy_from_slice(&self.theta0);
                 if dp.h <= lr * 1e-12 {
                     return Err(Error::FlowStepUnderflow {
                         step: self.step,

@@ -15,7 +15,7 @@
 use super::{Context, Experiment};
 use crate::data::{load_idx, IdxOptions};
 use crate::data::{Dataset, Sampling, Targets};
-use crate::dynamics::NetSgd;
+use crate::dynamics::{Method, TrainConfig, TrainData, Trainer};
 use crate::equilibrium::net::{apply_joint, net_analysis, NetAnalysis};
 use crate::equilibrium::Time;
 use crate::error::Result;
@@ -126,8 +126,12 @@ fn run_track(
     done0: u64,
     total: u64,
 ) -> Result<(Track, Net<f64>)> {
-    let mut sgd =
-        NetSgd::new(net, data.clone(), Loss::CrossEntropy, sz.lr, batch, Sampling::WithReplacement, seed)?;
+    let method = Method::Sgd { batch_size: batch, sampling: Sampling::WithReplacement };
+    let config =
+        TrainConfig::new(net.arch.clone(), method, sz.lr, sz.steps as u64).with_loss(Loss::CrossEntropy);
+    let rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+    let mut sgd = Trainer::<f64, Net<f64>>::new(net, TrainData::Finite(data.clone()), &config, rng)?;
+    sgd.record_direction(true);
     let k = syms.len();
     let eta2 = sz.lr * sz.lr;
     let per = sz.steps / sz.windows;
@@ -152,22 +156,22 @@ fn run_track(
         t.trace_ratio.push(a.joint.trace_target / a.joint.trace_target_at_star);
         Ok(())
     };
-    record(&mut t, &sgd.net, 0)?;
+    record(&mut t, &sgd.model, 0)?;
     let mut before = vec![0.0; k];
     for w in 0..sz.windows {
         let (mut sum, mut sq) = (vec![0.0; k], vec![0.0; k]);
         for _ in 0..per {
             for (b, s) in before.iter_mut().zip(syms) {
-                *b = s.charge(&sgd.net.params);
+                *b = s.charge(&sgd.model.params);
             }
             sgd.step()?;
-            let g = sgd.direction();
+            let g = sgd.last_direction().expect("SGD keeps ĝ with record_direction");
             for (j, s) in syms.iter().enumerate() {
                 let rhs = eta2 * s.quad(g);
-                let lhs = s.charge(&sgd.net.params) - before[j];
+                let lhs = s.charge(&sgd.model.params) - before[j];
                 let (mut th, mut gs) = (0.0, 0.0);
                 for &(i, _) in &s.entries {
-                    th += sgd.net.params[i] * sgd.net.params[i];
+                    th += sgd.model.params[i] * sgd.model.params[i];
                     gs += g[i] * g[i];
                 }
                 let tol = 32.0 * f64::EPSILON * th + 1e-9 * eta2 * gs;
@@ -178,10 +182,10 @@ fn run_track(
         }
         t.window_sum.push(sum);
         t.window_sq.push(sq);
-        record(&mut t, &sgd.net, (w + 1) * per)?;
+        record(&mut t, &sgd.model, (w + 1) * per)?;
         (ctx.progress)(done0 + (w + 1) as u64, total, phase);
     }
-    Ok((t, sgd.net))
+    Ok((t, sgd.model))
 }
 
 fn accuracy(net: &Net<f64>, data: &Dataset<f64>) -> Result<f64> {

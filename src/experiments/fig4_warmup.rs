@@ -13,7 +13,8 @@ use crate::dynamics::{DataSpec, MemorySink, Method, ObserveSpec, Schedule, Summa
 use crate::equilibrium::teleport::{teleport, TeleportOptions, TeleportTarget};
 use crate::equilibrium::Time;
 use crate::error::{Error, Result};
-use crate::model::{save_safetensors, Activation, Flags, Init, ModelSpec};
+use crate::model::{Activation, Flags, Init, ModelSpec};
+use crate::net::save_dense;
 use crate::report::document::Rule;
 use crate::report::{Check, Figure, Plot, Section, Series};
 use crate::Model;
@@ -160,7 +161,7 @@ impl Experiment for Fig4 {
         let topts = TeleportOptions { target: TeleportTarget::Noise(Time::Continuous), ..Default::default() };
         let (k_star, rep) = teleport(&k_init, &data, crate::Loss::Mse, &topts)?;
         let star_path = ctx.dir.join("kaiming_teleported.safetensors");
-        save_safetensors::<f64, f64>(&k_star, &star_path)?;
+        save_dense::<f64, f64>(&k_star, &star_path)?;
         let (lam0, tr0) = top(&k_init, &data, seed)?;
         let (lamx, _) = top(&x_init, &data, seed)?;
         let (lam_star, tr_star) = top(&k_star, &data, seed)?;

@@ -18,7 +18,8 @@ use crate::dynamics::{DataSpec, Method, TrainConfig, TrainData, Trainer};
 use crate::equilibrium::double_rotation::{sym_eigen, sym_fn};
 use crate::equilibrium::{generator_equilibrium, Time};
 use crate::error::{Error, Result};
-use crate::model::{save_safetensors, Activation, Architecture, Flags, Init, ModelSpec};
+use crate::model::{Activation, Architecture, Flags, Init, ModelSpec};
+use crate::net::save_dense;
 use crate::report::document::Rule;
 use crate::report::plot::PALETTE;
 use crate::report::{Check, Figure, MetricsWriter, Plot, Section, Series};
@@ -153,7 +154,7 @@ fn problem(ctx: &Context<'_>, p: &Params, d: usize) -> Result<Problem> {
     let data_path = ctx.dir.join(format!("data_d{d}.safetensors"));
     let start_path = ctx.dir.join(format!("start_d{d}.safetensors"));
     save_dataset(&data, &data_path)?;
-    save_safetensors::<f64, f64>(&start, &start_path)?;
+    save_dense::<f64, f64>(&start, &start_path)?;
     Ok(Problem {
         d,
         data,

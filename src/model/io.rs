@@ -210,8 +210,3 @@ pub fn tensors_to_safetensors_bytes<T: Real, U: Real>(
         })
         .collect()
 }
-
-/// Saves a model as `layers.{l}.weight` / `layers.{l}.bias` in precision `U` (`f64` or `f32`).
-pub fn save_safetensors<T: Real, U: Real>(model: &Model<T>, path: &Path) -> Result<()> {
-    tensor_io::write(path, &tensors_to_safetensors_bytes::<T, U>(model))
-}

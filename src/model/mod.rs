@@ -15,7 +15,7 @@ mod tape;
 pub use activation::Activation;
 pub use fused::{SmallBatchStep, FUSED_MAX_BATCH};
 pub use init::Init;
-pub use io::{load_params_into, load_safetensors, save_safetensors, tensors_to_safetensors_bytes};
+pub use io::{load_params_into, load_safetensors, tensors_to_safetensors_bytes};
 pub use linear_chain::{gram_step_fmas, layered_step_fmas, LinearChainStep};
 pub use spec::{Flags, ModelSpec};
 pub use tape::Tape;

@@ -13,6 +13,21 @@ use std::path::Path;
 /// The `__metadata__` key holding the architecture (TOML text).
 pub const ARCH_METADATA_KEY: &str = "noether.arch";
 
+/// The architecture a safetensors file carries in `__metadata__["noether.arch"]`, if any (an unreadable file
+/// or a stored architecture that does not parse is an error naming the file).
+pub fn stored_arch(path: &Path) -> Result<Option<NetArch>> {
+    let bytes = tensor_io::read_file(path)?;
+    let file = path.display().to_string();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| Error::Safetensors { file: file.clone(), reason: e.to_string() })?;
+    match meta.metadata().as_ref().and_then(|m| m.get(ARCH_METADATA_KEY)) {
+        None => Ok(None),
+        Some(text) => NetArch::parse(text)
+            .map(Some)
+            .map_err(|e| Error::Config(format!("architecture stored in {file}: {e}"))),
+    }
+}
+
 /// Loads a state dict. The architecture is `arch` when given, else the file's `noether.arch` metadata.
 pub fn load_net<T: Real>(path: &Path, arch: Option<&NetArch>) -> Result<Net<T>> {
     let bytes = tensor_io::read_file(path)?;
@@ -92,4 +107,39 @@ pub fn save_net<T: Real, U: Real>(net: &Net<T>, path: &Path) -> Result<()> {
         .collect();
     let meta = HashMap::from([(ARCH_METADATA_KEY.to_string(), net.arch.to_toml().to_string())]);
     tensor_io::write_with_metadata(path, &tensors, Some(meta))
+}
+
+/// The `__metadata__` of a dense-chain file: `noether.arch` = [`NetArch::from_dense`]'s text, so that the file
+/// needs neither `--arch` nor `--activation`. `stems`: the tensor stems of the file's layers when they are not
+/// `layers.{l}` ([`NetArch::from_dense_named`]).
+pub fn dense_metadata(
+    arch: &crate::model::Architecture,
+    stems: Option<&[String]>,
+) -> Result<std::collections::HashMap<String, String>> {
+    let net = match stems {
+        Some(names) => NetArch::from_dense_named(arch, names)?,
+        None => NetArch::from_dense(arch)?,
+    };
+    Ok(std::collections::HashMap::from([(ARCH_METADATA_KEY.to_string(), net.to_toml().to_string())]))
+}
+
+/// Saves a dense chain as `layers.{l}.weight` / `layers.{l}.bias` in precision `U` (`f64` or `f32`), with its
+/// architecture in the metadata ([`dense_metadata`]): what every dense model noether writes looks like.
+pub fn save_dense<T: Real, U: Real>(model: &crate::Model<T>, path: &Path) -> Result<()> {
+    let meta = dense_metadata(&model.arch, None)?;
+    tensor_io::write_with_metadata(
+        path,
+        &crate::model::tensors_to_safetensors_bytes::<T, U>(model),
+        Some(meta),
+    )
+}
+
+/// A dense-chain file that carries its architecture (as [`save_dense`] writes them): the model with the stored
+/// activations and normalisations, its parameters checked against them. `None` when the file carries no
+/// architecture or one that is not a plain dense chain ([`NetArch::dense_chain`]).
+pub fn load_dense_described<T: Real>(path: &Path) -> Result<Option<crate::Model<T>>> {
+    let Some((arch, _)) = stored_arch(path)?.and_then(|a| a.dense_chain()) else { return Ok(None) };
+    let mut model = crate::Model::zeros(arch);
+    crate::model::load_params_into(&mut model, path)?;
+    Ok(Some(model))
 }

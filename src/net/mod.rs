@@ -17,7 +17,9 @@ pub mod pass;
 pub mod spec;
 pub mod tape;
 
-pub use io::{load_net, save_net, ARCH_METADATA_KEY};
+pub use io::{
+    dense_metadata, load_dense_described, load_net, save_dense, save_net, stored_arch, ARCH_METADATA_KEY,
+};
 pub use pass::{for_each_chunk, loss_and_grad, per_sample_losses, NetHessian, CHUNK};
 pub use spec::{Block, Kind, NetArch, Node, KINDS};
 pub use tape::{Op, Program, Rows, Step, Tape};
@@ -49,8 +51,12 @@ impl<T: Real> Net<T> {
     /// PyTorch's default initialisation in distribution (`kaiming_uniform_(a = √5)`: weights and biases
     /// uniform in ±1/√fan_in), from a seeded ChaCha RNG.
     pub fn init(arch: NetArch, seed: u64) -> Self {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        use rand::SeedableRng;
+        Self::init_with(arch, &mut rand_chacha::ChaCha8Rng::seed_from_u64(seed))
+    }
+
+    /// [`Net::init`] drawing from `rng` (blocks in state_dict order, weight then bias).
+    pub fn init_with<R: rand::Rng>(arch: NetArch, rng: &mut R) -> Self {
         let mut params = vec![T::zero(); arch.n_params()];
         for node in arch.walk() {
             let (fan_in, ranges): (usize, Vec<&Range<usize>>) = match &node.kind {

@@ -473,11 +473,21 @@ impl NetArch {
     /// The architecture of a dense chain (`Architecture`): `linear` modules named `layers.{l}` (the names the
     /// dense-chain files use), each followed by `rms_norm` where the layer normalises and by its activation.
     pub fn from_dense(arch: &crate::model::Architecture) -> Result<Self> {
+        let names: Vec<String> = (0..arch.n_layers()).map(|l| format!("layers.{l}")).collect();
+        Self::from_dense_named(arch, &names)
+    }
+
+    /// [`NetArch::from_dense`] with the linear modules named `names[l]` (the tensor stems of a file that
+    /// does not use `layers.{l}`, e.g. `0`, `2`, `4` of an `nn.Sequential`); one name per layer.
+    pub fn from_dense_named(arch: &crate::model::Architecture, names: &[String]) -> Result<Self> {
+        if names.len() != arch.n_layers() {
+            return Err(cfg(format!("{} module names for {} dense layers", names.len(), arch.n_layers())));
+        }
         let mut text = format!("input = [{}]\n", arch.d_in());
         for (l, ly) in arch.layers.iter().enumerate() {
             text += &format!(
-                "[[layers]]\nkind = \"linear\"\nname = \"layers.{l}\"\nin_features = {}\nout_features = {}\nbias = {}\n",
-                ly.d_in, ly.d_out, ly.bias
+                "[[layers]]\nkind = \"linear\"\nname = {:?}\nin_features = {}\nout_features = {}\nbias = {}\n",
+                names[l], ly.d_in, ly.d_out, ly.bias
             );
             if ly.norm {
                 text += &format!("[[layers]]\nkind = \"rms_norm\"\nname = \"norm.{l}\"\n");
@@ -493,5 +503,40 @@ impl NetArch {
             text += &format!("[[layers]]\n{act}\nname = \"act.{l}\"\n");
         }
         Self::parse(&text)
+    }
+
+    /// The dense chain this architecture is, with its linear modules' names, when it is exactly what
+    /// [`NetArch::from_dense_named`] writes for some [`crate::model::Architecture`] (`linear`, an optional
+    /// `rms_norm` with ε = 0, one activation, per layer): the files noether
+    /// writes for dense chains. `None` for any other tree.
+    pub fn dense_chain(&self) -> Option<(crate::model::Architecture, Vec<String>)> {
+        let mut dims = vec![*self.input.first()?];
+        if self.input.len() != 1 {
+            return None;
+        }
+        let (mut acts, mut bias, mut norm, mut names) = (vec![], vec![], vec![], vec![]);
+        let mut nodes = self.nodes.iter().peekable();
+        while let Some(n) = nodes.next() {
+            let Kind::Linear(lin) = &n.kind else { return None };
+            dims.push(lin.d_out);
+            bias.push(lin.bias.is_some());
+            names.push(n.name.clone());
+            let normed = matches!(nodes.peek().map(|n| &n.kind), Some(Kind::RmsNorm(r)) if r.eps == 0.0);
+            if normed {
+                nodes.next();
+            }
+            norm.push(normed);
+            acts.push(match nodes.peek().map(|n| &n.kind) {
+                Some(Kind::Act(a)) => {
+                    let a = *a;
+                    nodes.next();
+                    a
+                }
+                _ => Activation::Identity,
+            });
+        }
+        let arch = crate::model::Architecture::new(&dims, &acts, &bias, &norm).ok()?;
+        let again = Self::from_dense_named(&arch, &names).ok()?;
+        (again.to_toml() == self.to_toml()).then_some((arch, names))
     }
 }

@@ -432,6 +432,16 @@ impl<T: Real> Tape<T> {
         loss.value_and_grad_into(f, y, &self.labels[..b], g)
     }
 
+    /// Scales sample n's output gradient (written by [`Tape::loss_grad`]) by `weights[n]`, so that the next
+    /// backward pass gives `Σ_n w_n ∇ℓ_n` (the SDE's weighted pass).
+    pub fn weight_output_grad(&mut self, weights: &[T]) {
+        let (b, out) = (self.batch, self.prog.output);
+        let d = self.prog.bufs[out].len();
+        for row in self.grads[out][..d * b].chunks_exact_mut(b) {
+            row.iter_mut().zip(&weights[..b]).for_each(|(g, &w)| *g *= w);
+        }
+    }
+
     /// The backward pass from the output gradient [`Tape::loss_grad`] wrote: every buffer's gradient, and
     /// `grad += α Σ_n ∇_θ ℓ_n` when `grad` is given (θ-shaped).
     pub fn backward(&mut self, theta: &[T], mut grad: Option<(&mut [T], T)>) {

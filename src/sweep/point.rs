@@ -3,8 +3,13 @@
 //! last, records the outcome (`done` or `failed` with the error) and the wall time.
 
 use super::spec::Point;
-use crate::dynamics::{self, default_observers, observer_columns, Precision, Summary, TrainConfig, Trainer};
+use crate::dynamics::{
+    self, default_observers, observer_columns, ModelConfig, Precision, Summary, TrainConfig, Trainable,
+    Trainer,
+};
 use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::net::Net;
 use crate::real::Real;
 use crate::report::MetricsWriter;
 use serde::{Deserialize, Serialize};
@@ -136,14 +141,20 @@ pub fn train_into(config: &TrainConfig, out: &Path) -> Result<Summary> {
 /// [`train_into`] with `progress(k)` called as steps complete.
 pub fn train_into_with(config: &TrainConfig, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    match config.precision {
-        Precision::F64 => train_typed::<f64>(config, out, progress),
-        Precision::F32 => train_typed::<f32>(config, out, progress),
+    match (config.precision, &config.model) {
+        (Precision::F64, ModelConfig::Dense(_)) => train_typed::<f64, Model<f64>>(config, out, progress),
+        (Precision::F32, ModelConfig::Dense(_)) => train_typed::<f32, Model<f32>>(config, out, progress),
+        (Precision::F64, ModelConfig::Tree(_)) => train_typed::<f64, Net<f64>>(config, out, progress),
+        (Precision::F32, ModelConfig::Tree(_)) => train_typed::<f32, Net<f32>>(config, out, progress),
     }
 }
 
-fn train_typed<T: Real>(config: &TrainConfig, out: &Path, progress: &mut dyn FnMut(u64)) -> Result<Summary> {
-    let mut trainer = Trainer::<T>::from_config(config)?;
+fn train_typed<T: Real, M: Trainable<T>>(
+    config: &TrainConfig,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Summary> {
+    let mut trainer = Trainer::<T, M>::from_config(config)?;
     // Written once the run can start, so that a config refused while setting up leaves no run behind.
     let p = out.join("config.toml");
     std::fs::write(&p, config.to_toml()).map_err(|e| Error::io(&p, e))?;
@@ -160,8 +171,8 @@ fn train_typed<T: Real>(config: &TrainConfig, out: &Path, progress: &mut dyn FnM
         &mut sink,
         progress,
     )?;
-    crate::model::save_safetensors::<T, T>(&trainer.model, &out.join("model.safetensors"))?;
-    crate::data::save_dataset(trainer.eval_data(), &out.join("data.safetensors"))?;
+    trainer.model.save(&out.join("model.safetensors"))?;
+    trainer.model.save_data(trainer.eval_data(), &out.join("data.safetensors"))?;
     let json = serde_json::json!({
         "noether_version": env!("CARGO_PKG_VERSION"),
         "command": "train",
@@ -179,7 +190,11 @@ fn train_typed<T: Real>(config: &TrainConfig, out: &Path, progress: &mut dyn FnM
 pub fn metric_columns(config: &TrainConfig) -> Result<Vec<String>> {
     use rand::SeedableRng;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
-    let model = config.build_model::<f64, _>(&mut rng)?;
-    let observers = default_observers::<f64>(config, &model)?;
-    Ok(observer_columns(&observers, &model))
+    fn columns<M: Trainable<f64>>(config: &TrainConfig, model: &M) -> Result<Vec<String>> {
+        Ok(observer_columns(&default_observers::<f64, M>(config, model)?, model))
+    }
+    match &config.model {
+        ModelConfig::Dense(_) => columns(config, &Model::<f64>::from_config(config, &mut rng)?),
+        ModelConfig::Tree(t) => columns(config, &Net::<f64>::init(t.arch.clone(), 0)),
+    }
 }

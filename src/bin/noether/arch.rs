@@ -8,7 +8,7 @@ use noether::curvature::{
 use noether::data::load_dataset_shaped;
 use noether::equilibrium::net::{apply_joint, net_analysis, norm_equilibrium, NetAnalysis};
 use noether::equilibrium::{Status, Time};
-use noether::net::{load_net, save_net, Net, NetArch, NetHessian, ARCH_METADATA_KEY};
+use noether::net::{load_net, save_net, Net, NetArch, NetHessian};
 use noether::report::exporter::Exports;
 use noether::report::records::{NetSymmetryRecord, SharpnessRecord};
 use noether::stats::net::{net_moments, MomentPath};
@@ -19,33 +19,27 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 
-/// The model as a module tree when `--arch` is given or the file carries `noether.arch`; `None` for a plain
-/// dense-chain file (the MLP path).
+/// The model as a module tree when `--arch` is given or the file carries a `noether.arch` that is not a plain
+/// dense chain; `None` for a dense-chain file, with or without its architecture (the MLP path, which adds double
+/// rotations and reads the stored activations and normalisations).
 pub fn net_model(model: &Path, arch: Option<&Path>) -> Result<Option<Net<f64>>> {
     let arch = match arch {
-        Some(p) => {
-            Some(NetArch::load(p).with_context(|| format!("reading the architecture {}", p.display()))?)
-        }
+        Some(p) => NetArch::load(p).with_context(|| format!("reading the architecture {}", p.display()))?,
         None => {
-            let bytes = std::fs::read(model).with_context(|| format!("reading {}", model.display()))?;
-            let has = safetensors::SafeTensors::read_metadata(&bytes)
-                .ok()
-                .and_then(|(_, m)| m.metadata().as_ref().map(|m| m.contains_key(ARCH_METADATA_KEY)))
-                .unwrap_or(false);
-            if !has {
-                return Ok(None);
+            match noether::net::stored_arch(model).with_context(|| format!("reading {}", model.display()))? {
+                Some(a) if a.dense_chain().is_none() => a,
+                _ => return Ok(None),
             }
-            None
         }
     };
-    let net = load_net::<f64>(model, arch.as_ref())
+    let net = load_net::<f64>(model, Some(&arch))
         .with_context(|| format!("loading the model from {}", model.display()))?;
     Ok(Some(net))
 }
 
 /// Refuses the dense-chain flags that an architecture file replaces.
-pub fn refuse_dense_flags(activation: &str, norm_layers: &[usize]) -> Result<()> {
-    if activation != "relu" {
+pub fn refuse_dense_flags(activation: Option<&str>, norm_layers: &[usize]) -> Result<()> {
+    if activation.is_some() {
         bail!("--activation does not apply to a model with an architecture (--arch or a file noether wrote): the architecture names every module's activation");
     }
     if !norm_layers.is_empty() {

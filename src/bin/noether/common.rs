@@ -45,9 +45,10 @@ pub struct ModelData {
     /// Data (safetensors: `x` [N, d_in], `y` [N, d_out] float or [N] integer labels), e.g. `--data train.safetensors`.
     #[arg(long)]
     pub data: PathBuf,
-    /// Activation of the hidden layers (the last layer is linear): identity, relu, leaky_relu(0.1), tanh.
-    #[arg(long, default_value = "relu")]
-    pub activation: String,
+    /// Activation of the hidden layers (the last layer is linear): identity, relu (default), leaky_relu(0.1),
+    /// tanh. Not needed (and refused if it disagrees) for files noether wrote, which carry their architecture.
+    #[arg(long)]
+    pub activation: Option<String>,
     /// Loss: mse (½‖f − y‖²) or cross_entropy (integer labels).
     #[arg(long, default_value = "mse")]
     pub loss: String,
@@ -55,6 +56,32 @@ pub struct ModelData {
     /// is then a PyTorch state_dict with those names. Files noether wrote carry it and need no --arch.
     #[arg(long, value_name = "ARCH.toml")]
     pub arch: Option<PathBuf>,
+}
+
+/// A dense-chain model file: with the architecture it carries (files noether wrote; `--activation`, if given,
+/// must agree with it), else with `activation` (default relu) on every hidden layer.
+pub fn load_dense_model<T: noether::Real>(
+    path: &std::path::Path,
+    activation: Option<&str>,
+) -> Result<Model<T>> {
+    let described = noether::net::load_dense_described::<T>(path)
+        .with_context(|| format!("loading the model from {}", path.display()))?;
+    if let Some(model) = described {
+        if let Some(a) = activation {
+            let want = Activation::parse(a)?;
+            let n = model.arch.n_layers();
+            if let Some(ly) = model.arch.layers[..n - 1].iter().find(|ly| ly.activation != want) {
+                anyhow::bail!(
+                    "--activation {a}: {} carries its architecture, whose hidden layers use {}; drop --activation",
+                    path.display(),
+                    ly.activation.name()
+                );
+            }
+        }
+        return Ok(model);
+    }
+    let act = Activation::parse(activation.unwrap_or("relu"))?;
+    load_safetensors::<T>(path, act).with_context(|| format!("loading the model from {}", path.display()))
 }
 
 /// The floating-point type a command computes in.
@@ -73,7 +100,7 @@ impl ModelData {
     /// architecture; `None` for a plain dense-chain file.
     pub fn load_net(&self) -> Result<Option<NetData>> {
         let Some(net) = crate::arch::net_model(&self.model, self.arch.as_deref())? else { return Ok(None) };
-        crate::arch::refuse_dense_flags(&self.activation, &[])?;
+        crate::arch::refuse_dense_flags(self.activation.as_deref(), &[])?;
         let loss = Loss::parse(&self.loss)?;
         let data = crate::arch::load_data(&net, &self.data, loss)?;
         Ok(Some((net, data, loss)))
@@ -88,10 +115,8 @@ impl ModelData {
     /// Loads model and data in `T` (converted from the files' dtypes) and checks that they fit together and
     /// the loss.
     pub fn load_as<T: noether::Real>(&self) -> Result<(Model<T>, Dataset<T>, Loss)> {
-        let act = Activation::parse(&self.activation)?;
         let loss = Loss::parse(&self.loss)?;
-        let model = load_safetensors::<T>(&self.model, act)
-            .with_context(|| format!("loading the model from {}", self.model.display()))?;
+        let model = load_dense_model::<T>(&self.model, self.activation.as_deref())?;
         let data = load_dataset::<T>(&self.data)
             .with_context(|| format!("loading the data from {}", self.data.display()))?;
         data.check_model(&model.arch, loss)

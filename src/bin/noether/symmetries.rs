@@ -2,11 +2,10 @@
 //! model file with its Noether charge.
 
 use crate::common::{ExportArgs, Global};
-use anyhow::{Context, Result};
-use noether::model::load_safetensors;
+use anyhow::Result;
 use noether::report::records::SymmetryRecord;
 use noether::symmetry::double_rotation;
-use noether::{Activation, Architecture};
+use noether::Architecture;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,9 +16,10 @@ pub struct Args {
     /// Model weights (safetensors), e.g. `--model mlp.safetensors`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Activation of the hidden layers (the last layer is linear), e.g. `--activation relu`.
-    #[arg(long, default_value = "relu")]
-    pub activation: String,
+    /// Activation of the hidden layers (the last layer is linear), e.g. `--activation tanh` (default relu; files
+    /// noether wrote carry their architecture and need none).
+    #[arg(long)]
+    pub activation: Option<String>,
     /// Layers whose pre-activation is RMS-normalised (scale symmetry), e.g. `--norm-layers 0,1`.
     #[arg(long, value_delimiter = ',')]
     pub norm_layers: Vec<usize>,
@@ -55,15 +55,20 @@ struct Entry {
 
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
     if let Some(net) = crate::arch::net_model(&args.model, args.arch.as_deref())? {
-        crate::arch::refuse_dense_flags(&args.activation, &args.norm_layers)?;
+        crate::arch::refuse_dense_flags(args.activation.as_deref(), &args.norm_layers)?;
         let exports = args.export.create()?;
         crate::arch::symmetries(&net, args.json, (&exports, &args))?;
         return Ok(ExitCode::SUCCESS);
     }
     let exports = args.export.create()?;
-    let act = Activation::parse(&args.activation)?;
-    let mut model = load_safetensors::<f64>(&args.model, act)
-        .with_context(|| format!("loading {}", args.model.display()))?;
+    let described = noether::net::stored_arch(&args.model)?.is_some();
+    if described && !args.norm_layers.is_empty() {
+        anyhow::bail!(
+            "--norm-layers: {} carries its architecture, which says which layers normalise; drop --norm-layers",
+            args.model.display()
+        );
+    }
+    let mut model = crate::common::load_dense_model::<f64>(&args.model, args.activation.as_deref())?;
     let mut layers = model.arch.layers.clone();
     for &l in &args.norm_layers {
         anyhow::ensure!(

@@ -187,6 +187,11 @@ fn save_like(model: &Model<f64>, original: &std::path::Path, out: &std::path::Pa
             (renamed, dt, shape, data)
         })
         .collect();
-    noether::tensor_io::write(out, &tensors).with_context(|| format!("writing {}", out.display()))?;
+    let names: Vec<String> = (0..model.arch.n_layers())
+        .map(|l| stems.get(l).map_or(format!("layers.{l}"), |s| s.1.clone()))
+        .collect();
+    let meta = noether::net::dense_metadata(&model.arch, Some(&names))?;
+    noether::tensor_io::write_with_metadata(out, &tensors, Some(meta))
+        .with_context(|| format!("writing {}", out.display()))?;
     Ok(())
 }
