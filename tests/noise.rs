@@ -197,6 +197,38 @@ fn every_statistic_matches_the_brute_force_per_sample_loop() {
 }
 
 #[test]
+fn statistics_in_two_lanes_agree_with_one_stream() {
+    // Large enough (≥ 5e7 flops) for the pass to split into two lanes when the chunk is small; one chunk of all
+    // N samples is one lane. The sums differ only in their order.
+    let (model, data) = random_case(
+        &[60, 160, 160, 10],
+        &[Activation::Relu, Activation::Relu, Activation::Identity],
+        true,
+        &[false; 3],
+        Loss::CrossEntropy,
+        400,
+        3,
+    );
+    assert!(model.arch.train_flops(400) >= noether::linalg::PAR_MIN_FLOPS);
+    let one = moments(&model, &data, Loss::CrossEntropy, &MomentOptions { chunk: 400, ..ALL }).unwrap();
+    let two = moments(&model, &data, Loss::CrossEntropy, &MomentOptions { chunk: 32, ..ALL }).unwrap();
+    assert!(rel(two.loss, one.loss, 1e-300) < 1e-13);
+    assert!(rel(two.trace_sigma(), one.trace_sigma(), 1e-300) < 1e-12);
+    for l in 0..3 {
+        let (a, b) = (&two.layers[l], &one.layers[l]);
+        for (x, y) in
+            a.rows.iter().chain(&a.cols).chain(&a.bias).zip(b.rows.iter().chain(&b.cols).chain(&b.bias))
+        {
+            assert!((x - y).abs() <= 1e-12 * one.trace_second_moment(), "layer {l}: {x} vs {y}");
+        }
+        if let (Some(x), Some(y)) = (&a.elementwise, &b.elementwise) {
+            assert!((x - y).norm_max() <= 1e-12 * y.norm_max(), "layer {l}: element moments");
+        }
+    }
+    assert!(one.layers[1].elementwise.is_some(), "the element moments must be part of the comparison");
+}
+
+#[test]
 fn f32_statistics_agree_with_f64() {
     let (model, data) = random_case(
         &[6, 8, 5, 3],

@@ -282,7 +282,7 @@ impl Default for AnalyzeOptions {
             lr: 0.1,
             batch_size: 1,
             sampling: Sampling::WithReplacement,
-            chunk: 4096,
+            chunk: 1024,
             tol: 1e-13,
         }
     }

@@ -63,6 +63,25 @@ pub struct LayerMoments {
     pub input_gram: Option<Mat<f64>>,
 }
 
+impl LayerMoments {
+    /// Adds another lane's sums (same layer, same shapes).
+    fn add(&mut self, o: &LayerMoments) {
+        self.sq_norm += o.sq_norm;
+        for (x, y) in [(&mut self.rows, &o.rows), (&mut self.cols, &o.cols), (&mut self.bias, &o.bias)] {
+            x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+        }
+        for (x, y) in [
+            (&mut self.elementwise, &o.elementwise),
+            (&mut self.delta_gram, &o.delta_gram),
+            (&mut self.input_gram, &o.input_gram),
+        ] {
+            if let (Some(x), Some(y)) = (x.as_mut(), y.as_ref()) {
+                *x += y;
+            }
+        }
+    }
+}
+
 /// Gradient moments of a whole model over a data set: mean loss, mean gradient and per-layer moments.
 #[derive(Clone, Debug)]
 pub struct Moments {
@@ -114,7 +133,73 @@ pub fn moments<T: Real>(
     let arch = &model.arch;
     let n = data.len();
     let chunk = opts.chunk.max(1).min(n);
+    // Large passes run in two lanes of whole chunks (a fixed split: the sums do not depend on the thread count),
+    // each on one core with sequential GEMMs, summed in lane order (docs/performance.md: faster in f64 than two
+    // cores on one stream of faer's parallel GEMMs, level in f32).
+    let lanes = if rayon::current_num_threads() > 1
+        && n >= 2 * chunk
+        && arch.train_flops(n) >= crate::linalg::PAR_MIN_FLOPS
+    {
+        2
+    } else {
+        1
+    };
+    let chunks = n.div_ceil(chunk);
+    let ranges: Vec<std::ops::Range<usize>> = (0..lanes)
+        .map(|l| (l * chunks / lanes * chunk).min(n)..((l + 1) * chunks / lanes * chunk).min(n))
+        .collect();
+    let par = if lanes == 1 { None } else { Some(Par::Seq) };
+    let parts: Vec<Result<LaneMoments>> = {
+        use rayon::prelude::*;
+        ranges.into_par_iter().map(|r| lane_moments(model, data, loss, opts, r, chunk, par)).collect()
+    };
+    let mut parts = parts.into_iter();
+    let (mut lsum, mut grad, mut acc) = parts.next().expect("at least one lane")?;
+    for part in parts {
+        let (l, g, a) = part?;
+        lsum += l;
+        grad.iter_mut().zip(&g).for_each(|(x, y)| *x += y);
+        for (x, y) in acc.iter_mut().zip(&a) {
+            x.add(y);
+        }
+    }
+    let inv = 1.0 / n as f64;
+    grad.iter_mut().for_each(|v| *v *= inv);
+    for a in acc.iter_mut() {
+        a.sq_norm *= inv;
+        for v in a.rows.iter_mut().chain(a.cols.iter_mut()).chain(a.bias.iter_mut()) {
+            *v *= inv;
+        }
+        for m in [&mut a.elementwise, &mut a.delta_gram, &mut a.input_gram].into_iter().flatten() {
+            for j in 0..m.ncols() {
+                m.col_mut(j).iter_mut().for_each(|v| *v *= inv);
+            }
+        }
+    }
+    let out = Moments { arch: arch.clone(), n, loss: lsum * inv, grad, layers: acc };
+    out.check_finite()?;
+    Ok(out)
+}
+
+/// One lane's sums: loss × samples, gradient sum and per-layer moment sums (not yet divided by N).
+type LaneMoments = (f64, Vec<f64>, Vec<LayerMoments>);
+
+/// The sums of [`moments`] over the samples `range`, in chunks of `chunk`; `par` overrides the tape's GEMM
+/// parallelism (`Par::Seq` when the lanes share the cores).
+fn lane_moments<T: Real>(
+    model: &Model<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    opts: &MomentOptions,
+    range: std::ops::Range<usize>,
+    chunk: usize,
+    par: Option<Par>,
+) -> Result<LaneMoments> {
+    let arch = &model.arch;
     let mut tape = Tape::for_passes(arch, chunk);
+    if let Some(p) = par {
+        tape.set_par(p);
+    }
     let mut g = vec![T::zero(); arch.n_params()];
     let mut grad = vec![0.0; arch.n_params()];
     let nl = arch.n_layers();
@@ -162,9 +247,9 @@ pub fn moments<T: Real>(
         })
         .collect();
     let mut lsum = 0.0;
-    let mut start = 0;
-    while start < n {
-        let end = (start + chunk).min(n);
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + chunk).min(range.end);
         let b = end - start;
         tape.load_range(data, start..end);
         tape.forward(model);
@@ -186,22 +271,7 @@ pub fn moments<T: Real>(
         }
         start = end;
     }
-    let inv = 1.0 / n as f64;
-    grad.iter_mut().for_each(|v| *v *= inv);
-    for a in acc.iter_mut() {
-        a.sq_norm *= inv;
-        for v in a.rows.iter_mut().chain(a.cols.iter_mut()).chain(a.bias.iter_mut()) {
-            *v *= inv;
-        }
-        for m in [&mut a.elementwise, &mut a.delta_gram, &mut a.input_gram].into_iter().flatten() {
-            for j in 0..m.ncols() {
-                m.col_mut(j).iter_mut().for_each(|v| *v *= inv);
-            }
-        }
-    }
-    let out = Moments { arch: arch.clone(), n, loss: lsum * inv, grad, layers: acc };
-    out.check_finite()?;
-    Ok(out)
+    Ok((lsum, grad, acc))
 }
 
 /// Adds one chunk's contribution of layer l. Cost O(B·(d_in + d_out)) plus the optional GEMMs.
