@@ -253,6 +253,7 @@ fn exports_on_a_tree_have_one_row_per_symmetry_or_eigenvalue() {
     assert_eq!(res.len(), n_sym);
     let lambdas: Vec<f64> = an["joint_equilibrium"]["lambda"].as_array().unwrap().iter().map(f).collect();
     for (r, l) in res.iter().zip(lambdas) {
+        assert_eq!(r["joint_converged"], true, "{r}");
         assert!((f(&r["lambda_moved"]) - l).abs() <= 2.0 * f64::EPSILON * l.abs(), "{r} vs {l}");
     }
     let (_, rows) = csv(&[
@@ -272,6 +273,24 @@ fn exports_on_a_tree_have_one_row_per_symmetry_or_eigenvalue() {
         "-",
     ]);
     assert_eq!(rows.len(), 3, "two top eigenvalues and the bottom one");
+    // The dense path's teleport rows carry the convergence flag too.
+    let d = case("relu_mlp_mse", "mse");
+    let out = dir.join("dense-moved.safetensors");
+    let (h, rows) = csv(&[
+        "teleport",
+        "--model",
+        &d.m,
+        "--data",
+        &d.x,
+        "--loss",
+        "mse",
+        "--out",
+        out.to_str().unwrap(),
+        "--export-csv",
+        "-",
+    ]);
+    let col = h.iter().position(|c| c == "converged").expect("a converged column");
+    assert!(!rows.is_empty() && rows.iter().all(|r| &r[col] == "true"));
 }
 
 /// PyTorch's outputs, per-sample losses, mean loss and mean gradient of `tests/data/torch_residual` (make.py).

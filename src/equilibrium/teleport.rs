@@ -57,6 +57,9 @@ pub struct OrbitMove {
     pub distance: f64,
     /// Status of the orbit (`dead`/`no_equilibrium` orbits are not moved).
     pub status: Status,
+    /// Whether the joint solve reached its tolerance (the same for every orbit of one teleport; an
+    /// unconverged move is the last iterate, not the equilibrium).
+    pub converged: bool,
 }
 
 /// What `noether teleport` reports.
@@ -306,6 +309,7 @@ pub fn teleport<T: Real>(
                 symmetry: format!("rescale(l={l}, j={j})"),
                 distance: d.abs(),
                 status: unit_status[l][j],
+                converged: res <= tol,
             });
         }
         if linear_pair(&arch, l) {
@@ -313,6 +317,7 @@ pub fn teleport<T: Real>(
                 symmetry: format!("double_rotation(l={l})"),
                 distance: pair_dist[l],
                 status: pair_status[l],
+                converged: res <= tol,
             });
         }
     }

@@ -239,6 +239,8 @@ pub struct NetSymmetryRecord {
     pub status: Option<Status>,
     /// The λ teleport moved this symmetry by (joint solve).
     pub lambda_moved: Option<f64>,
+    /// Whether the joint solve of `analyze` or `teleport` reached its tolerance (the same on every row).
+    pub joint_converged: Option<bool>,
 }
 
 impl Record for NetSymmetryRecord {
@@ -256,6 +258,7 @@ impl Record for NetSymmetryRecord {
         "lambda_star",
         "status",
         "lambda_moved",
+        "joint_converged",
     ];
 }
 
@@ -277,6 +280,7 @@ impl NetSymmetryRecord {
             lambda_star: None,
             status: None,
             lambda_moved: None,
+            joint_converged: None,
         }
     }
 
@@ -296,6 +300,7 @@ impl NetSymmetryRecord {
             lambda_star: r.lambda_star,
             status: Some(r.status),
             lambda_moved: None,
+            joint_converged: None,
         }
     }
 }
@@ -308,7 +313,7 @@ fn family_name(f: Family) -> &'static str {
 }
 
 impl Record for OrbitMove {
-    const COLUMNS: &'static [&'static str] = &["symmetry", "distance", "status"];
+    const COLUMNS: &'static [&'static str] = &["symmetry", "distance", "status", "converged"];
 }
 
 #[cfg(test)]
@@ -378,6 +383,7 @@ mod tests {
             symmetry: "rescale(l=0, j=0)".into(),
             distance: 0.5,
             status: Status::Ok,
+            converged: true,
         });
     }
 }

@@ -330,6 +330,7 @@ pub fn teleport(
     for (r, &l) in records.iter_mut().zip(&joint.lambda) {
         r.dc_dt_per_time = None;
         r.lambda_moved = Some(l);
+        r.joint_converged = Some(joint.converged);
     }
     let mut moved = net.clone();
     apply_joint(&mut moved.params, &syms, &joint.lambda);
