@@ -100,7 +100,7 @@ impl<'a> HessianOperator<'a> {
     /// Hessian, backward) pass of every chunk runs once here. Errors when the data do not fit model and loss.
     pub fn new(model: &'a Model<f64>, data: &'a Dataset<f64>, loss: Loss, opts: HvpOptions) -> Result<Self> {
         model.arch.validate()?;
-        data.check_model(&model.arch, loss)?;
+        data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
         if model.params.len() != model.arch.n_params() {
             return Err(Error::shape("parameter vector", &[model.arch.n_params()], &[model.params.len()]));
         }

@@ -15,7 +15,6 @@ pub use teacher::{Anisotropy, Teacher, TeacherMap, TeacherSampler};
 
 use crate::error::{Error, Result};
 use crate::loss::Loss;
-use crate::model::Architecture;
 use crate::real::Real;
 use faer::Mat;
 
@@ -90,10 +89,10 @@ impl<T: Real> Dataset<T> {
         Ok(())
     }
 
-    /// Checks that the inputs fit the model.
-    pub fn check_input(&self, arch: &Architecture) -> Result<()> {
-        if self.d_in() != arch.d_in() {
-            return Err(Error::shape("data `x` width vs model input width", &[arch.d_in()], &[self.d_in()]));
+    /// Checks that the inputs are `d_in` wide and that there is at least one sample.
+    pub fn check_input_width(&self, d_in: usize) -> Result<()> {
+        if self.d_in() != d_in {
+            return Err(Error::shape("data `x` width vs model input width", &[d_in], &[self.d_in()]));
         }
         if self.is_empty() {
             return Err(Error::Data("the data set has no samples".into()));
@@ -101,10 +100,10 @@ impl<T: Real> Dataset<T> {
         Ok(())
     }
 
-    /// Checks that inputs and targets fit the model and the loss.
-    pub fn check_model(&self, arch: &Architecture, loss: Loss) -> Result<()> {
-        self.check_input(arch)?;
-        self.check_targets(arch.d_out(), loss)
+    /// Checks that inputs and targets fit a model with `d_in` inputs and `d_out` outputs, and the loss.
+    pub fn check_fits(&self, d_in: usize, d_out: usize, loss: Loss) -> Result<()> {
+        self.check_input_width(d_in)?;
+        self.check_targets(d_out, loss)
     }
 
     /// Checks that the targets suit `loss` on a network with `d_out` outputs: float `y` `[N, d_out]` for

@@ -107,7 +107,7 @@ impl<T: Real> Trainable<T> for Model<T> {
         Model::check_finite(self)
     }
     fn check_data(&self, data: &Dataset<T>, loss: Loss) -> Result<()> {
-        data.check_model(&self.arch, loss)
+        data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)
     }
     fn tape(&self, capacity: usize) -> Self::Tape {
         // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.

@@ -357,7 +357,7 @@ impl<T: Real> Model<T> {
     /// Mean loss `L = (1/N) Σ ℓ_n` and mean gradient `∇L` over a whole data set, in chunks of `chunk` samples
     /// (memory independent of N). Returns `(L, ∇L)` in f64.
     pub fn loss_and_grad(&self, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<(f64, Vec<f64>)> {
-        data.check_model(&self.arch, loss)?;
+        data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)?;
         let n = data.len();
         let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut g = vec![T::zero(); self.arch.n_params()];
@@ -387,7 +387,7 @@ impl<T: Real> Model<T> {
 
     /// Per-sample losses `ℓ(θ, x_n)` over a data set.
     pub fn per_sample_losses(&self, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<Vec<f64>> {
-        data.check_model(&self.arch, loss)?;
+        data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)?;
         let n = data.len();
         let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut out = vec![0.0; n];
@@ -404,7 +404,7 @@ impl<T: Real> Model<T> {
 
     /// Network outputs `f(x_n)` over a data set, `[N, d_out]`.
     pub fn outputs(&self, data: &Dataset<T>, chunk: usize) -> Result<Mat<T>> {
-        data.check_input(&self.arch)?;
+        data.check_input_width(self.arch.d_in())?;
         let n = data.len();
         let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
         let mut out = Mat::zeros(n, self.arch.d_out());

@@ -42,7 +42,7 @@ pub fn per_sample_directional<T: Real>(
     v: &[f64],
     chunk: usize,
 ) -> Result<PerSampleDirectional> {
-    data.check_model(&model.arch, loss)?;
+    data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
     let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
     let mut dots = vec![0.0; n];

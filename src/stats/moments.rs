@@ -128,7 +128,7 @@ pub fn moments<T: Real>(
     opts: &MomentOptions,
 ) -> Result<Moments> {
     model.arch.validate()?;
-    data.check_model(&model.arch, loss)?;
+    data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     model.check_finite()?;
     let arch = &model.arch;
     let n = data.len();
@@ -464,7 +464,7 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     loss: Loss,
     chunk: usize,
 ) -> Result<Mat<f64>> {
-    data.check_model(&model.arch, loss)?;
+    data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
     let nl = model.arch.n_layers();
     let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
@@ -541,7 +541,7 @@ pub fn per_sample_quad<T: Real>(
 ) -> Result<Vec<f64>> {
     use crate::symmetry::Generator;
     generator.check(&model.arch)?;
-    data.check_model(&model.arch, loss)?;
+    data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
     let arch = &model.arch;
     let mut tape = Tape::for_passes(arch, chunk.min(n).max(1));

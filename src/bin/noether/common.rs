@@ -119,7 +119,7 @@ impl ModelData {
         let model = load_dense_model::<T>(&self.model, self.activation.as_deref())?;
         let data = load_dataset::<T>(&self.data)
             .with_context(|| format!("loading the data from {}", self.data.display()))?;
-        data.check_model(&model.arch, loss)
+        data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)
             .with_context(|| format!("{} does not fit {}", self.data.display(), self.model.display()))?;
         Ok((model, data, loss))
     }
