@@ -88,7 +88,7 @@ fn summary<T: Real>(data: &Dataset<T>, shape: &[usize], out: &Path, standardized
     };
     let x_shape: Vec<usize> = std::iter::once(data.len()).chain(shape.iter().copied()).collect();
     format!(
-        "wrote {} samples to {}: x {x_shape:?} {:?} ({}), y [{}] int64 labels in {classes} classes (0..{})",
+        "wrote {} samples to {}: x {x_shape:?} {:?} ({}), y [{}] int64 labels in {classes} classes (0–{})",
         data.len(),
         out.display(),
         T::DTYPE,
