@@ -1091,6 +1091,20 @@ pub const PAR_MIN_FLOPS: f64 = 5e7;
 /// 1.1–1.6× faster from 0.05 GFLOP on.
 pub const STEP_PAR_MIN_FLOPS: f64 = 1e9;
 
+/// The lanes of a whole-data pass over `n` samples in chunks of `chunk` costing `flops`: two contiguous ranges
+/// of whole chunks, each to run on one core with sequential GEMMs (`Some(Par::Seq)`), when the pass is large
+/// ([`PAR_MIN_FLOPS`]), there are two chunks or more and more than one thread; else one range with the tape's own
+/// choice (`None`). The split depends only on `n`, `chunk` and `flops`, so sums in lane order are reproducible.
+pub fn pass_lanes(n: usize, chunk: usize, flops: f64) -> Vec<(std::ops::Range<usize>, Option<Par>)> {
+    let chunk = chunk.max(1);
+    if rayon::current_num_threads() < 2 || n < 2 * chunk || flops < PAR_MIN_FLOPS {
+        return vec![(0..n, None)];
+    }
+    let chunks = n.div_ceil(chunk);
+    let mid = (chunks / 2 * chunk).min(n);
+    vec![(0..mid, Some(Par::Seq)), (mid..n, Some(Par::Seq))]
+}
+
 /// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) from
 /// `threshold` flops on ([`PAR_MIN_FLOPS`] for analysis passes, [`STEP_PAR_MIN_FLOPS`] for training steps),
 /// `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).

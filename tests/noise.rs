@@ -226,6 +226,13 @@ fn statistics_in_two_lanes_agree_with_one_stream() {
         }
     }
     assert!(one.layers[1].elementwise.is_some(), "the element moments must be part of the comparison");
+    // The plain pass splits the same way.
+    let (l1, g1) = model.loss_and_grad(&data, Loss::CrossEntropy, 400).unwrap();
+    let (l2, g2) = model.loss_and_grad(&data, Loss::CrossEntropy, 32).unwrap();
+    assert!(rel(l2, l1, 1e-300) < 1e-13);
+    let gmax = g1.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    assert!(g1.iter().zip(&g2).all(|(a, b)| (a - b).abs() <= 1e-12 * gmax), "mean gradient");
+    assert!((l1 - one.loss).abs() < 1e-12 * l1 && rel(g1[0], one.grad[0], gmax) < 1e-12);
 }
 
 #[test]

@@ -356,16 +356,53 @@ impl<T: Real> Tape<T> {
 impl<T: Real> Model<T> {
     /// Mean loss `L = (1/N) Σ ℓ_n` and mean gradient `∇L` over a whole data set, in chunks of `chunk` samples
     /// (memory independent of N). Returns `(L, ∇L)` in f64.
+    ///
+    /// Large passes run in two lanes of whole chunks (a fixed split, summed in lane order: the result does not
+    /// depend on the thread count), each on one core with sequential GEMMs, as the statistics pass does.
     pub fn loss_and_grad(&self, data: &Dataset<T>, loss: Loss, chunk: usize) -> Result<(f64, Vec<f64>)> {
         data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)?;
         let n = data.len();
-        let mut tape = Tape::for_passes(&self.arch, chunk.min(n).max(1));
+        let chunk = chunk.min(n).max(1);
+        let lanes = crate::linalg::pass_lanes(n, chunk, self.arch.train_flops(n));
+        let parts: Vec<Result<(f64, Vec<f64>)>> = {
+            use rayon::prelude::*;
+            lanes
+                .into_par_iter()
+                .map(|(range, par)| self.lane_loss_and_grad(data, loss, chunk, range, par))
+                .collect()
+        };
+        let mut parts = parts.into_iter();
+        let (mut lsum, mut total) = parts.next().expect("at least one lane")?;
+        for part in parts {
+            let (l, g) = part?;
+            lsum += l;
+            total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
+        }
+        let inv = 1.0 / n as f64;
+        total.iter_mut().for_each(|v| *v *= inv);
+        Ok((lsum * inv, total))
+    }
+
+    /// The sums (loss × samples, gradient) of [`Model::loss_and_grad`] over `range`; `par` overrides the tape's
+    /// GEMM parallelism.
+    fn lane_loss_and_grad(
+        &self,
+        data: &Dataset<T>,
+        loss: Loss,
+        chunk: usize,
+        range: std::ops::Range<usize>,
+        par: Option<faer::Par>,
+    ) -> Result<(f64, Vec<f64>)> {
+        let mut tape = Tape::for_passes(&self.arch, chunk);
+        if let Some(p) = par {
+            tape.set_par(p);
+        }
         let mut g = vec![T::zero(); self.arch.n_params()];
         let mut total = vec![0.0; self.arch.n_params()];
         let mut lsum = 0.0;
-        let mut start = 0;
-        while start < n {
-            let end = (start + tape.capacity()).min(n);
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + tape.capacity()).min(range.end);
             tape.load_range(data, start..end);
             tape.forward(self);
             lsum += tape.loss_and_output_grad(loss)? * (end - start) as f64;
@@ -375,9 +412,7 @@ impl<T: Real> Model<T> {
             }
             start = end;
         }
-        let inv = 1.0 / n as f64;
-        total.iter_mut().for_each(|v| *v *= inv);
-        Ok((lsum * inv, total))
+        Ok((lsum, total))
     }
 
     /// Mean loss over a data set (forward passes only).

@@ -133,25 +133,11 @@ pub fn moments<T: Real>(
     let arch = &model.arch;
     let n = data.len();
     let chunk = opts.chunk.max(1).min(n);
-    // Large passes run in two lanes of whole chunks (a fixed split: the sums do not depend on the thread count),
-    // each on one core with sequential GEMMs, summed in lane order (docs/performance.md: faster in f64 than two
-    // cores on one stream of faer's parallel GEMMs, level in f32).
-    let lanes = if rayon::current_num_threads() > 1
-        && n >= 2 * chunk
-        && arch.train_flops(n) >= crate::linalg::PAR_MIN_FLOPS
-    {
-        2
-    } else {
-        1
-    };
-    let chunks = n.div_ceil(chunk);
-    let ranges: Vec<std::ops::Range<usize>> = (0..lanes)
-        .map(|l| (l * chunks / lanes * chunk).min(n)..((l + 1) * chunks / lanes * chunk).min(n))
-        .collect();
-    let par = if lanes == 1 { None } else { Some(Par::Seq) };
+    // Two lanes of whole chunks on large passes (`linalg::pass_lanes`), summed in lane order.
+    let lanes = crate::linalg::pass_lanes(n, chunk, arch.train_flops(n));
     let parts: Vec<Result<LaneMoments>> = {
         use rayon::prelude::*;
-        ranges.into_par_iter().map(|r| lane_moments(model, data, loss, opts, r, chunk, par)).collect()
+        lanes.into_par_iter().map(|(r, par)| lane_moments(model, data, loss, opts, r, chunk, par)).collect()
     };
     let mut parts = parts.into_iter();
     let (mut lsum, mut grad, mut acc) = parts.next().expect("at least one lane")?;
