@@ -14,7 +14,7 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::net::pass::lanes_map;
-use crate::net::{for_each_chunk, Kind, Net, Program, Step, Tape, CHUNK};
+use crate::net::{for_each_chunk, Kind, Net, Op, Program, Step, Tape, CHUNK};
 use crate::real::Real;
 
 /// Which way the per-sample moments of a module are computed.
@@ -110,6 +110,29 @@ pub fn net_moments<T: Real>(
     Ok(NetMoments { n: data.len(), loss: total / n, mean_grad: mean, second })
 }
 
+/// Runs one chunked forward + backward pass of `net` over `data` and calls `f(tape, k, op, samples)` for every
+/// parameterised op `k` of every chunk (`samples` = the chunk's rows in `data`), after the backward, so that `f`
+/// can read the op's `(X, Δ)` or materialise its per-sample gradients.
+fn for_each_param_op<T: Real>(
+    net: &Net<T>,
+    data: &Dataset<T>,
+    loss: Loss,
+    mut f: impl FnMut(&Tape<T>, usize, &Op, std::ops::Range<usize>),
+) -> Result<()> {
+    net.check_data(data, None, loss)?;
+    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
+    let ops = tape.program().ops.clone();
+    for_each_chunk(&mut tape, data, |t, r| {
+        t.forward(&net.params);
+        t.loss_grad(loss);
+        t.backward(&net.params, None);
+        for (k, op) in ops.iter().enumerate().filter(|(_, op)| op.step.param_range().is_some()) {
+            f(t, k, op, r.clone());
+        }
+        Ok(())
+    })
+}
+
 /// Per-sample squared gradient norms `‖g_n‖²` (all of θ): generic (materialised per-sample gradients) or
 /// quadratic form (linear `‖δ_n‖²(‖x_n‖² + 1)`, conv `Σ_{p,q}(δ_pᵀδ_q)(x_pᵀx_q) + ‖Σ_p δ_p‖²`).
 pub fn per_sample_grad_sq_norms<T: Real>(
@@ -118,35 +141,25 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     loss: Loss,
     path: MomentPath,
 ) -> Result<Vec<f64>> {
-    net.check_data(data, None, loss)?;
-    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
     let mut out = vec![0.0; data.len()];
     let mut scratch = vec![T::zero(); net.params.len()];
-    let ops = tape.program().ops.clone();
-    for_each_chunk(&mut tape, data, |t, r| {
-        t.forward(&net.params);
-        t.loss_grad(loss);
-        t.backward(&net.params, None);
+    for_each_param_op(net, data, loss, |t, k, op, r| {
         let o = &mut out[r];
-        for (k, op) in ops.iter().enumerate() {
-            let Some(range) = op.step.param_range() else { continue };
-            match (&op.step, path) {
-                (Step::Module(Kind::Linear(l)), MomentPath::Auto | MomentPath::QuadraticForm) => {
-                    l.grad_sq_norms_into(t.act(op.x), t.grad(op.y), t.batch(), o)
-                }
-                (Step::Module(Kind::Conv2d(c)), MomentPath::QuadraticForm) => {
-                    c.grad_sq_norms_into(t.col(k), t.grad(op.y), t.batch(), o)
-                }
-                _ => {
-                    let g = &mut scratch[..range.len()];
-                    for (n, on) in o.iter_mut().enumerate() {
-                        t.per_sample_grad_into(k, n, g);
-                        *on += g.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
-                    }
+        match (&op.step, path) {
+            (Step::Module(Kind::Linear(l)), MomentPath::Auto | MomentPath::QuadraticForm) => {
+                l.grad_sq_norms_into(t.act(op.x), t.grad(op.y), t.batch(), o)
+            }
+            (Step::Module(Kind::Conv2d(c)), MomentPath::QuadraticForm) => {
+                c.grad_sq_norms_into(t.col(k), t.grad(op.y), t.batch(), o)
+            }
+            _ => {
+                let g = &mut scratch[..op.step.param_range().expect("a parameterised op").len()];
+                for (n, on) in o.iter_mut().enumerate() {
+                    t.per_sample_grad_into(k, n, g);
+                    *on += g.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
                 }
             }
         }
-        Ok(())
     })?;
     Ok(out)
 }
@@ -159,28 +172,19 @@ pub fn per_sample_directional<T: Real>(
     loss: Loss,
     v: &[f64],
 ) -> Result<(Vec<f64>, Vec<f64>)> {
-    net.check_data(data, None, loss)?;
     if v.len() != net.params.len() {
         return Err(crate::error::Error::shape("direction v", &[net.params.len()], &[v.len()]));
     }
-    let mut tape = Tape::new(&net.arch, CHUNK.min(data.len()));
     let (mut dots, mut norms) = (vec![0.0; data.len()], vec![0.0; data.len()]);
     let mut scratch = vec![T::zero(); net.params.len()];
-    let ops = tape.program().ops.clone();
-    for_each_chunk(&mut tape, data, |t, r| {
-        t.forward(&net.params);
-        t.loss_grad(loss);
-        t.backward(&net.params, None);
-        for (k, op) in ops.iter().enumerate() {
-            let Some(range) = op.step.param_range() else { continue };
-            let g = &mut scratch[..range.len()];
-            for (n, i) in r.clone().enumerate() {
-                t.per_sample_grad_into(k, n, g);
-                dots[i] += g.iter().zip(&v[range.clone()]).map(|(a, b)| a.to_f64() * b).sum::<f64>();
-                norms[i] += g.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>();
-            }
+    for_each_param_op(net, data, loss, |t, k, op, r| {
+        let range = op.step.param_range().expect("a parameterised op");
+        let g = &mut scratch[..range.len()];
+        for (n, i) in r.enumerate() {
+            t.per_sample_grad_into(k, n, g);
+            dots[i] += g.iter().zip(&v[range.clone()]).map(|(a, b)| a.to_f64() * b).sum::<f64>();
+            norms[i] += g.iter().map(|a| a.to_f64() * a.to_f64()).sum::<f64>();
         }
-        Ok(())
     })?;
     norms.iter_mut().for_each(|v| *v = v.sqrt());
     Ok((dots, norms))
