@@ -1,6 +1,7 @@
 //! The module-tree (`--arch`) side of `symmetries`, `analyze`, `teleport` and `sharpness`: a model given by an
 //! architecture file (or a file noether wrote, which carries its architecture) runs on `noether::net`.
 
+use crate::sharpness::{largest_safe_lambda, print_orbit, Point};
 use anyhow::{bail, Context, Result};
 use noether::curvature::{
     exact_trace, hutchinson_trace, lanczos_eigenvalues, LanczosOptions, LinearOperator, Sharpness,
@@ -407,17 +408,7 @@ struct SharpnessDoc {
     at_theta: Sharpness,
     curvature: &'static str,
     orbit_generator: Option<String>,
-    orbit: Option<Vec<OrbitPoint>>,
-}
-
-/// One point of the orbit curve (as the dense-chain path writes it).
-#[derive(Serialize)]
-struct OrbitPoint {
-    lambda: f64,
-    top_eigenvalue: f64,
-    trace: Option<f64>,
-    loss: f64,
-    converged: bool,
+    orbit: Option<Vec<Point>>,
 }
 
 /// The symmetry named by `--generator` (`rescale:MODULE:UNIT` or `scale:MODULE`, MODULE = the state_dict prefix
@@ -517,12 +508,8 @@ pub fn sharpness(
     let mut records = SharpnessRecord::at_theta(&at_theta);
     let mut points = None;
     if let Some((grid, sym)) = &orbit {
-        // e^{λA} scales parameters by up to e^{|λ|}, Hessian entries by up to e^{2|λ|}; Lanczos squares them.
-        let scale =
-            at_theta.top_eigenvalues[0].abs().max(at_theta.bottom_eigenvalue.unwrap_or(0.0).abs()).max(1.0);
-        let p = net.arch.n_params() as f64;
         let max = if req.f32 { f32::MAX as f64 } else { f64::MAX };
-        let safe = ((max.ln() - 2.0 * scale.ln() - p.ln() - 1e3f64.ln()) / 4.0).floor();
+        let safe = largest_safe_lambda(&at_theta, net.arch.n_params(), max);
         if let Some(&bad) = grid.iter().find(|l| l.abs() > safe) {
             bail!(
                 "--orbit: λ = {bad} would overflow (the Hessian at e^(λA)θ grows like e^(2|λ|)); the largest safe \
@@ -537,7 +524,7 @@ pub fn sharpness(
             let c = curvature(&moved, data, loss, req)?;
             let converged = c.is_reliable();
             ok &= converged;
-            let pt = OrbitPoint {
+            let pt = Point {
                 lambda,
                 top_eigenvalue: c.top_eigenvalues[0],
                 trace: c.trace,
@@ -591,17 +578,8 @@ pub fn sharpness(
         a.lanczos.iterations, a.lanczos.residual, a.hvps
     )?;
     if let (Some(label), Some(pts)) = (&doc.orbit_generator, &doc.orbit) {
-        writeln!(o, "\nalong the orbit e^(λA)θ of {label}:")?;
-        writeln!(o, "  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss")?;
-        for pt in pts {
-            let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
-            let flag = if pt.converged { "" } else { "   NOT converged" };
-            writeln!(
-                o,
-                "  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}",
-                pt.lambda, pt.top_eigenvalue, tr, pt.loss
-            )?;
-        }
+        drop(o);
+        print_orbit(label, pts);
     }
     Ok(ok)
 }

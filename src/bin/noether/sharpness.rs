@@ -68,15 +68,36 @@ pub struct Args {
     export: ExportArgs,
 }
 
-/// One point of the orbit curve in the JSON output.
+/// One point of the orbit curve in the JSON output (both engines).
 #[derive(Serialize)]
-struct Point {
-    lambda: f64,
-    top_eigenvalue: f64,
-    trace: Option<f64>,
-    loss: f64,
+pub struct Point {
+    pub lambda: f64,
+    pub top_eigenvalue: f64,
+    pub trace: Option<f64>,
+    pub loss: f64,
     /// Lanczos converged there and every value is finite.
-    converged: bool,
+    pub converged: bool,
+}
+
+/// The largest |λ| whose orbit point e^{λA}θ the Lanczos run survives in a float type of largest value `max`:
+/// e^{λA} multiplies parameters by up to e^{|λ|}, Hessian entries grow like e^{2|λ|} and Lanczos squares them, so
+/// beyond |λ| ≈ (ln max − 2 ln(scale) − ln P)/4 the products overflow to inf/NaN (scale = the largest |eigenvalue|
+/// at θ, at least 1; a further factor 1e3 of margin).
+pub fn largest_safe_lambda(at_theta: &Sharpness, p: usize, max: f64) -> f64 {
+    let scale =
+        at_theta.top_eigenvalues[0].abs().max(at_theta.bottom_eigenvalue.unwrap_or(0.0).abs()).max(1.0);
+    ((max.ln() - 2.0 * scale.ln() - (p as f64).ln() - 1e3f64.ln()) / 4.0).floor()
+}
+
+/// The orbit table of the text output.
+pub fn print_orbit(label: &str, pts: &[Point]) {
+    println!("\nalong the orbit e^(λA)θ of {label}:");
+    println!("  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss");
+    for pt in pts {
+        let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
+        let flag = if pt.converged { "" } else { "   NOT converged" };
+        println!("  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}", pt.lambda, pt.top_eigenvalue, tr, pt.loss);
+    }
 }
 
 /// The JSON document.
@@ -256,11 +277,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     let mut records = SharpnessRecord::at_theta(&at_theta);
     let mut points = None;
     if let Some((grid, orbit)) = &orbit {
-        // e^{λA} multiplies parameters by up to e^{|λ|}; Hessian entries grow like e^{2|λ|} and Lanczos squares
-        // them, so beyond |λ| ≈ (ln f64::MAX − 2 ln(scale) − ln P)/4 the products overflow to inf/NaN.
-        let scale =
-            at_theta.top_eigenvalues[0].abs().max(at_theta.bottom_eigenvalue.unwrap_or(0.0).abs()).max(1.0);
-        let safe = ((f64::MAX.ln() - 2.0 * scale.ln() - (p as f64).ln() - 1e3f64.ln()) / 4.0).floor();
+        let safe = largest_safe_lambda(&at_theta, p, f64::MAX);
         if let Some(&bad) = grid.iter().find(|l| l.abs() > safe) {
             bail!(
                 "--orbit {}: λ = {bad} would overflow (the Hessian at e^(λA)θ grows like e^(2|λ|)); the largest \
@@ -333,16 +350,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     }
     println!("  {} Hessian-vector products", s.hvps);
     if let (Some((_, orbit)), Some(pts)) = (&orbit, &out.orbit) {
-        println!("\nalong the orbit e^(λA)θ of {}:", orbit.label());
-        println!("  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss");
-        for pt in pts {
-            let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
-            let flag = if pt.converged { "" } else { "   NOT converged" };
-            println!(
-                "  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}",
-                pt.lambda, pt.top_eigenvalue, tr, pt.loss
-            );
-        }
+        print_orbit(&orbit.label(), pts);
     }
     Ok(code)
 }
