@@ -455,3 +455,28 @@ fn analyze_in_f32_agrees_with_f64_to_f32_round_off() {
     }
     assert_error(&on_case("analyze", "relu_mlp_mse", &["--precision", "f16"]), &["f16", "--precision"]);
 }
+
+/// Output piped into a reader that has gone (`noether analyze --json | head`) ends the command quietly with
+/// exit 0, for the table and for JSON (whose writer wraps the OS error in its own type).
+#[test]
+fn a_closed_stdout_ends_the_command_quietly() {
+    for json in [false, true] {
+        let (m, x) =
+            ("tests/data/relu_mlp_mse/model.safetensors", "tests/data/relu_mlp_mse/data.safetensors");
+        let mut args = vec!["analyze", "--model", m, "--data", x];
+        if json {
+            args.push("--json");
+        }
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_noether"))
+            .args(&args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run noether");
+        // Close the read end before the command writes anything: every write fails with a broken pipe.
+        drop(child.stdout.take());
+        let o = child.wait_with_output().expect("wait for noether");
+        assert!(o.status.success(), "json {json}: {:?}, stderr: {}", o.status, stderr(&o));
+        assert!(stderr(&o).trim().is_empty(), "json {json}: stderr: {}", stderr(&o));
+    }
+}

@@ -27,18 +27,18 @@ pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
 pub fn load_dataset_shaped<T: Real>(path: &Path) -> Result<(Dataset<T>, Vec<usize>)> {
     let bytes = tensor_io::read_file(path)?;
     let st = tensor_io::parse(&bytes, path)?;
-    let x = tensor_io::get(&st, "x", path)?;
-    if !(2..=4).contains(&x.shape.len()) {
+    let x = tensor_io::view(&st, "x", path)?;
+    if !(2..=4).contains(&x.shape().len()) {
         return Err(Error::Data(format!(
             "`x` in {} has shape {:?} (rank {}); expected rank 2 ([N, d_in]) or 4 ([N, C, H, W])",
             path.display(),
-            x.shape,
-            x.shape.len()
+            x.shape(),
+            x.shape().len()
         )));
     }
-    let shape = x.shape[1..].to_vec();
-    let (n, d) = (x.shape[0], shape.iter().product::<usize>());
-    let xm = Mat::from_fn(n, d, |i, j| T::from_f64(x.data[i * d + j]));
+    let shape = x.shape()[1..].to_vec();
+    let n = x.shape()[0];
+    let xm: Mat<T> = tensor_io::matrix(&x, "x", path)?;
     let y = tensor_io::get(&st, "y", path)?;
     let is_int = !matches!(y.dtype, safetensors::Dtype::F64 | safetensors::Dtype::F32);
     let targets = match (y.shape.as_slice(), is_int) {

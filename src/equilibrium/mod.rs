@@ -455,56 +455,17 @@ pub fn analysis_from_moments<T: Real>(m: &Moments, theta: &[T], opts: &AnalyzeOp
     opts.check(m.n)?;
     let arch = &m.arch;
     let zero = NOISE_RTOL * m.trace_second_moment();
-    let mut neurons = Vec::new();
-    let mut pairs = Vec::new();
-    let mut scales = Vec::new();
-    for s in symmetry::enumerate(arch) {
-        let g = s.generator(arch);
-        match s {
-            Symmetry::Rescale { layer, unit } => {
-                let flow = noether_flow(m, &g, opts.lr, opts.batch_size, opts.sampling)?;
-                let eq = generator_equilibrium(m, &g, opts.time)?;
-                neurons.push(NeuronReport {
-                    layer,
-                    unit,
-                    charge: g.charge(arch, theta),
-                    noise_in: m.noise_in(layer, unit, true),
-                    noise_out: m.noise_out(layer, unit, true),
-                    noise_in_uncentered: m.noise_in(layer, unit, false),
-                    noise_out_uncentered: m.noise_out(layer, unit, false),
-                    tr_a_sigma: flow.tr_a_sigma,
-                    dc_dt_per_time: flow.dc_dt_per_time,
-                    drift_per_step: flow.drift_per_step,
-                    lambda_star: eq.lambda(),
-                    status: eq.status(),
-                });
-            }
-            Symmetry::DoubleRotation { layer } => {
-                let (mi, mo) = (m.m_in(layer, true)?, m.m_out(layer, true)?);
-                let (ti, to) = double_rotation::target_moments(m, layer, opts.time)?;
-                let bal = double_rotation::balancing_matrix(&ti, &to, zero)?;
-                pairs.push(PairReport {
-                    layer,
-                    m_in: rows_of(&mi),
-                    m_out: rows_of(&mo),
-                    p: bal.p.as_ref().map(rows_of),
-                    matrix_charge: rows_of(&symmetry::double_rotation::matrix_charge(arch, layer, theta)),
-                    tr_a_sigma: (0..mi.nrows()).map(|i| mi[(i, i)] - mo[(i, i)]).sum(),
-                    status: bal.status,
-                    rank: bal.rank,
-                });
-            }
-            Symmetry::Scale { layer } => {
-                let flow = noether_flow(m, &g, opts.lr, opts.batch_size, opts.sampling)?;
-                let eq = generator_equilibrium(m, &g, opts.time)?;
-                scales.push(ScaleReport {
-                    layer,
-                    charge: g.charge(arch, theta),
-                    tr_a_sigma: flow.tr_a_sigma,
-                    dc_dt_per_time: flow.dc_dt_per_time,
-                    status: eq.status(),
-                });
-            }
+    // Each symmetry's report is independent of the others: computed on all cores, kept in enumeration order.
+    let reports: Vec<Result<SymmetryReport>> = {
+        use rayon::prelude::*;
+        symmetry::enumerate(arch).into_par_iter().map(|s| symmetry_report(m, theta, opts, zero, s)).collect()
+    };
+    let (mut neurons, mut pairs, mut scales) = (Vec::new(), Vec::new(), Vec::new());
+    for r in reports {
+        match r? {
+            SymmetryReport::Neuron(n) => neurons.push(n),
+            SymmetryReport::Pair(p) => pairs.push(p),
+            SymmetryReport::Scale(s) => scales.push(s),
         }
     }
     let joint_equilibrium = if neurons.is_empty() {
@@ -533,4 +494,69 @@ pub fn analysis_from_moments<T: Real>(m: &Moments, theta: &[T], opts: &AnalyzeOp
         scales,
         joint_equilibrium,
     })
+}
+
+/// One symmetry's line of [`Analysis`].
+enum SymmetryReport {
+    Neuron(NeuronReport),
+    Pair(PairReport),
+    Scale(ScaleReport),
+}
+
+/// The report of symmetry `s` from the moments `m` at θ (`zero`: the noise level treated as zero).
+fn symmetry_report<T: Real>(
+    m: &Moments,
+    theta: &[T],
+    opts: &AnalyzeOptions,
+    zero: f64,
+    s: Symmetry,
+) -> Result<SymmetryReport> {
+    let arch = &m.arch;
+    let g = s.generator(arch);
+    match s {
+        Symmetry::Rescale { layer, unit } => {
+            let flow = noether_flow(m, &g, opts.lr, opts.batch_size, opts.sampling)?;
+            let eq = generator_equilibrium(m, &g, opts.time)?;
+            Ok(SymmetryReport::Neuron(NeuronReport {
+                layer,
+                unit,
+                charge: g.charge(arch, theta),
+                noise_in: m.noise_in(layer, unit, true),
+                noise_out: m.noise_out(layer, unit, true),
+                noise_in_uncentered: m.noise_in(layer, unit, false),
+                noise_out_uncentered: m.noise_out(layer, unit, false),
+                tr_a_sigma: flow.tr_a_sigma,
+                dc_dt_per_time: flow.dc_dt_per_time,
+                drift_per_step: flow.drift_per_step,
+                lambda_star: eq.lambda(),
+                status: eq.status(),
+            }))
+        }
+        Symmetry::DoubleRotation { layer } => {
+            let (mi, mo) = (m.m_in(layer, true)?, m.m_out(layer, true)?);
+            let (ti, to) = double_rotation::target_moments(m, layer, opts.time)?;
+            let bal = double_rotation::balancing_matrix(&ti, &to, zero)?;
+            Ok(SymmetryReport::Pair(PairReport {
+                layer,
+                m_in: rows_of(&mi),
+                m_out: rows_of(&mo),
+                p: bal.p.as_ref().map(rows_of),
+                matrix_charge: rows_of(&symmetry::double_rotation::matrix_charge(arch, layer, theta)),
+                tr_a_sigma: (0..mi.nrows()).map(|i| mi[(i, i)] - mo[(i, i)]).sum(),
+                status: bal.status,
+                rank: bal.rank,
+            }))
+        }
+        Symmetry::Scale { layer } => {
+            let flow = noether_flow(m, &g, opts.lr, opts.batch_size, opts.sampling)?;
+            let eq = generator_equilibrium(m, &g, opts.time)?;
+            Ok(SymmetryReport::Scale(ScaleReport {
+                layer,
+                charge: g.charge(arch, theta),
+                tr_a_sigma: flow.tr_a_sigma,
+                dc_dt_per_time: flow.dc_dt_per_time,
+                status: eq.status(),
+            }))
+        }
+    }
 }

@@ -71,6 +71,8 @@ fn main() -> ExitCode {
             let broken = |io: &std::io::Error| io.kind() == std::io::ErrorKind::BrokenPipe;
             if e.chain().any(|c| {
                 c.downcast_ref::<std::io::Error>().is_some_and(broken)
+                    || c.downcast_ref::<serde_json::Error>()
+                        .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
                     || matches!(c.downcast_ref::<noether::Error>(), Some(noether::Error::Io { reason, .. }) if broken(reason))
             }) {
                 return ExitCode::SUCCESS;
