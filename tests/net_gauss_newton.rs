@@ -294,3 +294,95 @@ fn run_json(args: &[&str]) -> Value {
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
 }
+
+fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
+#[test]
+fn sharpness_gauss_newton_on_a_tree_through_the_cli() {
+    let d = crate::net::ref_dir("cnn_residual_mse");
+    let s = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let (m, a, x) = (s("model.safetensors"), s("arch.toml"), s("data.safetensors"));
+    let base = ["sharpness", "--model", &m, "--arch", &a, "--data", &x, "--loss", "mse", "--gauss-newton"];
+    let mut got = Vec::new();
+    for p in ["f64", "f32"] {
+        let mut args = base.to_vec();
+        args.extend(["--top", "2", "--bottom", "--trace", "exact", "--precision", p, "--json"]);
+        let o = crate::cli::noether(&args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", crate::cli::stderr(&o));
+        let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(j["curvature"], "gauss_newton");
+        assert_eq!(j["precision"], p);
+        assert!(j["lanczos"]["converged"].as_bool().unwrap(), "{p}: {}", j["lanczos"]);
+        let (top, bottom, trace) = (f(&j["top_eigenvalues"][0]), f(&j["bottom_eigenvalue"]), f(&j["trace"]));
+        assert!(top >= f(&j["top_eigenvalues"][1]) && top > 0.0, "{p}: {}", j["top_eigenvalues"]);
+        // PSD: the smallest eigenvalue is zero up to round-off (P = 803 > the rank N·d_out = 96·2).
+        assert!(bottom.abs() < 1e-6 * top, "{p}: λ_min(G) = {bottom} (λ_max {top})");
+        assert!(trace >= top, "{p}: trace {trace} < λ_max {top}");
+        for key in ["hvps", "samples", "n_params", "loss"] {
+            assert!(j[key].is_number(), "{p}: no `{key}` in {j}");
+        }
+        got.push((top, trace));
+    }
+    let ((e64, t64), (e32, t32)) = (got[0], got[1]);
+    eprintln!(
+        "cnn_residual_mse Gauss–Newton: λ_max f64 {e64} f32 {e32} (rel {:.1e}), trace rel {:.1e}",
+        rel(e32, e64),
+        rel(t32, t64)
+    );
+    assert!(rel(e32, e64) < 1e-5 && e32 != e64, "λ_max f32 {e32} vs f64 {e64}");
+    assert!(rel(t32, t64) < 1e-5 && t32 != t64, "trace f32 {t32} vs f64 {t64}");
+    // Along an orbit: the loss stays, the Gauss–Newton sharpness moves; the text output names the matrix.
+    let mut args = base.to_vec();
+    args.extend(["--trace", "none", "--orbit", "-0.5:0.5:3", "--json"]);
+    let j = run_json(&args);
+    let pts = j["orbit"].as_array().unwrap();
+    assert_eq!(pts.len(), 3);
+    assert!(rel(f(&pts[1]["top_eigenvalue"]), e64) < 1e-6, "λ = 0 of the orbit vs at θ: {}", pts[1]);
+    assert!(pts.iter().all(|p| rel(f(&p["loss"]), f(&pts[1]["loss"])) < 1e-12), "the loss moved: {pts:?}");
+    assert!(rel(f(&pts[0]["top_eigenvalue"]), f(&pts[2]["top_eigenvalue"])) > 1e-3, "{pts:?}");
+    let mut args = base.to_vec();
+    args.extend(["--trace", "none"]);
+    let o = crate::cli::noether(&args);
+    assert!(o.status.success(), "{}", crate::cli::stderr(&o));
+    assert!(String::from_utf8(o.stdout).unwrap().contains("Gauss–Newton top eigenvalues"));
+}
+
+#[test]
+fn sharpness_gauss_newton_of_a_dense_file_is_the_same_through_arch_and_in_f32() {
+    // One dense-chain file, its weights read three ways: the dense engine, the module tree (`--arch` written by
+    // NetArch::from_dense) and `--precision f32` (which runs the dense file on the tree engine).
+    let d = crate::net::ref_dir("relu_mlp_ce");
+    let s = |f: &str| d.join(f).to_str().unwrap().to_string();
+    let (m, x) = (s("model.safetensors"), s("data.safetensors"));
+    let model =
+        noether::model::load_safetensors::<f64>(std::path::Path::new(&m), noether::Activation::Relu).unwrap();
+    let dir = crate::cli::tmp("ggn-dense-arch");
+    let arch = dir.join("arch.toml");
+    std::fs::write(&arch, NetArch::from_dense(&model.arch).unwrap().to_toml()).unwrap();
+    let arch = arch.to_str().unwrap();
+    let common =
+        ["--data", &x, "--loss", "cross_entropy", "--gauss-newton", "--top", "3", "--trace", "exact"];
+    let run = |extra: &[&str]| {
+        let mut args = vec!["sharpness", "--model", &m];
+        args.extend(extra);
+        args.extend(common);
+        args.push("--json");
+        run_json(&args)
+    };
+    let dense = run(&["--activation", "relu"]);
+    let tree = run(&["--arch", arch]);
+    let f32 = run(&["--activation", "relu", "--precision", "f32"]);
+    assert_eq!(dense["curvature"], "gauss_newton");
+    assert_eq!(tree["curvature"], "gauss_newton");
+    assert_eq!(f32["precision"], "f32");
+    let (t_d, t_t) = (f(&dense["trace"]), f(&tree["trace"]));
+    assert!(rel(t_t, t_d) < 1e-12, "exact trace: tree {t_t} vs dense {t_d}");
+    for k in 0..3 {
+        let (a, b, c) =
+            (f(&dense["top_eigenvalues"][k]), f(&tree["top_eigenvalues"][k]), f(&f32["top_eigenvalues"][k]));
+        assert!(rel(b, a) < 1e-9, "λ_{k}: tree {b} vs dense {a}");
+        assert!(rel(c, a) < 1e-5, "λ_{k}: f32 {c} vs f64 {a}");
+    }
+}

@@ -1,5 +1,6 @@
 //! The program of a module tree and its tape: forward caches, the analytic batched backward and the
-//! R-operator (exact Hessian-vector products), for batches of up to `capacity` samples.
+//! R-operator (exact Hessian-vector products; Gauss–Newton products by the forward R-pass and the plain
+//! backward), for batches of up to `capacity` samples.
 //!
 //! The tree compiles to a flat list of steps over buffers (buffer 0 is the input; every step writes a new
 //! buffer; a residual entry becomes its body's steps and an add `y = x + body(x)`). Every buffer is
