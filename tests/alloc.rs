@@ -176,3 +176,38 @@ fn tree_config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
         model.trim_start()
     )
 }
+
+#[test]
+fn tree_curvature_products_allocate_nothing_after_the_first() {
+    use noether::curvature::{Curvature, LinearOperator};
+    use noether::net::{NetHessian, Rows, Tape};
+    use noether::Loss;
+    for text in [crate::net::KINDS_ARCH, crate::net::RESIDUAL_ARCH] {
+        let net = crate::net::net_for(text, 1);
+        let data = crate::net::data_for(&net.arch, 20, Loss::CrossEntropy, 2);
+        let p = net.params.len();
+        let v: Vec<f64> = (0..p).map(|i| ((i * 7 % 13) as f64 - 6.0) / 6.0).collect();
+        let mut out = vec![0.0; p];
+        // The tape's products (this thread): the first one allocates the R-operator buffers.
+        let mut tape = Tape::new(&net.arch, 8);
+        tape.load(&data, Rows::Range(0..8)).unwrap();
+        tape.ggn_vp(&net.params, &v, Loss::CrossEntropy, &mut out, 0.1);
+        tape.hvp(&net.params, &v, Loss::CrossEntropy, &mut out, 0.1);
+        let before = allocations();
+        for _ in 0..10 {
+            tape.ggn_vp(&net.params, &v, Loss::CrossEntropy, &mut out, 0.1);
+            tape.hvp(&net.params, &v, Loss::CrossEntropy, &mut out, 0.1);
+        }
+        assert_eq!(allocations() - before, 0, "tape products");
+        // The operator's side on this thread (the lanes run on rayon's threads).
+        for curvature in [Curvature::GaussNewton, Curvature::Hessian] {
+            let mut op = NetHessian::with_curvature(&net, &data, Loss::CrossEntropy, curvature).unwrap();
+            op.apply_into(&v, &mut out);
+            let before = allocations();
+            for _ in 0..10 {
+                op.apply_into(&v, &mut out);
+            }
+            assert_eq!(allocations() - before, 0, "{curvature:?} operator");
+        }
+    }
+}

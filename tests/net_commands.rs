@@ -176,7 +176,6 @@ fn bad_orbit_and_generator_input_on_a_tree_is_a_clear_error() {
         (vec!["--orbit", "-1:1:3", "--generator", "rescale:0:x"], "is not a number"),
         (vec!["--orbit", "-900:1:3"], "would overflow"),
         (vec!["--subset", "0"], "--subset 0"),
-        (vec!["--gauss-newton"], "--gauss-newton"),
     ];
     for (extra, want) in cases {
         let mut args = base.to_vec();

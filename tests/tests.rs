@@ -10,6 +10,8 @@
 //!   reference cases through the library and the CLI, graph symmetries, the exact SGD identity, state_dict files).
 //! - `net_commands`: teleport's norm target, `--precision f32`, sharpness along an orbit and on a subset on module
 //!   trees, against vanishing charges, the dense engine and the loss's invariance.
+//! - `net_gauss_newton`: Gauss–Newton products on module trees against brute-force Jacobians (conv and residual
+//!   nets), symmetry and PSD, the dense engine, closed forms on linear nets, f32, and `sharpness --gauss-newton`.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -33,6 +35,7 @@ mod gemm;
 mod idx;
 mod net;
 mod net_commands;
+mod net_gauss_newton;
 mod noise;
 mod readme;
 mod reference;

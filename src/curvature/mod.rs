@@ -8,6 +8,8 @@
 //! - [`orbit`]: [`orbit_sharpness`], the top eigenvalue and trace along `e^{λA}θ`.
 //! - [`sharpness`]: one call for a training observer (top eigenvalues + trace).
 //!
+//! On module trees the operator is [`crate::net::NetHessian`] (Hessian or Gauss–Newton, f64 or f32 products).
+//!
 //! Everything is in f64 and 1/N (mean over the samples used). Randomness comes from a ChaCha RNG seeded by
 //! [`SharpnessOptions::seed`], or from the `rng` argument of the kernels.
 

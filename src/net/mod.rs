@@ -4,8 +4,10 @@
 //!   θ's layout ([`Block`]s in state_dict order, PyTorch memory layout).
 //! - [`modules`]: one file per module kind with the same verbs (forward, backward, R-operator, per-sample
 //!   gradient, quadratic-form moments).
-//! - [`tape`]: the compiled program and its [`Tape`] (forward caches, analytic backward, exact HVPs).
-//! - [`pass`]: the chunked pass driver over a data set (loss, gradient, per-sample losses, HVPs).
+//! - [`tape`]: the compiled program and its [`Tape`] (forward caches, analytic backward, exact HVPs and
+//!   Gauss–Newton products).
+//! - [`pass`]: the chunked pass driver over a data set (loss, gradient, per-sample losses, the curvature
+//!   operator [`NetHessian`]: Hessian or Gauss–Newton).
 //! - [`io`]: state_dict files (strict loading by name, the architecture in `__metadata__["noether.arch"]`).
 //!
 //! θ is the state_dict: every parameterised module's `weight` then `bias`, depth first. Batches are

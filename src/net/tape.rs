@@ -1,5 +1,6 @@
 //! The program of a module tree and its tape: forward caches, the analytic batched backward and the
-//! R-operator (exact Hessian-vector products), for batches of up to `capacity` samples.
+//! R-operator (exact Hessian-vector products; Gauss–Newton products by the forward R-pass and the plain
+//! backward), for batches of up to `capacity` samples.
 //!
 //! The tree compiles to a flat list of steps over buffers (buffer 0 is the input; every step writes a new
 //! buffer; a residual entry becomes its body's steps and an add `y = x + body(x)`). Every buffer is
@@ -500,29 +501,24 @@ impl<T: Real> Tape<T> {
         }
     }
 
-    fn ensure_rop(&mut self) {
-        if self.rop.is_none() {
-            self.rop = Some(RopBuffers {
-                racts: self.acts.clone(),
-                rgrads: self.grads.clone(),
-                rcols: self.cols.clone(),
-                rrms: self.rms.clone(),
-            });
+    /// Allocates the R-operator buffers on first use (the R-gradients only when `grads`; the Gauss–Newton
+    /// product has none).
+    fn ensure_rop(&mut self, grads: bool) {
+        let r = self.rop.get_or_insert_with(|| RopBuffers {
+            racts: self.acts.clone(),
+            rgrads: Vec::new(),
+            rcols: self.cols.clone(),
+            rrms: self.rms.clone(),
+        });
+        if grads && r.rgrads.is_empty() {
+            r.rgrads = self.grads.clone();
         }
     }
 
-    /// Exact Hessian-vector product on the loaded batch: `hv += α Σ_n ∇²_θ ℓ_n · v` by the R-operator
-    /// (forward, loss gradient and backward are run here; max-pool's argmax is held fixed, as autograd does).
-    /// Returns `Σ_n ℓ_n`.
-    pub fn hvp(&mut self, theta: &[T], v: &[T], loss: Loss, hv: &mut [T], alpha: T) -> f64 {
-        self.forward(theta);
-        let total = self.loss_grad(loss);
-        self.backward(theta, None);
-        self.ensure_rop();
+    /// The forward R-pass `R{buffer} = d/dε buffer(θ + εv)|_{ε=0}` of every buffer into `r` (after forward).
+    fn r_forward(&self, theta: &[T], v: &[T], r: &mut RopBuffers<T>) {
         let b = self.batch;
         let par = self.par;
-        let mut r = self.rop.take().expect("ensured");
-        // R-forward.
         for (k, op) in self.prog.ops.iter().enumerate() {
             let (bx, by) = (self.prog.bufs[op.x], self.prog.bufs[op.y]);
             let ny = by.len() * b;
@@ -563,15 +559,50 @@ impl<T: Real> Tape<T> {
                 }
             }
         }
-        // R{∂f} = ∇²_f ℓ · R{f}.
+    }
+
+    /// `out ← ∇²_f ℓ_n · R{f_n}` per sample (`out` is an output-shaped buffer, `[d_out, B]`), from the forward pass
+    /// and the R-forward pass in `racts`.
+    fn output_hessian_times_rf(&self, loss: Loss, racts: &[Vec<T>], out: &mut [T]) {
+        let (b, o) = (self.batch, self.prog.output);
+        let d = self.prog.bufs[o].c;
+        let f = MatRef::from_row_major_slice(&self.acts[o][..d * b], d, b).transpose();
+        let rf = MatRef::from_row_major_slice(&racts[o][..d * b], d, b).transpose();
+        let rg = MatMut::from_row_major_slice_mut(&mut out[..d * b], d, b).transpose_mut();
+        loss.hessian_times_into(f, rf, rg);
+    }
+
+    /// Exact Gauss–Newton-vector product on the loaded batch: `gv += α Σ_n J_nᵀ ∇²_f ℓ_n J_n v`, `J_n = ∂f_n/∂θ`
+    /// (forward pass; `J_n v` by the forward R-pass; the loss Hessian at the output, [`Loss::hessian_times_into`];
+    /// then the plain backward pass of that output vector, which applies `J_nᵀ` and has no second-order term).
+    /// Max-pool's argmax is held fixed, as in [`Tape::hvp`]. Cost: a forward, an R-forward and a backward pass.
+    pub fn ggn_vp(&mut self, theta: &[T], v: &[T], loss: Loss, gv: &mut [T], alpha: T) {
+        self.forward(theta);
+        self.ensure_rop(false);
+        let mut r = self.rop.take().expect("ensured");
+        self.r_forward(theta, v, &mut r);
         let out = self.prog.output;
-        let d = self.prog.bufs[out].c;
-        {
-            let f = MatRef::from_row_major_slice(&self.acts[out][..d * b], d, b).transpose();
-            let rf = MatRef::from_row_major_slice(&r.racts[out][..d * b], d, b).transpose();
-            let rg = MatMut::from_row_major_slice_mut(&mut r.rgrads[out][..d * b], d, b).transpose_mut();
-            loss.hessian_times_into(f, rf, rg);
-        }
+        let mut g = std::mem::take(&mut self.grads[out]);
+        self.output_hessian_times_rf(loss, &r.racts, &mut g);
+        self.grads[out] = g;
+        self.rop = Some(r);
+        self.backward(theta, Some((gv, alpha)));
+    }
+
+    /// Exact Hessian-vector product on the loaded batch: `hv += α Σ_n ∇²_θ ℓ_n · v` by the R-operator
+    /// (forward, loss gradient and backward are run here; max-pool's argmax is held fixed, as autograd does).
+    /// Returns `Σ_n ℓ_n`.
+    pub fn hvp(&mut self, theta: &[T], v: &[T], loss: Loss, hv: &mut [T], alpha: T) -> f64 {
+        self.forward(theta);
+        let total = self.loss_grad(loss);
+        self.backward(theta, None);
+        self.ensure_rop(true);
+        let b = self.batch;
+        let par = self.par;
+        let mut r = self.rop.take().expect("ensured");
+        self.r_forward(theta, v, &mut r);
+        // R{∂f} = ∇²_f ℓ · R{f}.
+        self.output_hessian_times_rf(loss, &r.racts, &mut r.rgrads[self.prog.output]);
         // R-backward.
         for k in (0..self.prog.ops.len()).rev() {
             let op = &self.prog.ops[k];

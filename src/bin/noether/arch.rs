@@ -4,7 +4,7 @@
 use crate::sharpness::{largest_safe_lambda, print_orbit, Point};
 use anyhow::{bail, Context, Result};
 use noether::curvature::{
-    exact_trace, hutchinson_trace, lanczos_eigenvalues, LanczosOptions, LinearOperator, Sharpness,
+    exact_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions, LinearOperator, Sharpness,
 };
 use noether::data::load_dataset_shaped;
 use noether::equilibrium::net::{apply_joint, net_analysis, norm_equilibrium, NetAnalysis};
@@ -396,6 +396,8 @@ pub struct SharpnessRequest<'a> {
     pub seed: u64,
     /// HVPs in f32 (summed in f64).
     pub f32: bool,
+    /// The Hessian or the Gauss–Newton matrix.
+    pub curvature: Curvature,
     /// λ grid of `--orbit` and the `--generator` (default: the first symmetry).
     pub orbit: Option<(Vec<f64>, Option<&'a str>)>,
 }
@@ -406,7 +408,7 @@ struct SharpnessDoc {
     precision: &'static str,
     #[serde(flatten)]
     at_theta: Sharpness,
-    curvature: &'static str,
+    curvature: Curvature,
     orbit_generator: Option<String>,
     orbit: Option<Vec<Point>>,
 }
@@ -445,14 +447,14 @@ fn orbit_symmetry(arch: &NetArch, spec: Option<&str>) -> Result<DiagSymmetry> {
     })
 }
 
-/// Eigenvalues (and the trace) of the Hessian of `net` on `data`.
+/// Eigenvalues (and the trace) of the Hessian (or the Gauss–Newton matrix) of `net` on `data`.
 fn curvature_at<T: noether::Real>(
     net: &Net<T>,
     data: &Dataset<T>,
     loss: Loss,
     req: &SharpnessRequest,
 ) -> Result<Sharpness> {
-    let mut op = NetHessian::new(net, data, loss)?;
+    let mut op = NetHessian::with_curvature(net, data, loss, req.curvature)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
     let ev = lanczos_eigenvalues(&mut op, req.top, req.bottom, &req.lanczos, &mut rng)?;
     let p = net.arch.n_params();
@@ -552,7 +554,7 @@ pub fn sharpness(
     }
     let doc = SharpnessDoc {
         precision: if req.f32 { "f32" } else { "f64" },
-        curvature: "hessian",
+        curvature: req.curvature,
         at_theta,
         orbit_generator: orbit.as_ref().map(|(_, s)| s.label()),
         orbit: points,
@@ -565,7 +567,11 @@ pub fn sharpness(
     }
     let a = &doc.at_theta;
     let flag = if a.is_reliable() { "" } else { " (NOT CONVERGED: raise --max-iter)" };
-    writeln!(o, "top eigenvalues {:?}{flag}", a.top_eigenvalues)?;
+    let what = match req.curvature {
+        Curvature::Hessian => "Hessian",
+        Curvature::GaussNewton => "Gauss–Newton",
+    };
+    writeln!(o, "{what} top eigenvalues {:?}{flag}", a.top_eigenvalues)?;
     if let Some(b) = a.bottom_eigenvalue {
         writeln!(o, "min eigenvalue {b}")?;
     }

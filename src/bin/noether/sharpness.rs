@@ -1,4 +1,5 @@
-//! `noether sharpness`: top Hessian eigenvalues and trace, optionally along a symmetry orbit.
+//! `noether sharpness`: top eigenvalues and trace of the Hessian (or the Gauss–Newton matrix), optionally along a
+//! symmetry orbit.
 
 use crate::common::{ExportArgs, Global, ModelData, PrecisionArg};
 use crate::progress;
@@ -37,7 +38,7 @@ pub struct Args {
     /// Orbit generator: rescale:LAYER:UNIT, scale:LAYER or double_rotation:LAYER (B = I). Default: the model's first symmetry.
     #[arg(long)]
     generator: Option<String>,
-    /// Use the Gauss–Newton matrix instead of the Hessian.
+    /// Use the Gauss–Newton matrix G = (1/N) Σ_n J_nᵀ ∇²_f ℓ_n J_n (PSD) instead of the Hessian (both engines).
     #[arg(long)]
     gauss_newton: bool,
     /// Use a fixed random subset of this many samples (seeded by --seed).
@@ -52,8 +53,8 @@ pub struct Args {
     /// Lanczos iteration cap (memory: max_iter · P doubles).
     #[arg(long, default_value_t = 300)]
     max_iter: usize,
-    /// Float type of the Hessian-vector products: f64, or f32 summed in f64 (runs on the module-tree engine;
-    /// not with --gauss-newton).
+    /// Float type of the Hessian (or Gauss–Newton) vector products: f64, or f32 summed in f64 (runs on the
+    /// module-tree engine, a dense-chain file too).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
     precision: PrecisionArg,
     /// Samples per chunk of the HVP.
@@ -170,9 +171,6 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         Some(t) => Some(t),
         // A dense-chain file in f32 runs on the module-tree engine (the same function and θ layout).
         None if f32 => {
-            if args.gauss_newton {
-                bail!("--precision f32 does not apply to --gauss-newton (the Gauss–Newton products are f64 only)");
-            }
             let (model, data, loss) = args.md.load()?;
             let arch = noether::net::NetArch::from_dense(&model.arch)?;
             Some((noether::net::Net::from_params(arch, model.params.clone())?, data, loss))
@@ -181,9 +179,6 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     };
     if let Some((net, data, loss)) = tree {
         let exports = args.export.create()?;
-        if args.gauss_newton {
-            bail!("--gauss-newton is not available with an architecture yet (the Hessian is)");
-        }
         let data = match args.subset {
             Some(n) => noether::curvature::select_subset(&data, Subset::Random { n }, args.seed)
                 .map_err(|e| anyhow::anyhow!("--subset {n}: {e}"))?
@@ -208,6 +203,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
             lanczos: LanczosOptions { max_iter: args.max_iter, tol: args.tol },
             seed: args.seed,
             f32,
+            curvature: if args.gauss_newton { Curvature::GaussNewton } else { Curvature::Hessian },
             orbit,
         };
         let ok = crate::arch::sharpness(&net, &data, loss, &req, global, (&exports, &args), args.json)?;
