@@ -35,6 +35,9 @@ pub struct LanczosInfo {
     pub iterations: usize,
     /// Largest residual `‖A y − θ y‖` among the wanted Ritz pairs at the end.
     pub residual: f64,
+    /// The residual a pair must reach to count as converged: `tol · max|θ|` (Lanczos; the spectral-norm
+    /// estimate) or `tol · |ρ|` (power iteration).
+    pub threshold: f64,
     /// Whether every wanted pair met the tolerance (or the Krylov space reached dimension P).
     pub converged: bool,
     /// Operator products used (Hessian-vector products for a Hessian).
@@ -188,6 +191,7 @@ pub fn lanczos_eigenvalues<R: Rng>(
         result.info = LanczosInfo {
             iterations: m,
             residual: if full { 0.0 } else { worst },
+            threshold: opts.tol * scale,
             converged,
             hvps: op.products() - start_products,
         };
@@ -246,6 +250,7 @@ pub fn power_iteration<R: Rng>(
         info = LanczosInfo {
             iterations: it,
             residual: res,
+            threshold: opts.tol * rho.abs(),
             converged: res <= opts.tol * rho.abs(),
             hvps: op.products() - start_products,
         };

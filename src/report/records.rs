@@ -350,7 +350,7 @@ mod tests {
             trace_method: None,
             trace_stderr: None,
             trace_ci95: None,
-            lanczos: LanczosInfo { iterations: 1, residual: 0.0, converged: true, hvps: 1 },
+            lanczos: LanczosInfo { iterations: 1, residual: 0.0, threshold: 0.0, converged: true, hvps: 1 },
             hvps: 1,
             samples: 1,
             n_params: 1,

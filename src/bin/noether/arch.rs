@@ -580,8 +580,12 @@ pub fn sharpness(
     }
     writeln!(
         o,
-        "Lanczos: {} iterations, residual {:.1e}; {} HVPs in all",
-        a.lanczos.iterations, a.lanczos.residual, a.hvps
+        "Lanczos: {} iterations, residual {:.1e} (threshold {:.1e}); {} {} products in all",
+        a.lanczos.iterations,
+        a.lanczos.residual,
+        a.lanczos.threshold,
+        a.hvps,
+        if req.curvature == Curvature::Hessian { "Hessian-vector" } else { "Gauss–Newton-vector" }
     )?;
     if let (Some(label), Some(pts)) = (&doc.orbit_generator, &doc.orbit) {
         drop(o);

@@ -332,9 +332,10 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         println!("  λ_min {b:>14.6e}");
     }
     println!(
-        "  Lanczos: {} iterations, residual {:.2e}, {}",
+        "  Lanczos: {} iterations, residual {:.2e} (threshold {:.2e}), {}",
         s.lanczos.iterations,
         s.lanczos.residual,
+        s.lanczos.threshold,
         if s.lanczos.converged { "converged" } else { "NOT converged (raise --max-iter or --tol)" }
     );
     if let (Some(t), Some(m), Some(ci)) = (s.trace, s.trace_method, s.trace_ci95) {
@@ -344,7 +345,8 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
             println!("  trace  {t:>14.6e} ({}; 95% interval [{:.6e}, {:.6e}])", m.name(), ci[0], ci[1]);
         }
     }
-    println!("  {} Hessian-vector products", s.hvps);
+    let products = if args.gauss_newton { "Gauss–Newton-vector" } else { "Hessian-vector" };
+    println!("  {} {products} products", s.hvps);
     if let (Some((_, orbit)), Some(pts)) = (&orbit, &out.orbit) {
         print_orbit(&orbit.label(), pts);
     }
