@@ -10,6 +10,8 @@
 //!   reference cases through the library and the CLI, graph symmetries, the exact SGD identity, state_dict files).
 //! - `net_commands`: teleport's norm target, `--precision f32`, sharpness along an orbit and on a subset on module
 //!   trees, against vanishing charges, the dense engine and the loss's invariance.
+//! - `net_pairs`: double rotations of linear pairs on module trees (enumeration, invariance, moments vs the
+//!   brute-force loop and the dense engine, the CLI, the exact SGD identity).
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -33,6 +35,7 @@ mod gemm;
 mod idx;
 mod net;
 mod net_commands;
+mod net_pairs;
 mod noise;
 mod readme;
 mod reference;
