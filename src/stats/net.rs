@@ -96,6 +96,9 @@ pub fn net_moments<T: Real>(
     net_moments_with(net, data, loss, path, &GramSpec::default())
 }
 
+/// One op's (output-side, input-side) Gram sums, row-major (none where not requested).
+type GramSums = (Option<Vec<f64>>, Option<Vec<f64>>);
+
 /// One lane's sums of [`net_moments_with`].
 struct Lane<T> {
     total: f64,
@@ -104,7 +107,7 @@ struct Lane<T> {
     second: Vec<f64>,
     scratch: Vec<T>,
     /// Per op: (output-side, input-side) Gram sums, row-major.
-    grams: Vec<(Option<Vec<f64>>, Option<Vec<f64>>)>,
+    grams: Vec<GramSums>,
 }
 
 /// [`net_moments`] plus the Gram moments `grams` asks for (an unknown or non-linear module is an error naming
@@ -194,8 +197,7 @@ pub fn net_moments_with<T: Real>(
         },
     )?;
     let (mut total, mut mean, mut second) = (0.0, vec![0.0; p], vec![0.0; p]);
-    let mut sums: Vec<(Option<Vec<f64>>, Option<Vec<f64>>)> =
-        wanted.iter().map(|&(a, b)| (sized(a), sized(b))).collect();
+    let mut sums: Vec<GramSums> = wanted.iter().map(|&(a, b)| (sized(a), sized(b))).collect();
     for lane in lanes {
         total += lane.total;
         mean.iter_mut().zip(&lane.mean).for_each(|(a, b)| *a += b);
