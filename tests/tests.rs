@@ -12,6 +12,8 @@
 //!   trees, against vanishing charges, the dense engine and the loss's invariance.
 //! - `net_gauss_newton`: Gauss–Newton products on module trees against brute-force Jacobians (conv and residual
 //!   nets), symmetry and PSD, the dense engine, closed forms on linear nets, f32, and `sharpness --gauss-newton`.
+//! - `net_pairs`: double rotations of linear pairs on module trees (enumeration, invariance, moments vs the
+//!   brute-force loop and the dense engine, the CLI, the exact SGD identity).
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -36,6 +38,7 @@ mod idx;
 mod net;
 mod net_commands;
 mod net_gauss_newton;
+mod net_pairs;
 mod noise;
 mod readme;
 mod reference;

@@ -17,14 +17,21 @@ pub fn target_moments(m: &Moments, l: usize, time: Time) -> Result<(Mat<f64>, Ma
     let (ci, co) = (m.m_in(l, true)?, m.m_out(l, true)?);
     match time {
         Time::Continuous => Ok((ci, co)),
-        Time::Discrete { .. } => {
-            let (ui, uo) = (m.m_in(l, false)?, m.m_out(l, false)?);
-            let comb = |c: &Mat<f64>, u: &Mat<f64>| {
-                Mat::from_fn(c.nrows(), c.ncols(), |i, j| time.target(c[(i, j)], u[(i, j)]))
-            };
-            Ok((comb(&ci, &ui), comb(&co, &uo)))
-        }
+        Time::Discrete { .. } => Ok(target_pair((ci, co), (m.m_in(l, false)?, m.m_out(l, false)?), time)),
     }
+}
+
+/// The target `(M_in, M_out)` from their centred and uncentred values, entry by entry ([`Time::target`]):
+/// the centred ones in continuous time, `f·Σ/S + ḡḡᵀ` in discrete time. Shared by the dense chain and trees.
+pub fn target_pair(
+    centred: (Mat<f64>, Mat<f64>),
+    uncentred: (Mat<f64>, Mat<f64>),
+    time: Time,
+) -> (Mat<f64>, Mat<f64>) {
+    let comb = |c: &Mat<f64>, u: &Mat<f64>| {
+        Mat::from_fn(c.nrows(), c.ncols(), |i, j| time.target(c[(i, j)], u[(i, j)]))
+    };
+    (comb(&centred.0, &uncentred.0), comb(&centred.1, &uncentred.1))
 }
 
 /// Symmetric eigendecomposition `(U, s)` of a symmetric matrix (symmetrised first).

@@ -10,11 +10,15 @@
 //!   `F = A e^{−2Δ} + B e^{2Δ} + const`, minimised by `Δ = ¼ ln(A/B)`; sweeps until every step is below
 //!   round-off. Generators without a finite equilibrium (dead, one-sided noise, scale) are held at 0.
 
+use super::double_rotation::{balancing_matrix, target_pair};
 use super::rescale::equilibrium_lambda;
 use super::{scale, Equilibrium, Status, Time, NOISE_RTOL};
+use crate::error::{Error, Result};
 use crate::real::Real;
-use crate::stats::net::NetMoments;
+use crate::stats::net::{GramSpec, NetMoments};
 use crate::symmetry::channels::{DiagSymmetry, Family};
+use crate::symmetry::linear_pairs::LinearPair;
+use faer::Mat;
 use serde::Serialize;
 
 /// One symmetry's charge, noise and equilibrium.
@@ -46,6 +50,117 @@ pub struct NetSymmetryReport {
     pub lambda_star: Option<f64>,
     /// ok | dead | no_equilibrium | unbounded.
     pub status: Status,
+}
+
+/// One linear pair's double rotation (the fields of the dense chain's [`super::PairReport`], named by module):
+/// its `d × d` moments, geometric-mean solution and matrix charge.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NetPairReport {
+    /// State-dict prefix of the first linear (the writer of the rotated tensor).
+    pub module: String,
+    /// State-dict prefix of the second linear.
+    pub reader: String,
+    /// `M_in = E_c[G₁G₁ᵀ]` (centred), `G₁ = [∇W₁ | ∇b₁]`.
+    #[serde(rename = "M_in", serialize_with = "rows")]
+    pub m_in: Mat<f64>,
+    /// `M_out = E_c[G₂ᵀG₂]` (centred), `G₂ = ∇W₂`.
+    #[serde(rename = "M_out", serialize_with = "rows")]
+    pub m_out: Mat<f64>,
+    /// The SPD solution of `P M_out P = M_in` for the chosen target (null when none); teleport by `Q = P^{1/2}`.
+    #[serde(rename = "P", serialize_with = "opt_rows")]
+    pub p: Option<Mat<f64>>,
+    /// Matrix charge `W₁W₁ᵀ + b₁b₁ᵀ − W₂ᵀW₂`.
+    #[serde(serialize_with = "rows")]
+    pub matrix_charge: Mat<f64>,
+    /// `Tr[M_in − M_out]` = `Tr[AΣ]` of B = I (centred).
+    pub tr_a_sigma: f64,
+    /// `ok | dead | no_equilibrium`, with `rank` the dimension on which it was solved.
+    pub status: Status,
+    /// Dimension of the subspace carrying noise on both sides (= d when full rank).
+    pub rank: usize,
+}
+
+fn rows<S: serde::Serializer>(m: &Mat<f64>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    let r: Vec<Vec<f64>> = (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)]).collect()).collect();
+    r.serialize(s)
+}
+
+fn opt_rows<S: serde::Serializer>(m: &Option<Mat<f64>>, s: S) -> std::result::Result<S::Ok, S::Error> {
+    match m {
+        Some(m) => rows(m, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// The Gram moments the pairs' reports need: the output side of each first linear, the input side of each
+/// second one (pass it to [`crate::stats::net::net_moments_with`]).
+pub fn pair_grams(pairs: &[LinearPair]) -> GramSpec {
+    GramSpec {
+        delta: pairs.iter().map(|p| p.module.clone()).collect(),
+        input: pairs.iter().map(|p| p.reader.clone()).collect(),
+    }
+}
+
+/// `(M_in, M_out)` of a pair, centred (`Ḡ₁Ḡ₁ᵀ`, `Ḡ₂ᵀḠ₂` subtracted) or not, from the Gram moments of `m`
+/// (computed with [`pair_grams`]). Errors when they are missing.
+pub fn pair_moments(m: &NetMoments, pair: &LinearPair, centred: bool) -> Result<(Mat<f64>, Mat<f64>)> {
+    let missing = |side: &str, module: &str| {
+        Error::NoSymmetry(format!(
+            "the statistics pass did not compute the {side} Gram moments of `{module}` for the pair ({}, {}); \
+             pass `pair_grams` to `net_moments_with`",
+            pair.module, pair.reader
+        ))
+    };
+    let mi = m
+        .grams_of(&pair.module)
+        .and_then(|g| g.delta_gram.as_ref())
+        .ok_or_else(|| missing("output", &pair.module))?;
+    let mo = m
+        .grams_of(&pair.reader)
+        .and_then(|g| g.input_gram.as_ref())
+        .ok_or_else(|| missing("input", &pair.reader))?;
+    if !centred {
+        return Ok((mi.clone(), mo.clone()));
+    }
+    let gi = pair.layout.incoming_block(&m.mean_grad);
+    let go = pair.layout.outgoing_block(&m.mean_grad);
+    Ok((mi - &gi * gi.transpose(), mo - go.transpose() * &go))
+}
+
+/// The report of every linear pair at θ: centred moments, the geometric-mean solution of the target's
+/// `P M_out P = M_in` ([`balancing_matrix`], the dense chain's solve), the matrix charge and `Tr[AΣ]` of B = I.
+pub fn pair_reports<T: Real>(
+    m: &NetMoments,
+    theta: &[T],
+    pairs: &[LinearPair],
+    time: Time,
+) -> Result<Vec<NetPairReport>> {
+    let zero = NOISE_RTOL * m.trace_second_moment().max(f64::MIN_POSITIVE);
+    pairs
+        .iter()
+        .map(|pair| {
+            let (mi, mo) = pair_moments(m, pair, true)?;
+            let (ti, to) = match time {
+                Time::Continuous => (mi.clone(), mo.clone()),
+                Time::Discrete { .. } => {
+                    target_pair((mi.clone(), mo.clone()), pair_moments(m, pair, false)?, time)
+                }
+            };
+            let bal = balancing_matrix(&ti, &to, zero)?;
+            Ok(NetPairReport {
+                module: pair.module.clone(),
+                reader: pair.reader.clone(),
+                tr_a_sigma: (0..mi.nrows()).map(|i| mi[(i, i)] - mo[(i, i)]).sum(),
+                m_in: mi,
+                m_out: mo,
+                p: bal.p,
+                matrix_charge: pair.matrix_charge(theta),
+                status: bal.status,
+                rank: bal.rank,
+            })
+        })
+        .collect()
 }
 
 /// The joint equilibrium of every rescaling.

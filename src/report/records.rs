@@ -8,11 +8,12 @@
 
 use super::exporter::Record;
 use crate::curvature::{OrbitPoint, Sharpness};
-use crate::equilibrium::net::NetSymmetryReport;
+use crate::equilibrium::net::{NetPairReport, NetSymmetryReport};
 use crate::equilibrium::teleport::OrbitMove;
 use crate::equilibrium::{Analysis, Status};
 use crate::model::Architecture;
 use crate::symmetry::channels::{DiagSymmetry, Family};
+use crate::symmetry::linear_pairs::LinearPair;
 use crate::symmetry::{double_rotation, enumerate, rescale, scale, Symmetry};
 use serde::Serialize;
 
@@ -210,17 +211,20 @@ impl SymmetryRecord {
 
 /// One symmetry of a module tree (`symmetries`, `analyze` and `teleport` with an architecture): identified by
 /// `(family, module, unit)` as in the JSON output; the noise columns are null in `symmetries`, `lambda_moved`
-/// is null outside `teleport`.
+/// is null outside `teleport`. A linear pair's row (`double_rotation`, module = its first linear, unit null)
+/// carries, as the dense chain's rows do, `charge_fro` instead of `charge`, `Tr[AΣ]` of B = I and `rank`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct NetSymmetryRecord {
-    /// `rescale` or `scale`.
+    /// `rescale`, `scale` or `double_rotation`.
     pub family: &'static str,
     /// State-dict prefix of the symmetry's first writer.
     pub module: String,
     /// Channel or unit (rescale only).
     pub unit: Option<usize>,
-    /// Charge `θᵀAθ`.
-    pub charge: f64,
+    /// Charge `θᵀAθ` (null for a double rotation, whose charge is a matrix).
+    pub charge: Option<f64>,
+    /// Frobenius norm of the matrix charge `W₁W₁ᵀ + b₁b₁ᵀ − W₂ᵀW₂` (double rotation only).
+    pub charge_fro: Option<f64>,
     /// Entries with `a_k > 0`.
     pub n_in: usize,
     /// Entries with `a_k < 0`.
@@ -241,6 +245,8 @@ pub struct NetSymmetryRecord {
     pub lambda_moved: Option<f64>,
     /// Whether the joint solve of `analyze` or `teleport` reached its tolerance (the same on every row).
     pub joint_converged: Option<bool>,
+    /// Dimension of the noisy subspace the pair was solved on (double rotation in `analyze` only).
+    pub rank: Option<usize>,
 }
 
 impl Record for NetSymmetryRecord {
@@ -249,6 +255,7 @@ impl Record for NetSymmetryRecord {
         "module",
         "unit",
         "charge",
+        "charge_fro",
         "n_in",
         "n_out",
         "noise_in",
@@ -259,6 +266,7 @@ impl Record for NetSymmetryRecord {
         "status",
         "lambda_moved",
         "joint_converged",
+        "rank",
     ];
 }
 
@@ -270,7 +278,8 @@ impl NetSymmetryRecord {
             family: family_name(s.family),
             module: s.module.clone(),
             unit: s.unit,
-            charge: s.charge(theta),
+            charge: Some(s.charge(theta)),
+            charge_fro: None,
             n_in,
             n_out,
             noise_in: None,
@@ -281,6 +290,7 @@ impl NetSymmetryRecord {
             status: None,
             lambda_moved: None,
             joint_converged: None,
+            rank: None,
         }
     }
 
@@ -290,7 +300,8 @@ impl NetSymmetryRecord {
             family: family_name(r.family),
             module: r.module.clone(),
             unit: r.unit,
-            charge: r.charge,
+            charge: Some(r.charge),
+            charge_fro: None,
             n_in: r.n_in,
             n_out: r.n_out,
             noise_in: Some(r.noise_in),
@@ -301,6 +312,47 @@ impl NetSymmetryRecord {
             status: Some(r.status),
             lambda_moved: None,
             joint_converged: None,
+            rank: None,
+        }
+    }
+}
+
+impl NetSymmetryRecord {
+    /// A linear pair and its matrix charge at θ (the `symmetries` row).
+    pub fn of_pair(p: &LinearPair, theta: &[f64]) -> Self {
+        Self::pair_row(p, p.matrix_charge(theta).norm_l2())
+    }
+
+    fn pair_row(p: &LinearPair, charge_fro: f64) -> Self {
+        let (n_in, n_out) = p.counts();
+        NetSymmetryRecord {
+            family: "double_rotation",
+            module: p.module.clone(),
+            unit: None,
+            charge: None,
+            charge_fro: Some(charge_fro),
+            n_in,
+            n_out,
+            noise_in: None,
+            noise_out: None,
+            tr_a_sigma: None,
+            dc_dt_per_time: None,
+            lambda_star: None,
+            status: None,
+            lambda_moved: None,
+            joint_converged: None,
+            rank: None,
+        }
+    }
+
+    /// The `analyze` row of a pair's report (`Tr[AΣ]` and `dC/dt` of B = I); `flow = η/S`.
+    pub fn of_pair_report(p: &LinearPair, r: &NetPairReport, flow: f64) -> Self {
+        NetSymmetryRecord {
+            tr_a_sigma: Some(r.tr_a_sigma),
+            dc_dt_per_time: Some(flow * r.tr_a_sigma),
+            status: Some(r.status),
+            rank: Some(r.rank),
+            ..Self::pair_row(p, r.matrix_charge.norm_l2())
         }
     }
 }
@@ -377,7 +429,7 @@ mod tests {
             entries: vec![(0, 1.0), (3, -1.0)],
         };
         let row = NetSymmetryRecord::of_symmetry(&sym, &[1.0, 0.0, 0.0, 2.0]);
-        assert_eq!((row.charge, row.n_in, row.n_out), (-3.0, 1, 1));
+        assert_eq!((row.charge, row.n_in, row.n_out), (Some(-3.0), 1, 1));
         assert_columns(&row);
         assert_columns(&OrbitMove {
             symmetry: "rescale(l=0, j=0)".into(),

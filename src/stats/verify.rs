@@ -1,5 +1,5 @@
 //! Numerical verification that a generator is a symmetry of a model on a data set (a dense chain's
-//! [`Generator`], or a module tree's [`DiagSymmetry`]).
+//! [`Generator`], or a module tree's [`NetGenerator`]: a channel class or a linear pair).
 
 use super::per_sample_directional;
 use crate::data::Dataset;
@@ -8,8 +8,7 @@ use crate::loss::Loss;
 use crate::model::Model;
 use crate::net::Net;
 use crate::real::Real;
-use crate::symmetry::channels::DiagSymmetry;
-use crate::symmetry::Generator;
+use crate::symmetry::{Generator, NetGenerator};
 use serde::Serialize;
 
 /// What [`verify`] measured.
@@ -53,23 +52,22 @@ pub fn verify<T: Real>(
     })
 }
 
-/// [`verify`] for a module tree's diagonal generator: `max_n |ℓ_n(e^{λA}θ) − ℓ_n(θ)|` and
-/// `max_n |(Aθ)ᵀ∇ℓ_n(θ)|` (per-sample gradients one module at a time).
-pub fn verify_net<T: Real>(
+/// [`verify`] for a module tree's generator (a channel class's diagonal one or a linear pair's double
+/// rotation): `max_n |ℓ_n(e^{λA}θ) − ℓ_n(θ)|` and `max_n |(Aθ)ᵀ∇ℓ_n(θ)|` (per-sample gradients one module
+/// at a time).
+pub fn verify_net<T: Real, G: NetGenerator>(
     net: &Net<T>,
     data: &Dataset<T>,
     loss: Loss,
-    sym: &DiagSymmetry,
+    sym: &G,
     lambda: f64,
 ) -> Result<Verification> {
     let before = crate::net::per_sample_losses(net, data, loss)?;
     let mut moved = net.clone();
     sym.act_in_place(&mut moved.params, lambda);
     let after = crate::net::per_sample_losses(&moved, data, loss)?;
-    let mut a_theta = vec![0.0; net.params.len()];
-    for &(k, a) in &sym.entries {
-        a_theta[k] = a * net.params[k].to_f64();
-    }
+    let theta: Vec<f64> = net.params.iter().map(|v| v.to_f64()).collect();
+    let a_theta = sym.a_times(&theta);
     let (dots, norms) = super::net::per_sample_directional(net, data, loss, &a_theta)?;
     let a_norm = a_theta.iter().map(|v| v * v).sum::<f64>().sqrt();
     Ok(Verification {

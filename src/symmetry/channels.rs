@@ -75,6 +75,19 @@ impl DiagSymmetry {
     }
 }
 
+impl super::NetGenerator for DiagSymmetry {
+    fn act_in_place<T: Real>(&self, theta: &mut [T], lambda: f64) {
+        DiagSymmetry::act_in_place(self, theta, lambda)
+    }
+    fn a_times(&self, v: &[f64]) -> Vec<f64> {
+        let mut out = vec![0.0; v.len()];
+        for &(k, a) in &self.entries {
+            out[k] = a * v[k];
+        }
+        out
+    }
+}
+
 /// The θ entries of output channel `j` of a parameterised step (writer slice: `weight[j]`, `bias[j]`).
 fn writer_entries(step: &Step, j: usize, out: &mut Vec<(usize, f64)>) {
     let (w, per, bias) = match step {

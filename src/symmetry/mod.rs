@@ -8,11 +8,15 @@
 //!   `Q = e^{λB}`, B symmetric; `b_l` moves with `W_l`. Matrix charge `W_lW_lᵀ + b_lb_lᵀ − W_{l+1}ᵀW_{l+1}`.
 //! - [`scale`]: the block `(W_l, b_l)` of a layer followed by RMS normalisation; A = I on the block.
 //!
+//! Module trees: [`channels`] (rescaling and scale classes from the graph) and [`linear_pairs`] (double
+//! rotations of linear pairs from the graph, on the same [`double_rotation::PairLayout`] verbs).
+//!
 //! This module knows only θ and the architecture; the numerical check that a generator is a symmetry on data is
 //! [`crate::stats::verify`] (statistics sit above symmetries).
 
 pub mod channels;
 pub mod double_rotation;
+pub mod linear_pairs;
 pub mod rescale;
 pub mod scale;
 
@@ -21,6 +25,15 @@ use crate::model::Architecture;
 use crate::real::Real;
 use faer::Mat;
 use serde::Serialize;
+
+/// A generator A acting on a module tree's θ (a channel class's [`channels::DiagSymmetry`] or a linear pair's
+/// [`linear_pairs::PairGenerator`]): what [`crate::stats::verify_net`] needs.
+pub trait NetGenerator {
+    /// θ ← e^{λA}θ.
+    fn act_in_place<T: Real>(&self, theta: &mut [T], lambda: f64);
+    /// `A v` (v laid out like θ).
+    fn a_times(&self, v: &[f64]) -> Vec<f64>;
+}
 
 /// A symmetry family instance of a model, as listed by [`enumerate`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

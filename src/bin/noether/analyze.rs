@@ -94,10 +94,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         let exports = args.export.create()?;
         let time = time_of(args.time, args.batch_size, args.sampling, data.len())?;
         let bar = crate::progress::bar(1, "statistics pass", global);
-        let (_, a) = crate::arch::analysis(&net, &data, loss, time, args.precision == PrecisionArg::F32)?;
+        let a = crate::arch::analysis(&net, &data, loss, time, args.precision == PrecisionArg::F32)?;
         bar.finish_and_clear();
         crate::arch::analyze(&net, &data, &a, args.lr, args.batch_size, args.json, (&exports, &args))?;
-        return Ok(if a.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
+        return Ok(if a.diag.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let exports = args.export.create()?;
     let a = match args.precision {

@@ -7,13 +7,16 @@ use noether::curvature::{
     exact_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions, LinearOperator, Sharpness,
 };
 use noether::data::load_dataset_shaped;
-use noether::equilibrium::net::{apply_joint, net_analysis, norm_equilibrium, NetAnalysis};
+use noether::equilibrium::net::{
+    apply_joint, net_analysis, norm_equilibrium, pair_grams, pair_reports, NetAnalysis, NetPairReport,
+};
 use noether::equilibrium::{Status, Time};
 use noether::net::{load_net, save_net, Net, NetArch, NetHessian};
 use noether::report::exporter::Exports;
 use noether::report::records::{NetSymmetryRecord, SharpnessRecord};
-use noether::stats::net::{net_moments, MomentPath};
+use noether::stats::net::{net_moments_with, GramSpec, MomentPath};
 use noether::symmetry::channels::{enumerate, DiagSymmetry, Family};
+use noether::symmetry::linear_pairs::{pairs, LinearPair};
 use noether::{Dataset, Loss};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -61,41 +64,84 @@ pub fn load_data(net: &Net<f64>, path: &Path, loss: Loss) -> Result<Dataset<f64>
 /// One symmetry of `noether symmetries --json` on a module tree.
 #[derive(Serialize)]
 struct SymEntry<'a> {
-    family: Family,
+    /// `rescale`, `scale` or `double_rotation`.
+    family: &'static str,
     module: &'a str,
     unit: Option<usize>,
-    charge: f64,
-    writers: &'a [String],
-    readers: &'a [String],
+    /// A number for rescale and scale; the d×d matrix charge `W₁W₁ᵀ + b₁b₁ᵀ − W₂ᵀW₂` as rows for a double
+    /// rotation (as for a dense chain).
+    charge: serde_json::Value,
+    /// Frobenius norm of the matrix charge (double rotation only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    charge_fro: Option<f64>,
+    writers: Vec<&'a str>,
+    readers: Vec<&'a str>,
     n_in: usize,
     n_out: usize,
 }
 
-/// `noether symmetries` on a module tree.
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn family_str(f: Family) -> &'static str {
+    if f == Family::Rescale {
+        "rescale"
+    } else {
+        "scale"
+    }
+}
+
+fn mat_rows(m: &faer::Mat<f64>) -> serde_json::Value {
+    let rows: Vec<Vec<f64>> = (0..m.nrows()).map(|i| (0..m.ncols()).map(|j| m[(i, j)]).collect()).collect();
+    serde_json::json!(rows)
+}
+
+/// `noether symmetries` on a module tree: channel classes, scale blocks, then linear pairs.
 pub fn symmetries(net: &Net<f64>, json: bool, (exports, config): (&Exports, &impl Serialize)) -> Result<()> {
     let syms = enumerate(&net.arch);
-    let records: Vec<NetSymmetryRecord> =
-        syms.iter().map(|s| NetSymmetryRecord::of_symmetry(s, &net.params)).collect();
+    let prs = pairs(&net.arch);
+    let records: Vec<NetSymmetryRecord> = syms
+        .iter()
+        .map(|s| NetSymmetryRecord::of_symmetry(s, &net.params))
+        .chain(prs.iter().map(|p| NetSymmetryRecord::of_pair(p, &net.params)))
+        .collect();
     crate::common::export(exports, "symmetries", config, None, &records)?;
     if exports.to_stdout() {
         return Ok(());
     }
-    let entries: Vec<SymEntry> = syms
+    let mut entries: Vec<SymEntry> = syms
         .iter()
         .map(|s| {
             let (n_in, n_out) = s.counts();
             SymEntry {
-                family: s.family,
+                family: family_str(s.family),
                 module: &s.module,
                 unit: s.unit,
-                charge: s.charge(&net.params),
-                writers: &s.writers,
-                readers: &s.readers,
+                charge: s.charge(&net.params).into(),
+                charge_fro: None,
+                writers: strs(&s.writers),
+                readers: strs(&s.readers),
                 n_in,
                 n_out,
             }
         })
         .collect();
+    for p in &prs {
+        let (n_in, n_out) = p.counts();
+        let m = p.matrix_charge(&net.params);
+        entries.push(SymEntry {
+            family: "double_rotation",
+            module: &p.module,
+            unit: None,
+            charge: mat_rows(&m),
+            charge_fro: Some(m.norm_l2()),
+            writers: vec![&p.module],
+            readers: vec![&p.reader],
+            n_in,
+            n_out,
+        });
+    }
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "symmetries": entries }))?;
@@ -109,15 +155,18 @@ pub fn symmetries(net: &Net<f64>, json: bool, (exports, config): (&Exports, &imp
         net.arch.n_params(),
         entries.len()
     )?;
-    writeln!(out, "{:<8} {:<14} {:>5} {:>14}  writers → readers", "family", "module", "unit", "charge")?;
+    writeln!(out, "{:<15} {:<14} {:>5} {:>16}  writers → readers", "family", "module", "unit", "charge")?;
     for e in &entries {
-        let fam = if e.family == Family::Rescale { "rescale" } else { "scale" };
         let unit = e.unit.map_or("-".into(), |u| u.to_string());
+        let charge = match e.charge_fro {
+            Some(f) => format!("‖·‖_F {f:.6e}"),
+            None => format!("{:.6e}", e.charge.as_f64().unwrap_or(f64::NAN)),
+        };
         writeln!(
             out,
-            "{fam:<8} {:<14} {unit:>5} {:>14.6e}  {} → {}",
+            "{:<15} {:<14} {unit:>5} {charge:>16}  {} → {}",
+            e.family,
             e.module,
-            e.charge,
             e.writers.join(" "),
             e.readers.join(" ")
         )?;
@@ -155,36 +204,58 @@ struct AnalyzeDoc<'a> {
     lr: f64,
     batch_size: usize,
     neurons: Vec<Neuron<'a>>,
+    /// Double rotation of every linear pair (the dense chain's `pairs` fields, named by module).
+    pairs: &'a [NetPairReport],
     joint_equilibrium: &'a noether::equilibrium::net::NetJoint,
 }
 
-/// The moments and the analysis of `net` on `data`; `f32`: the pass computes in f32 (moments accumulated in f64).
+/// What `analyze` computes on a module tree: the diagonal symmetries' analysis and the linear pairs' reports.
+pub struct TreeAnalysis {
+    /// Rescaling and scale classes.
+    pub diag: NetAnalysis,
+    /// The linear pairs, in state_dict order.
+    pub pairs: Vec<LinearPair>,
+    /// One report per pair.
+    pub pair_reports: Vec<NetPairReport>,
+}
+
+/// The moments and the analysis of `net` on `data` (channel classes, scale blocks and linear pairs); `f32`: the
+/// pass computes in f32 (moments accumulated in f64).
 pub fn analysis(
     net: &Net<f64>,
     data: &Dataset<f64>,
     loss: Loss,
     time: Time,
     f32: bool,
-) -> Result<(Vec<DiagSymmetry>, NetAnalysis)> {
-    let m = moments(net, data, loss, f32)?;
+) -> Result<TreeAnalysis> {
+    let prs = pairs(&net.arch);
+    let m = moments(net, data, loss, f32, &pair_grams(&prs))?;
     let syms = enumerate(&net.arch);
-    let a = net_analysis(&m, &net.params, &syms, time);
-    Ok((syms, a))
+    let diag = net_analysis(&m, &net.params, &syms, time);
+    let pair_reports = pair_reports(&m, &net.params, &prs, time).context("the linear pairs' equilibria")?;
+    Ok(TreeAnalysis { diag, pairs: prs, pair_reports })
 }
 
 /// `noether analyze` on a module tree.
 pub fn analyze(
     net: &Net<f64>,
     data: &Dataset<f64>,
-    a: &NetAnalysis,
+    t: &TreeAnalysis,
     lr: f64,
     batch_size: usize,
     json: bool,
     (exports, config): (&Exports, &impl Serialize),
 ) -> Result<()> {
+    let a = &t.diag;
     let flow = lr / batch_size as f64;
-    let records: Vec<NetSymmetryRecord> =
-        a.symmetries.iter().map(|r| NetSymmetryRecord::of_report(r, flow)).collect();
+    let records: Vec<NetSymmetryRecord> = a
+        .symmetries
+        .iter()
+        .map(|r| NetSymmetryRecord::of_report(r, flow))
+        .chain(
+            t.pairs.iter().zip(&t.pair_reports).map(|(p, r)| NetSymmetryRecord::of_pair_report(p, r, flow)),
+        )
+        .collect();
     crate::common::export(exports, "analyze", config, None, &records)?;
     if exports.to_stdout() {
         return Ok(());
@@ -218,6 +289,7 @@ pub fn analyze(
         lr,
         batch_size,
         neurons,
+        pairs: &t.pair_reports,
         joint_equilibrium: &a.joint,
     };
     let mut out = std::io::stdout().lock();
@@ -256,6 +328,28 @@ pub fn analyze(
             n.lambda_star.map_or("—".into(), |x| format!("{x:+.4}")),
         )?;
     }
+    if !t.pair_reports.is_empty() {
+        writeln!(
+            out,
+            "\n{:<16} {:<14} {:>11} {:>11} {:>11} {:>11} {:>5} {:>14}",
+            "double_rotation", "reader", "‖C‖_F", "Tr M_in", "Tr M_out", "Tr[AΣ]", "rank", "status"
+        )?;
+        for r in &t.pair_reports {
+            let st = serde_json::to_value(r.status)?.as_str().unwrap_or("").to_string();
+            let tr = |m: &faer::Mat<f64>| (0..m.nrows()).map(|i| m[(i, i)]).sum::<f64>();
+            writeln!(
+                out,
+                "{:<16} {:<14} {:>11.4e} {:>11.4e} {:>11.4e} {:>11.3e} {:>5} {st:>14}",
+                r.module,
+                r.reader,
+                r.matrix_charge.norm_l2(),
+                tr(&r.m_in),
+                tr(&r.m_out),
+                r.tr_a_sigma,
+                r.rank
+            )?;
+        }
+    }
     let j = &a.joint;
     let maxl = j.lambda.iter().map(|v| v.abs()).fold(0.0, f64::max);
     writeln!(
@@ -292,11 +386,12 @@ fn moments(
     data: &Dataset<f64>,
     loss: Loss,
     f32: bool,
+    grams: &GramSpec,
 ) -> Result<noether::stats::net::NetMoments> {
     if f32 {
-        net_moments(&net.cast::<f32>(), &data.cast::<f32>(), loss, MomentPath::Auto)
+        net_moments_with(&net.cast::<f32>(), &data.cast::<f32>(), loss, MomentPath::Auto, grams)
     } else {
-        net_moments(net, data, loss, MomentPath::Auto)
+        net_moments_with(net, data, loss, MomentPath::Auto, grams)
     }
     .context("the statistics pass")
 }
@@ -316,7 +411,7 @@ pub fn teleport(
     (exports, config): (&Exports, &impl Serialize),
 ) -> Result<bool> {
     let syms = enumerate(&net.arch);
-    let before = moments(net, data, loss, f32)?;
+    let before = moments(net, data, loss, f32, &GramSpec::default())?;
     let (joint, mut records): (_, Vec<NetSymmetryRecord>) = match target {
         Some(time) => {
             let a = net_analysis(&before, &net.params, &syms, time);
@@ -339,7 +434,7 @@ pub fn teleport(
     let lb = noether::net::per_sample_losses(net, data, loss)?;
     let la = noether::net::per_sample_losses(&moved, data, loss)?;
     let dl = lb.iter().zip(&la).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    let after = moments(&moved, data, loss, f32)?;
+    let after = moments(&moved, data, loss, f32, &GramSpec::default())?;
     save_net::<f64, f64>(&moved, out).with_context(|| format!("writing {}", out.display()))?;
     crate::common::export(exports, "teleport", config, None, &records)?;
     if exports.to_stdout() {

@@ -184,4 +184,46 @@ impl Linear {
             *o += ds * (xs + bias);
         }
     }
+
+    /// Quadratic-form path of the `d × d` Gram moments of a linear pair (DESIGN.md §1): with the per-sample
+    /// gradient `G_n = [δ_nx_nᵀ | δ_n]` and `s_n = ‖x_n‖² + [bias]`, adds `Σ_n G_nG_nᵀ = Σ_n s_n δ_nδ_nᵀ`
+    /// (`[d_out, d_out]`, row-major) to `delta_gram` and `Σ_n (δ_nx_nᵀ)ᵀ(δ_nx_nᵀ) = Σ_n ‖δ_n‖² x_nx_nᵀ`
+    /// (`[d_in, d_in]`, weight only) to `input_gram`, each when given. One `[d, B] × [B, d]` GEMM in T each;
+    /// the chunk's sums are accumulated in f64.
+    pub fn gram_moments_into<T: Real>(
+        &self,
+        x: &[T],
+        dy: &[T],
+        b: usize,
+        delta_gram: Option<&mut [f64]>,
+        input_gram: Option<&mut [f64]>,
+        par: Par,
+    ) {
+        let sq = |m: &[T], rows: usize, n: usize| {
+            (0..rows).fold(T::zero(), |a, r| a + m[r * b + n] * m[r * b + n])
+        };
+        let one = if self.bias.is_some() { T::one() } else { T::zero() };
+        // `Σ_n w_n m_n m_nᵀ` for the columns m_n of the [rows, B] matrix m: (m diag(w)) mᵀ.
+        let weighted = |m: &[T], rows: usize, w: &[T], out: &mut [f64]| {
+            let scaled: Vec<T> = (0..rows * b).map(|k| m[k] * w[k % b]).collect();
+            let mut g = vec![T::zero(); rows * rows];
+            gemm_par(
+                rm_mut(&mut g, rows, rows),
+                false,
+                rm(&scaled, rows, b),
+                rm(m, rows, b).transpose(),
+                T::one(),
+                par,
+            );
+            out.iter_mut().zip(&g).for_each(|(o, v)| *o += v.to_f64());
+        };
+        if let Some(out) = delta_gram {
+            let s: Vec<T> = (0..b).map(|n| sq(x, self.d_in, n) + one).collect();
+            weighted(dy, self.d_out, &s, out);
+        }
+        if let Some(out) = input_gram {
+            let w: Vec<T> = (0..b).map(|n| sq(dy, self.d_out, n)).collect();
+            weighted(x, self.d_in, &w, out);
+        }
+    }
 }
