@@ -95,12 +95,73 @@ fn run<T: Real>(n: usize) {
     }
 }
 
+fn kinds<T: Real>() {
+    let b = 1024usize;
+    let (din, dout) = (1024usize, 1024usize);
+    let v = |k: usize| T::from_f64(((k * 7919) % 1013) as f64 * 1e-3);
+    let w: Vec<T> = (0..din * dout).map(v).collect();
+    let mut g: Vec<T> = vec![T::zero(); din * dout];
+    let x = Mat::<T>::from_fn(b, din, |r, c| v(r * din + c));
+    let d = Mat::<T>::from_fn(b, dout, |r, c| v(r * 3 + c));
+    let mut z = Mat::<T>::zeros(b, dout);
+    let mut dx = Mat::<T>::zeros(b, din);
+    let mut e = Mat::<T>::zeros(dout, din);
+    let f = 2.0 * (b * din * dout) as f64;
+    let time = |name: &str, run: &mut dyn FnMut()| {
+        run();
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let t = Instant::now();
+            run();
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("  {name:<34} {:.1} GFLOP/s (one core)", f / best / 1e9);
+    };
+    let wr = MatRef::from_row_major_slice(&w, dout, din);
+    time("forward Z = X·Wᵀ", &mut || {
+        gemm_par(z.as_mut(), false, x.as_ref(), wr.transpose(), T::one(), Par::Seq)
+    });
+    time("weight grad G(row-major) = Δᵀ·X", &mut || {
+        gemm_par(
+            MatMut::from_row_major_slice_mut(&mut g, dout, din),
+            false,
+            d.as_ref().transpose(),
+            x.as_ref(),
+            T::one(),
+            Par::Seq,
+        )
+    });
+    time("input grad ΔX = Δ·W", &mut || gemm_par(dx.as_mut(), false, d.as_ref(), wr, T::one(), Par::Seq));
+    time("input grad, transposed: ΔXᵀ = Wᵀ·Δᵀ", &mut || {
+        gemm_par(
+            dx.as_mut().transpose_mut(),
+            false,
+            wr.transpose(),
+            d.as_ref().transpose(),
+            T::one(),
+            Par::Seq,
+        )
+    });
+    let wc = Mat::<T>::from_fn(dout, din, |i, j| wr[(i, j)]);
+    time("input grad, W col-major copy", &mut || {
+        gemm_par(dx.as_mut(), false, d.as_ref(), wc.as_ref(), T::one(), Par::Seq)
+    });
+    time("element E(col-major) += Δᵀ·X", &mut || {
+        gemm_par(e.as_mut(), true, d.as_ref().transpose(), x.as_ref(), T::one(), Par::Seq)
+    });
+    time("square C = A·B (all col-major)", &mut || {
+        gemm_par(e.as_mut(), false, x.as_ref(), d.as_ref(), T::one(), Par::Seq)
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n = args.iter().find_map(|a| a.parse().ok()).unwrap_or(12_000);
     if args.iter().any(|a| a == "f32") {
+        kinds::<f32>();
         run::<f32>(n)
     } else {
+        kinds::<f64>();
         run::<f64>(n)
     }
 }
