@@ -7,6 +7,23 @@ pub fn noether(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_noether")).args(args).output().expect("run noether")
 }
 
+/// Runs noether, asserts exit 0 (showing stderr otherwise) and parses its stdout as JSON.
+pub fn run_json(args: &[&str]) -> serde_json::Value {
+    let o = noether(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A JSON number as f64, or a panic naming the value.
+pub fn json_f64(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// `|a − b| / |b|` (b's magnitude floored at 1e-300).
+pub fn rel(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-300)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

@@ -2,6 +2,7 @@
 //! moments against the brute-force per-sample loop (both paths), the `cnn_*` reference cases, invariance of
 //! every enumerated generator, a negative control, the exact SGD identity, and state_dict files.
 
+use crate::cli::run_json;
 use faer::Mat;
 use noether::curvature::{dense_matrix, LinearOperator};
 use noether::data::{load_dataset_shaped, Dataset, Targets};
@@ -623,12 +624,6 @@ fn bad_architectures_name_the_module() {
 }
 
 // ---------- through the CLI ----------
-
-fn run_json(args: &[&str]) -> Value {
-    let o = crate::cli::noether(args);
-    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
 
 #[test]
 fn cnn_reference_cases_through_the_cli() {

@@ -2,23 +2,10 @@
 //! and sharpness, sharpness along an orbit and on a subset, each against an independent computation (the charges
 //! that must vanish, the dense-chain engine on the same function, the invariance of the loss along the orbit).
 
+use crate::cli::{json_f64 as f, rel, run_json};
 use crate::net::ref_dir;
 use noether::Loss;
 use serde_json::Value;
-
-fn run_json(args: &[&str]) -> Value {
-    let o = crate::cli::noether(args);
-    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
-}
 
 struct Case {
     m: String,

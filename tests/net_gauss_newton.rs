@@ -4,6 +4,7 @@
 //! same function, closed forms on linear nets (G = H where the residual term vanishes), f32 against f64, and
 //! `noether sharpness --gauss-newton --arch` end to end.
 
+use crate::cli::{json_f64 as f, rel, run_json};
 use crate::net::{data_for, net_for, KINDS_ARCH, MLP_ARCH, RESIDUAL_ARCH};
 use faer::Mat;
 use noether::curvature::{lanczos_eigenvalues, Curvature, HvpOptions, LanczosOptions, LinearOperator};
@@ -283,20 +284,6 @@ fn tree_gauss_newton_in_f32_agrees_with_f64() {
         eprintln!("{loss:?}: Gauss–Newton λ_max f64 {a} f32 {b}: rel {r:.2e}");
         assert!(r < 1e-5 && a != b, "{loss:?}: f32 {b} vs f64 {a} ({r:e})");
     }
-}
-
-fn run_json(args: &[&str]) -> Value {
-    let o = crate::cli::noether(args);
-    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
-
-fn rel(a: f64, b: f64) -> f64 {
-    (a - b).abs() / b.abs().max(1e-300)
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! against the brute-force per-sample loop, the dense engine on the same MLP (library and CLI), and the exact
 //! SGD identity `C_{t+1} − C_t = η²ĝᵀAĝ` for random symmetric directions.
 
+use crate::cli::run_json;
 use crate::net::{data_for, net_for};
 use faer::Mat;
 use noether::dynamics::{Method, TrainConfig, TrainData, Trainer};
@@ -339,12 +340,6 @@ fn pair_reports_agree_with_the_dense_engine() {
             assert_eq!((tr.status, tr.rank), (dr.status, dr.rank));
         }
     }
-}
-
-fn run_json(args: &[&str]) -> Value {
-    let o = crate::cli::noether(args);
-    assert!(o.status.success(), "{args:?}: {}", crate::cli::stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn flat(v: &Value) -> Vec<f64> {
