@@ -159,3 +159,34 @@ pub fn direction_equilibrium(b: &Mat<f64>, m_in: &Mat<f64>, m_out: &Mat<f64>, ze
     }
     spectral_lambda(&terms, zero)
 }
+
+/// The Frobenius norm.
+pub fn frob(m: &Mat<f64>) -> f64 {
+    let mut s = 0.0;
+    for j in 0..m.ncols() {
+        for i in 0..m.nrows() {
+            s += m[(i, j)] * m[(i, j)];
+        }
+    }
+    s.sqrt()
+}
+
+/// The relative residual of one pair: `‖M_in − M_out‖_F / ‖M_in + M_out‖_F` on the two-sided subspace.
+pub fn pair_residual(mi: &Mat<f64>, mo: &Mat<f64>, zero: f64) -> f64 {
+    let Ok(bal) = balancing_matrix(mi, mo, zero) else { return f64::INFINITY };
+    if bal.rank == 0 {
+        return 0.0;
+    }
+    let (mi, mo) = if bal.rank < mi.nrows() {
+        let uv = two_sided_basis(mi, mo);
+        (uv.transpose() * mi * &uv, uv.transpose() * mo * &uv)
+    } else {
+        (mi.clone(), mo.clone())
+    };
+    let s = frob(&(&mi + &mo));
+    if s > zero {
+        frob(&(&mi - &mo)) / s
+    } else {
+        0.0
+    }
+}

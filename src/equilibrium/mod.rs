@@ -12,6 +12,7 @@
 
 pub mod double_rotation;
 pub mod net;
+pub mod net_teleport;
 pub mod rescale;
 pub mod scale;
 pub mod teleport;

@@ -128,6 +128,16 @@ pub fn pair_moments(m: &NetMoments, pair: &LinearPair, centred: bool) -> Result<
     Ok((mi - &gi * gi.transpose(), mo - go.transpose() * &go))
 }
 
+/// The `(M_in, M_out)` a pair's rotation balances for the noise target: centred (continuous time) or
+/// `f·Σ/S + ḡḡᵀ` (discrete time).
+pub fn pair_targets(m: &NetMoments, pair: &LinearPair, time: Time) -> Result<(Mat<f64>, Mat<f64>)> {
+    let centred = pair_moments(m, pair, true)?;
+    match time {
+        Time::Continuous => Ok(centred),
+        Time::Discrete { .. } => Ok(target_pair(centred, pair_moments(m, pair, false)?, time)),
+    }
+}
+
 /// The report of every linear pair at θ: centred moments, the geometric-mean solution of the target's
 /// `P M_out P = M_in` ([`balancing_matrix`], the dense chain's solve), the matrix charge and `Tr[AΣ]` of B = I.
 pub fn pair_reports<T: Real>(
@@ -141,12 +151,7 @@ pub fn pair_reports<T: Real>(
         .iter()
         .map(|pair| {
             let (mi, mo) = pair_moments(m, pair, true)?;
-            let (ti, to) = match time {
-                Time::Continuous => (mi.clone(), mo.clone()),
-                Time::Discrete { .. } => {
-                    target_pair((mi.clone(), mo.clone()), pair_moments(m, pair, false)?, time)
-                }
-            };
+            let (ti, to) = pair_targets(m, pair, time)?;
             let bal = balancing_matrix(&ti, &to, zero)?;
             Ok(NetPairReport {
                 module: pair.module.clone(),

@@ -6,7 +6,7 @@
 //! needs fresh moments because rotations mix units. Sweeps repeat (block-coordinate descent of the target
 //! trace, which decreases at every block step) until every orbit's relative residual is below `tol`.
 
-use super::double_rotation::{balancing_matrix, sqrt_pair, sym_eigen, target_moments, two_sided_basis};
+use super::double_rotation::{balancing_matrix, pair_residual, sqrt_pair, sym_eigen, target_moments};
 use super::rescale::{apply_in_place, DiagProblem};
 use super::{Status, Time, NOISE_RTOL};
 use crate::data::Dataset;
@@ -97,16 +97,6 @@ pub struct TeleportReport {
     pub notes: Vec<String>,
 }
 
-fn frob(m: &Mat<f64>) -> f64 {
-    let mut s = 0.0;
-    for j in 0..m.ncols() {
-        for i in 0..m.nrows() {
-            s += m[(i, j)] * m[(i, j)];
-        }
-    }
-    s.sqrt()
-}
-
 /// The quantities each block balances at the current point: per rescale unit (a, b) and per pair (M_in, M_out),
 /// for the noise target from moments, for the norm target from θ (roles swapped: norms move opposite to noise).
 struct Balance {
@@ -162,21 +152,7 @@ fn residual(b: &Balance, zero: f64) -> f64 {
         }
     }
     for (_, mi, mo) in &b.pairs {
-        // Only the two-sided subspace V can balance: measure U_Vᵀ(M_in − M_out)U_V.
-        let Ok(bal) = balancing_matrix(mi, mo, zero) else { return f64::INFINITY };
-        if bal.rank == 0 {
-            continue;
-        }
-        let (mi, mo) = if bal.rank < mi.nrows() {
-            let uv = two_sided_basis(mi, mo);
-            (uv.transpose() * mi * &uv, uv.transpose() * mo * &uv)
-        } else {
-            (mi.clone(), mo.clone())
-        };
-        let s = frob(&(&mi + &mo));
-        if s > zero {
-            r = r.max(frob(&(&mi - &mo)) / s);
-        }
+        r = r.max(pair_residual(mi, mo, zero));
     }
     r
 }

@@ -7,9 +7,9 @@ use noether::curvature::{
     exact_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions, LinearOperator, Sharpness,
 };
 use noether::data::load_dataset_shaped;
-use noether::equilibrium::net::{
-    apply_joint, net_analysis, norm_equilibrium, pair_grams, pair_reports, NetAnalysis, NetPairReport,
-};
+use noether::equilibrium::net::{net_analysis, pair_grams, pair_reports, NetAnalysis, NetPairReport};
+use noether::equilibrium::net_teleport::{net_teleport, NetTeleportOptions};
+use noether::equilibrium::teleport::TeleportTarget;
 use noether::equilibrium::{Status, Time};
 use noether::net::{load_net, save_net, Net, NetArch, NetHessian};
 use noether::report::exporter::Exports;
@@ -376,8 +376,15 @@ struct TeleportDoc<'a> {
     param_norm_sq_before: f64,
     param_norm_sq_after: f64,
     max_abs_loss_change_per_sample: f64,
-    /// The solve: for `noise` the target moments, for `norm` θ_k² (see `norm_equilibrium`).
+    /// Largest relative residual over the moved orbits at θ*, the sweeps and whether it reached `--tol`.
+    max_rel_residual: f64,
+    sweeps: usize,
+    converged: bool,
+    /// The rescaling classes (for `noise` the target moments, for `norm` θ_k²; see `NetTeleport::joint`).
     joint_equilibrium: &'a noether::equilibrium::net::NetJoint,
+    /// How far each linear pair was rotated.
+    pairs: &'a [noether::equilibrium::net_teleport::NetPairMove],
+    notes: &'a [String],
 }
 
 /// The statistics pass of `net` on `data`, in f32 (moments accumulated in f64) when `f32`.
@@ -396,9 +403,11 @@ fn moments(
     .context("the statistics pass")
 }
 
-/// `noether teleport` on a module tree: the joint rescaling equilibrium (`target` = the clock of the noise
-/// target) or, for `target = None`, the least-norm point of the same orbits; written under the same tensor names
-/// (float64, with the architecture in the metadata). Returns whether the solve converged.
+/// `noether teleport` on a module tree: every rescaling class and linear pair moved to the noise equilibrium
+/// (`target` = the clock of the noise target) or, for `target = None`, to the least-norm point of the same
+/// orbits ([`net_teleport`]); written under the same tensor names (float64, with the architecture in the
+/// metadata). `f32`: the passes compute in f32 (moments accumulated in f64) and the f64 parameters move.
+/// Returns whether the descent reached `tol` (raised to 1000·ε of f32 for an f32 pass).
 #[allow(clippy::too_many_arguments)]
 pub fn teleport(
     net: &Net<f64>,
@@ -406,39 +415,56 @@ pub fn teleport(
     loss: Loss,
     target: Option<Time>,
     f32: bool,
+    tol: f64,
     out: &Path,
     json: bool,
     (exports, config): (&Exports, &impl Serialize),
+    global: &crate::common::Global,
 ) -> Result<bool> {
     let syms = enumerate(&net.arch);
-    let before = moments(net, data, loss, f32, &GramSpec::default())?;
-    let (joint, mut records): (_, Vec<NetSymmetryRecord>) = match target {
-        Some(time) => {
-            let a = net_analysis(&before, &net.params, &syms, time);
-            let rows = a.symmetries.iter().map(|r| NetSymmetryRecord::of_report(r, 0.0)).collect();
-            (a.joint, rows)
-        }
-        None => {
-            let rows = syms.iter().map(|s| NetSymmetryRecord::of_symmetry(s, &net.params)).collect();
-            (norm_equilibrium(&net.params, &syms, 100_000), rows)
-        }
+    let prs = pairs(&net.arch);
+    let grams = pair_grams(&prs);
+    let opts = NetTeleportOptions {
+        target: target.map_or(TeleportTarget::Norm, TeleportTarget::Noise),
+        tol: if f32 { tol.max(1000.0 * f32::EPSILON as f64) } else { tol },
+        ..Default::default()
     };
-    for (r, &l) in records.iter_mut().zip(&joint.lambda) {
+    let bar = crate::progress::bar(1, "teleporting", global);
+    let data32 = f32.then(|| data.cast::<f32>());
+    let pass = |cur: &Net<f64>| match &data32 {
+        Some(d) => net_moments_with(&cur.cast::<f32>(), d, loss, MomentPath::Auto, &grams),
+        None => net_moments_with(cur, data, loss, MomentPath::Auto, &grams),
+    };
+    let (moved, rep, before, after) = net_teleport(net, &opts, pass).context("teleporting the model")?;
+    bar.finish_and_clear();
+    moved.check_finite().context("the moved model")?;
+    let mut records: Vec<NetSymmetryRecord> = match target {
+        Some(time) => net_analysis(&before, &net.params, &syms, time)
+            .symmetries
+            .iter()
+            .map(|r| NetSymmetryRecord::of_report(r, 0.0))
+            .collect(),
+        None => syms.iter().map(|s| NetSymmetryRecord::of_symmetry(s, &net.params)).collect(),
+    };
+    for (r, &l) in records.iter_mut().zip(&rep.joint.lambda) {
         r.dc_dt_per_time = None;
         r.lambda_moved = Some(l);
-        r.joint_converged = Some(joint.converged);
+        r.joint_converged = Some(rep.converged);
     }
-    let mut moved = net.clone();
-    apply_joint(&mut moved.params, &syms, &joint.lambda);
-    moved.check_finite().context("the moved model")?;
+    records.extend(prs.iter().zip(&rep.pairs).map(|(p, mv)| NetSymmetryRecord {
+        status: Some(mv.status),
+        rank: Some(mv.rank),
+        lambda_moved: Some(mv.distance),
+        joint_converged: Some(rep.converged),
+        ..NetSymmetryRecord::of_pair(p, &net.params)
+    }));
     let lb = noether::net::per_sample_losses(net, data, loss)?;
     let la = noether::net::per_sample_losses(&moved, data, loss)?;
     let dl = lb.iter().zip(&la).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
-    let after = moments(&moved, data, loss, f32, &GramSpec::default())?;
     save_net::<f64, f64>(&moved, out).with_context(|| format!("writing {}", out.display()))?;
     crate::common::export(exports, "teleport", config, None, &records)?;
     if exports.to_stdout() {
-        return Ok(joint.converged);
+        return Ok(rep.converged);
     }
     let norm_sq = |p: &[f64]| p.iter().map(|v| v * v).sum::<f64>();
     let doc = TeleportDoc {
@@ -450,7 +476,12 @@ pub fn teleport(
         param_norm_sq_before: norm_sq(&net.params),
         param_norm_sq_after: norm_sq(&moved.params),
         max_abs_loss_change_per_sample: dl,
-        joint_equilibrium: &joint,
+        max_rel_residual: rep.max_rel_residual,
+        sweeps: rep.sweeps,
+        converged: rep.converged,
+        joint_equilibrium: &rep.joint,
+        pairs: &rep.pairs,
+        notes: &rep.notes,
     };
     let mut o = std::io::stdout().lock();
     if json {
@@ -459,20 +490,26 @@ pub fn teleport(
     } else {
         writeln!(
             o,
-            "target {}: moved {} rescalings; Tr Σ {:.6e} → {:.6e} ({:+.2}%), ‖θ‖² {:.6e} → {:.6e}, max |Δℓ_n| = \
-             {dl:.1e}; wrote {}{}",
+            "target {}: moved {} rescalings and {} linear pairs; Tr Σ {:.6e} → {:.6e} ({:+.2}%), ‖θ‖² {:.6e} → \
+             {:.6e}, max |Δℓ_n| = {dl:.1e}; residual {:.1e} after {} sweeps; wrote {}{}",
             doc.target,
-            joint.lambda.iter().filter(|l| **l != 0.0).count(),
+            rep.joint.lambda.iter().filter(|l| **l != 0.0).count(),
+            rep.pairs.iter().filter(|p| p.distance != 0.0).count(),
             doc.trace_sigma_before,
             doc.trace_sigma_after,
             100.0 * (doc.trace_sigma_after / doc.trace_sigma_before - 1.0),
             doc.param_norm_sq_before,
             doc.param_norm_sq_after,
+            rep.max_rel_residual,
+            rep.sweeps,
             out.display(),
-            if joint.converged { "" } else { " (NOT CONVERGED)" }
+            if rep.converged { "" } else { " (NOT CONVERGED)" }
         )?;
+        for n in &rep.notes {
+            writeln!(o, "note: {n}")?;
+        }
     }
-    Ok(joint.converged)
+    Ok(rep.converged)
 }
 
 /// What `noether sharpness` computes on a module tree.

@@ -96,8 +96,18 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             TargetArg::Norm => None,
         };
         let f32 = args.precision == PrecisionArg::F32;
-        let ok =
-            crate::arch::teleport(&net, &data, loss, time, f32, &args.out, args.json, (&exports, &args))?;
+        let ok = crate::arch::teleport(
+            &net,
+            &data,
+            loss,
+            time,
+            f32,
+            args.tol,
+            &args.out,
+            args.json,
+            (&exports, &args),
+            global,
+        )?;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
     let exports = args.export.create()?;
