@@ -107,12 +107,11 @@ fn teleport_and_sharpness_in_f32_agree_with_f64() {
 }
 
 /// A dense-chain reference case with an architecture file for the same function (`NetArch::from_dense`).
-fn dense_case_with_arch(name: &str, loss: &'static str) -> (Case, String) {
+fn dense_case_with_arch(name: &str, loss: &'static str, act: noether::Activation) -> (Case, String) {
     use noether::net::NetArch;
     let c = case(name, loss);
-    let model =
-        noether::model::load_safetensors::<f64>(std::path::Path::new(&c.m), noether::Activation::Relu)
-            .expect("a dense-chain reference case");
+    let model = noether::model::load_safetensors::<f64>(std::path::Path::new(&c.m), act)
+        .expect("a dense-chain reference case");
     let arch = NetArch::from_dense(&model.arch).unwrap();
     let dir = crate::cli::tmp(&format!("net-dense-arch-{name}"));
     let a = dir.join("arch.toml");
@@ -122,7 +121,7 @@ fn dense_case_with_arch(name: &str, loss: &'static str) -> (Case, String) {
 
 #[test]
 fn sharpness_along_an_orbit_agrees_with_the_dense_engine_and_keeps_the_loss() {
-    let (c, arch) = dense_case_with_arch("relu_mlp_mse", "mse");
+    let (c, arch) = dense_case_with_arch("relu_mlp_mse", "mse", noether::Activation::Relu);
     let common =
         ["--data", &c.x, "--loss", c.loss, "--top", "2", "--trace", "exact", "--orbit", "-0.8:0.8:3"];
     let mut dense = vec!["sharpness", "--model", &c.m, "--generator", "rescale:0:1", "--json"];
@@ -153,13 +152,122 @@ fn sharpness_along_an_orbit_agrees_with_the_dense_engine_and_keeps_the_loss() {
     assert!(rel(a, b) < 1e-6, "subset: dense {a} vs tree {b}");
 }
 
+/// A double rotation's orbit on a tree: the deep linear chain (pairs `layers.0`, `layers.1`) as a tree against the
+/// dense engine's `--generator double_rotation:0` (B = I on both), with the loss constant along the orbit.
+#[test]
+fn sharpness_along_a_double_rotation_orbit_agrees_with_the_dense_engine() {
+    let (c, arch) = dense_case_with_arch("deep_linear_mse", "mse", noether::Activation::Identity);
+    let common = [
+        "--data",
+        &c.x,
+        "--loss",
+        c.loss,
+        "--top",
+        "2",
+        "--trace",
+        "exact",
+        "--orbit",
+        "-0.6:0.6:3",
+        "--json",
+    ];
+    let mut dense =
+        vec!["sharpness", "--model", &c.m, "--activation", "identity", "--generator", "double_rotation:0"];
+    dense.extend(common);
+    let mut tree =
+        vec!["sharpness", "--model", &c.m, "--arch", &arch, "--generator", "double_rotation:layers.0"];
+    tree.extend(common);
+    let (d, t) = (run_json(&dense), run_json(&tree));
+    assert_eq!(t["orbit_generator"], "double_rotation layers.0");
+    let (dp, tp) = (d["orbit"].as_array().unwrap(), t["orbit"].as_array().unwrap());
+    assert_eq!(tp.len(), 3);
+    let loss0 = f(&tp[1]["loss"]);
+    for (a, b) in dp.iter().zip(tp) {
+        assert_eq!(f(&a["lambda"]), f(&b["lambda"]));
+        assert!(rel(f(&b["top_eigenvalue"]), f(&a["top_eigenvalue"])) < 1e-6, "{a} vs {b}");
+        assert!(rel(f(&b["trace"]), f(&a["trace"])) < 1e-9, "{a} vs {b}");
+        assert!(rel(f(&b["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {b}");
+    }
+    assert!(
+        rel(f(&tp[0]["top_eigenvalue"]), f(&tp[2]["top_eigenvalue"])) > 1e-3,
+        "the sharpness did not move"
+    );
+}
+
+/// On a tree with a pair inside a residual body (`6.body.0` → `6.body.2`, with a bias): the loss is constant
+/// along `double_rotation:6.body.0`, and each orbit point's top eigenvalue and trace are those of `sharpness` on a
+/// file moved by hand, `[W₁ | b₁] ← e^{λ}[W₁ | b₁]`, `W₂ ← e^{−λ}W₂` (e^{λB} for B = I); unknown pairs are errors
+/// that list the pairs.
+#[test]
+fn a_double_rotation_orbit_on_a_tree_matches_files_moved_by_hand() {
+    use crate::net_pairs::PAIRS_ARCH;
+    use noether::net::save_net;
+    let dir = crate::cli::tmp("net-pair-orbit");
+    let net = crate::net::net_for(PAIRS_ARCH, 3);
+    let (m, x) = (dir.join("model.safetensors"), dir.join("data.safetensors"));
+    save_net::<f64, f64>(&net, &m).unwrap();
+    let data = crate::net::data_for(&net.arch, 60, Loss::CrossEntropy, 4);
+    noether::data::save_dataset_shaped(&data, &net.arch.input, &x).unwrap();
+    let (m, x) = (m.to_str().unwrap(), x.to_str().unwrap());
+    let base =
+        ["sharpness", "--model", m, "--data", x, "--loss", "cross_entropy", "--top", "1", "--trace", "exact"];
+    let mut args = base.to_vec();
+    args.extend(["--orbit", "-0.5:0.5:3", "--generator", "double_rotation:6.body.0", "--json"]);
+    let t = run_json(&args);
+    assert_eq!(t["orbit_generator"], "double_rotation 6.body.0");
+    let pts = t["orbit"].as_array().unwrap();
+    let loss0 = f(&t["loss"]);
+    for pt in pts {
+        let lambda = f(&pt["lambda"]);
+        assert!(rel(f(&pt["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {pt}");
+        let mut moved = net.clone();
+        for (name, s) in [
+            ("6.body.0.weight", lambda.exp()),
+            ("6.body.0.bias", lambda.exp()),
+            ("6.body.2.weight", (-lambda).exp()),
+        ] {
+            let r = moved.arch.block(name).unwrap().range.clone();
+            moved.params[r].iter_mut().for_each(|v| *v *= s);
+        }
+        let file = dir.join(format!("moved-{lambda}.safetensors"));
+        save_net::<f64, f64>(&moved, &file).unwrap();
+        let mut args = base.to_vec();
+        args[2] = file.to_str().unwrap();
+        args.push("--json");
+        let s = run_json(&args);
+        assert!(
+            rel(f(&pt["top_eigenvalue"]), f(&s["top_eigenvalues"][0])) < 1e-9,
+            "λ = {lambda}: {pt} vs {s}"
+        );
+        assert!(rel(f(&pt["trace"]), f(&s["trace"])) < 1e-12, "λ = {lambda}: {pt} vs {s}");
+    }
+    assert!(
+        rel(f(&pts[0]["top_eigenvalue"]), f(&pts[2]["top_eigenvalue"])) > 1e-3,
+        "the sharpness did not move"
+    );
+    // `5` writes into the residual stream: not a pair; the error lists the pairs.
+    for module in ["5", "nope"] {
+        let g = format!("double_rotation:{module}");
+        let mut args = base.to_vec();
+        args.extend(["--orbit", "-1:1:3", "--generator", &g]);
+        let o = crate::cli::noether(&args);
+        let e = crate::cli::stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(
+            e.contains(&format!("no linear pair whose first linear is `{module}`"))
+                && e.contains("it has 3 (double_rotation:0, double_rotation:4, double_rotation:6.body.0)"),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn bad_orbit_and_generator_input_on_a_tree_is_a_clear_error() {
     let c = case("cnn_residual_mse", "mse");
     let base = ["sharpness", "--model", &c.m, "--arch", &c.a, "--data", &c.x, "--loss", "mse"];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--orbit", "-1:1:3", "--generator", "rescale:nope:0"], "no such symmetry"),
-        (vec!["--orbit", "-1:1:3", "--generator", "rotate:0"], "rescale:MODULE:UNIT"),
+        (vec!["--orbit", "-1:1:3", "--generator", "rotate:0"], "double_rotation:MODULE"),
+        (vec!["--orbit", "-1:1:3", "--generator", "double_rotation:0"], "the model has no linear pair ("),
         (vec!["--orbit", "-1:1:3", "--generator", "rescale:0:x"], "is not a number"),
         (vec!["--orbit", "-900:1:3"], "would overflow"),
         (vec!["--subset", "0"], "--subset 0"),

@@ -190,7 +190,7 @@ fn every_pair_generator_is_an_exact_symmetry_and_the_controls_are_not() {
 }
 
 /// Per-sample gradients by one-sample passes (the brute-force loop).
-fn brute_grads(net: &Net<f64>, data: &noether::Dataset<f64>, loss: Loss) -> Vec<Vec<f64>> {
+pub fn brute_grads(net: &Net<f64>, data: &noether::Dataset<f64>, loss: Loss) -> Vec<Vec<f64>> {
     let mut tape = Tape::new(&net.arch, 1);
     (0..data.len())
         .map(|n| {
@@ -435,15 +435,21 @@ fn the_cli_gives_the_dense_pairs_on_an_architecture_file() {
     );
 }
 
-/// SGD on a tree with pairs: at each of 500 steps, for a random symmetric direction of every pair,
+/// SGD on a tree with pairs: at each of 500 steps, for a random symmetric direction of every pair and for B = I
+/// (the charge `Tr[W₁W₁ᵀ + b₁b₁ᵀ − W₂ᵀW₂]`, the trace of the matrix charge the training observers log),
 /// `|ΔC − η²ĝᵀAĝ| ≤ 64 ε · ‖B‖_F Σ_{k ∈ pair}(θ_k² + η²ĝ_k²)` (|⟨B, M⟩| ≤ ‖B‖_F‖M‖_F bounds both C and its
 /// round-off by that scale times a few ε).
 #[test]
 fn sgd_obeys_the_exact_noether_identity_for_every_pair_direction() {
     let arch = NetArch::parse(PAIRS_ARCH).unwrap();
     let prs: Vec<LinearPair> = pairs(&arch);
-    let gens: Vec<PairGenerator> =
-        prs.iter().enumerate().map(|(i, p)| p.generator(direction(p.layout.d, 40 + i as u64))).collect();
+    let gens: Vec<PairGenerator> = prs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| p.generator(direction(p.layout.d, 40 + i as u64)))
+        .chain(prs.iter().map(|p| p.identity_generator()))
+        .collect();
+    assert_eq!(gens.len(), 6);
     let data = crate::train_net::class_data(40, 4, 3, 1);
     let net = Net::<f64>::init(arch.clone(), 2);
     let lr = 0.05;

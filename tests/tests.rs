@@ -14,6 +14,8 @@
 //!   nets), symmetry and PSD, the dense engine, closed forms on linear nets, f32, and `sharpness --gauss-newton`.
 //! - `net_pairs`: double rotations of linear pairs on module trees (enumeration, invariance, moments vs the
 //!   brute-force loop and the dense engine, the CLI, the exact SGD identity).
+//! - `net_pair_observers`: the training observers' pair columns on a tree (`c_pair_{module}_*`,
+//!   `tr_a_sigma_pair_{module}`) against the named tensors and the brute-force per-sample loop.
 //! - `noise`: per-sample statistics vs the brute-force loop and the fixtures; equilibria; teleport.
 //! - `readme`: every `$ noether …` command of the README's console blocks runs and prints what the README shows.
 //! - `reference`: loader for `tests/data/<case>/` (copied from `shared/reference`, see tests/data/README.md).
@@ -38,6 +40,7 @@ mod idx;
 mod net;
 mod net_commands;
 mod net_gauss_newton;
+mod net_pair_observers;
 mod net_pairs;
 mod noise;
 mod readme;

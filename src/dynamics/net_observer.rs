@@ -1,7 +1,8 @@
 //! Observers of a module tree ([`Net`]): the charge of every graph symmetry (channel rescaling classes and
-//! scale symmetries, [`crate::symmetry::channels`]), their noise, and the sharpness by exact HVPs.
+//! scale symmetries, [`crate::symmetry::channels`]; double rotations of linear pairs,
+//! [`crate::symmetry::linear_pairs`]), their noise, and the sharpness by exact HVPs.
 
-use super::observer::{Observer, Snapshot};
+use super::observer::{upper_entries, Observer, Snapshot};
 use crate::curvature::{
     exact_trace, hutch_plus_plus_trace, hutchinson_trace, lanczos_eigenvalues, select_subset,
     SharpnessOptions, TraceMethod,
@@ -13,6 +14,7 @@ use crate::net::{Net, NetHessian};
 use crate::real::Real;
 use crate::stats::net::{net_moments, MomentPath};
 use crate::symmetry::channels::{enumerate, DiagSymmetry, Family};
+use crate::symmetry::linear_pairs::{pairs, LinearPair};
 use rand::SeedableRng;
 
 /// The column stem of a graph symmetry: `{module}_u{unit}` for a rescaling class, `scale_{module}` for a
@@ -25,17 +27,23 @@ fn stem(s: &DiagSymmetry) -> String {
 }
 
 /// The Noether charge `C = θᵀAθ` of every graph symmetry of the tree: `c_rescale_{module}_u{unit}` per channel
-/// rescaling class (when `unit_charges`) and `c_scale_{module}` per scale symmetry.
+/// rescaling class (when `unit_charges`), `c_scale_{module}` per scale symmetry, and for every linear pair
+/// (module: the state_dict prefix of its first linear) the Frobenius norm `c_pair_{module}_fro` of its matrix
+/// charge `W₁W₁ᵀ + b₁b₁ᵀ − W₂ᵀW₂` and its first `pair_entries` upper-triangular entries `c_pair_{module}_{i}_{j}`
+/// (row-major), as the dense chain's [`super::observer::Charges`] logs them.
 pub struct NetCharges {
     symmetries: Vec<DiagSymmetry>,
+    pairs: Vec<LinearPair>,
+    pair_entries: usize,
 }
 
 impl NetCharges {
-    /// Charges of every symmetry of `net` (rescaling classes only when `unit_charges`).
-    pub fn new<T: Real>(net: &Net<T>, unit_charges: bool) -> Self {
+    /// Charges of every symmetry of `net` (rescaling classes only when `unit_charges`; `pair_entries` entries
+    /// of each pair's matrix charge).
+    pub fn new<T: Real>(net: &Net<T>, unit_charges: bool, pair_entries: usize) -> Self {
         let symmetries =
             enumerate(&net.arch).into_iter().filter(|s| unit_charges || s.family == Family::Scale).collect();
-        Self { symmetries }
+        Self { symmetries, pairs: pairs(&net.arch), pair_entries }
     }
 }
 
@@ -47,26 +55,41 @@ impl<T: Real> Observer<T, Net<T>> for NetCharges {
                 Family::Rescale => format!("c_rescale_{}", stem(s)),
                 Family::Scale => format!("c_{}", stem(s)),
             })
+            .chain(self.pairs.iter().flat_map(|p| {
+                let entries = upper_entries(p.layout.d, self.pair_entries);
+                std::iter::once(format!("c_pair_{}_fro", p.module))
+                    .chain(entries.map(|(i, j)| format!("c_pair_{}_{i}_{j}", p.module)))
+            }))
             .collect()
     }
     fn observe(&mut self, s: &Snapshot<'_, T, Net<T>>, row: &mut Vec<f64>) -> Result<()> {
-        row.extend(self.symmetries.iter().map(|sym| sym.charge(&s.model.params)));
+        let theta = &s.model.params;
+        row.extend(self.symmetries.iter().map(|sym| sym.charge(theta)));
+        for p in &self.pairs {
+            let m = p.matrix_charge(theta);
+            row.push(m.norm_l2());
+            row.extend(upper_entries(m.nrows(), self.pair_entries).map(|(i, j)| m[(i, j)]));
+        }
         Ok(())
     }
 }
 
-/// Noise geometry every `every` steps (one pass over the logging data): `trace_sigma` (Tr Σ, centred, 1/N), and
-/// for every symmetry its Noether flow `tr_a_sigma_{stem}` (Tr\[AΣ\], A diagonal) and, for rescaling classes,
-/// the single-generator continuous-time equilibrium `lambda_star_{stem}` (NaN when there is none).
+/// Noise geometry every `every` steps (one pass over the logging data): `trace_sigma` (Tr Σ, centred, 1/N), for
+/// every symmetry its Noether flow `tr_a_sigma_{stem}` (Tr\[AΣ\], A diagonal) and, for rescaling classes, the
+/// single-generator continuous-time equilibrium `lambda_star_{stem}` (NaN when there is none), and for every
+/// linear pair `tr_a_sigma_pair_{module}` = Tr\[AΣ\] of B = I = Tr\[M_in − M_out\] (centred). A of B = I is
+/// diagonal (+1 on `[W₁ | b₁]`, −1 on `W₂`), so that trace is a sum of the per-coordinate Σ_kk the pass computes
+/// anyway: no `d × d` Gram moments are needed ([`crate::symmetry::double_rotation::PairLayout::identity_trace`]).
 pub struct NetNoise {
     every: u64,
     symmetries: Vec<DiagSymmetry>,
+    pairs: Vec<LinearPair>,
 }
 
 impl NetNoise {
-    /// Every symmetry of `net`, every `every` steps.
+    /// Every symmetry and linear pair of `net`, every `every` steps.
     pub fn new<T: Real>(net: &Net<T>, every: u64) -> Self {
-        Self { every: every.max(1), symmetries: enumerate(&net.arch) }
+        Self { every: every.max(1), symmetries: enumerate(&net.arch), pairs: pairs(&net.arch) }
     }
 }
 
@@ -79,6 +102,7 @@ impl<T: Real> Observer<T, Net<T>> for NetNoise {
                 c.push(format!("lambda_star_{}", stem(s)));
             }
         }
+        c.extend(self.pairs.iter().map(|p| format!("tr_a_sigma_pair_{}", p.module)));
         c
     }
     fn observe(&mut self, s: &Snapshot<'_, T, Net<T>>, row: &mut Vec<f64>) -> Result<()> {
@@ -96,6 +120,8 @@ impl<T: Real> Observer<T, Net<T>> for NetNoise {
                 row.push(r.lambda_star.unwrap_or(f64::NAN));
             }
         }
+        let sigma = |k: usize| m.second[k] - m.mean_grad[k] * m.mean_grad[k];
+        row.extend(self.pairs.iter().map(|p| p.layout.identity_trace(sigma)));
         Ok(())
     }
 }

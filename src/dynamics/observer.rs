@@ -66,10 +66,12 @@ impl Charges {
     pub fn new<T: Real>(model: &Model<T>, unit_charges: bool, pair_entries: usize) -> Self {
         Self { symmetries: enumerate(&model.arch), unit_charges, pair_entries }
     }
+}
 
-    fn pair_entries_of(&self, d: usize) -> impl Iterator<Item = (usize, usize)> {
-        (0..d).flat_map(move |i| (i..d).map(move |j| (i, j))).take(self.pair_entries)
-    }
+/// The first `n` entries `(i, j)`, `i ≤ j`, of a `d × d` matrix's upper triangle, row-major: the entries of a
+/// pair's matrix charge logged as `c_pair_…_{i}_{j}`.
+pub(crate) fn upper_entries(d: usize, n: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..d).flat_map(move |i| (i..d).map(move |j| (i, j))).take(n)
 }
 
 impl<T: Real> Observer<T> for Charges {
@@ -84,7 +86,9 @@ impl<T: Real> Observer<T> for Charges {
                 Symmetry::DoubleRotation { layer } => {
                     c.push(format!("c_pair_l{layer}_fro"));
                     let d = model.arch.layers[layer].d_out;
-                    c.extend(self.pair_entries_of(d).map(|(i, j)| format!("c_pair_l{layer}_{i}_{j}")));
+                    c.extend(
+                        upper_entries(d, self.pair_entries).map(|(i, j)| format!("c_pair_l{layer}_{i}_{j}")),
+                    );
                 }
                 Symmetry::Scale { layer } => c.push(format!("c_scale_l{layer}")),
             }
@@ -102,7 +106,7 @@ impl<T: Real> Observer<T> for Charges {
                 Symmetry::DoubleRotation { layer } => {
                     let m = double_rotation::matrix_charge(arch, layer, theta);
                     row.push(m.norm_l2());
-                    row.extend(self.pair_entries_of(m.nrows()).map(|(i, j)| m[(i, j)]));
+                    row.extend(upper_entries(m.nrows(), self.pair_entries).map(|(i, j)| m[(i, j)]));
                 }
                 Symmetry::Scale { layer } => row.push(crate::symmetry::scale::quad(arch, layer, theta)),
             }

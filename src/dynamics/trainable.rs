@@ -290,7 +290,7 @@ impl<T: Real> Trainable<T> for Net<T> {
     {
         let o = &config.observe;
         let mut v: Vec<Box<dyn Observer<T, Net<T>> + 'a>> =
-            vec![Box::new(Basics), Box::new(NetCharges::new(self, o.unit_charges))];
+            vec![Box::new(Basics), Box::new(NetCharges::new(self, o.unit_charges, o.pair_entries))];
         if o.noise_every > 0 {
             v.push(Box::new(NetNoise::new(self, o.noise_every)));
         }

@@ -124,6 +124,15 @@ impl PairLayout {
     pub fn quad<T: Real>(&self, b: &Mat<f64>, g: &[T]) -> f64 {
         frobenius_dot(b, &self.matrix_charge(g))
     }
+
+    /// `Tr[A diag(w)]` for B = I, `Σ_{k∈[W_l|b_l]} w_k − Σ_{k∈W_{l+1}} w_k` (`w(k)`: the diagonal entry of θ
+    /// index k): A of B = I is diagonal, +1 on the incoming block and −1 on the outgoing one. With `w = Σ_kk` it
+    /// is `Tr[AΣ] = Tr[M_in − M_out]`, from the per-coordinate moments alone.
+    pub fn identity_trace(&self, w: impl Fn(usize) -> f64) -> f64 {
+        let bias = self.bias.map_or(0..0, |b| b..b + self.d);
+        let inc = (self.w_in..self.w_in + self.d * self.d_in).chain(bias);
+        inc.map(&w).sum::<f64>() - (self.w_out..self.w_out + self.d_out * self.d).map(&w).sum::<f64>()
+    }
 }
 
 /// `⟨X, Y⟩_F = Σ_ij X_ij Y_ij`.

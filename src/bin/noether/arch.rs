@@ -16,7 +16,7 @@ use noether::report::exporter::Exports;
 use noether::report::records::{NetSymmetryRecord, SharpnessRecord};
 use noether::stats::net::{net_moments_with, GramSpec, MomentPath};
 use noether::symmetry::channels::{enumerate, DiagSymmetry, Family};
-use noether::symmetry::linear_pairs::{pairs, LinearPair};
+use noether::symmetry::linear_pairs::{pairs, LinearPair, PairGenerator};
 use noether::{Dataset, Loss};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -545,13 +545,51 @@ struct SharpnessDoc {
     orbit: Option<Vec<Point>>,
 }
 
+/// What `--orbit` moves along on a module tree: a channel-rescaling class or scale symmetry, or a linear pair's
+/// double rotation with direction B = I (the dense path's default): `Q = e^{λB} = e^{λ}I`, so
+/// `[W₁ | b₁] ← e^{λ}[W₁ | b₁]` and `W₂ ← e^{−λ}W₂`.
+enum OrbitGenerator {
+    Diag(DiagSymmetry),
+    Pair(LinearPair, PairGenerator),
+}
+
+impl OrbitGenerator {
+    fn pair(p: &LinearPair) -> Self {
+        OrbitGenerator::Pair(p.clone(), p.identity_generator())
+    }
+    /// `rescale 0:2`, `scale 3`, `double_rotation 0`.
+    fn label(&self) -> String {
+        match self {
+            OrbitGenerator::Diag(s) => s.label(),
+            OrbitGenerator::Pair(p, _) => p.label(),
+        }
+    }
+    /// θ ← e^{λA}θ.
+    fn act_in_place(&self, theta: &mut [f64], lambda: f64) {
+        match self {
+            OrbitGenerator::Diag(s) => s.act_in_place(theta, lambda),
+            OrbitGenerator::Pair(_, g) => g.act_in_place(theta, lambda),
+        }
+    }
+}
+
 /// The symmetry named by `--generator` (`rescale:MODULE:UNIT` or `scale:MODULE`, MODULE = the state_dict prefix
-/// of its first writer), or the first one.
-fn orbit_symmetry(arch: &NetArch, spec: Option<&str>) -> Result<DiagSymmetry> {
+/// of its first writer; `double_rotation:MODULE`, MODULE = the pair's first linear, direction B = I), or the
+/// first channel class or scale symmetry (a pair's hidden units are rescaling classes, so a tree with a pair has
+/// one).
+fn orbit_symmetry(arch: &NetArch, spec: Option<&str>) -> Result<OrbitGenerator> {
     let syms = enumerate(arch);
-    let list = || syms.iter().take(8).map(|s| s.label().replace(' ', ":")).collect::<Vec<_>>().join(", ");
+    let prs = pairs(arch);
+    // Every generator's `--generator` spelling: channel classes and scale symmetries, then linear pairs.
+    let labels: Vec<String> = syms
+        .iter()
+        .map(|s| s.label())
+        .chain(prs.iter().map(|p| p.label()))
+        .map(|l| l.replace(' ', ":"))
+        .collect();
+    let list = || labels.iter().take(8).cloned().collect::<Vec<_>>().join(", ");
     let Some(spec) = spec else {
-        return syms.first().cloned().ok_or_else(|| {
+        return syms.first().cloned().map(OrbitGenerator::Diag).ok_or_else(|| {
             anyhow::anyhow!("the model has no exponential symmetry to move along; --orbit needs one")
         });
     };
@@ -563,18 +601,36 @@ fn orbit_symmetry(arch: &NetArch, spec: Option<&str>) -> Result<DiagSymmetry> {
             syms.iter().find(|s| s.family == Family::Rescale && s.module == *module && s.unit == Some(unit))
         }
         ["scale", module] => syms.iter().find(|s| s.family == Family::Scale && s.module == *module),
+        ["double_rotation", module] => {
+            if let Some(p) = prs.iter().find(|p| p.module == *module) {
+                return Ok(OrbitGenerator::pair(p));
+            }
+            if prs.is_empty() {
+                bail!(
+                    "--generator {spec}: the model has no linear pair (two linears of one sequence, the second \
+                     reading only the first's output, directly or through identity modules)"
+                );
+            }
+            let names = prs.iter().map(|p| p.label().replace(' ', ":")).collect::<Vec<_>>().join(", ");
+            bail!(
+                "--generator {spec}: the model has no linear pair whose first linear is `{module}`; it has {} \
+                 ({names})",
+                prs.len()
+            );
+        }
         _ => bail!(
-            "--generator {spec}: with an architecture write rescale:MODULE:UNIT or scale:MODULE (MODULE = the \
-             state_dict prefix of the symmetry's first writer, as `noether symmetries` lists), e.g. {}",
+            "--generator {spec}: with an architecture write rescale:MODULE:UNIT, scale:MODULE or \
+             double_rotation:MODULE (MODULE = the state_dict prefix of the symmetry's first writer, for a pair its \
+             first linear, as `noether symmetries` lists), e.g. {}",
             list()
         ),
     };
-    found.cloned().ok_or_else(|| {
+    found.cloned().map(OrbitGenerator::Diag).ok_or_else(|| {
         anyhow::anyhow!(
             "--generator {spec}: the model has no such symmetry; it has {} ({}{})",
-            syms.len(),
+            labels.len(),
             list(),
-            if syms.len() > 8 { ", …" } else { "" }
+            if labels.len() > 8 { ", …" } else { "" }
         )
     })
 }
