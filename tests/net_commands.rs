@@ -554,3 +554,99 @@ fn dense_chains_noether_wrote_keep_the_dense_path_with_their_stored_activations(
         assert!(e.contains(want) && e.contains("carries its architecture"), "{e}");
     }
 }
+
+/// Every tensor of a safetensors file, by name, as f64.
+fn tensors_f64(path: &std::path::Path) -> std::collections::BTreeMap<String, Vec<f64>> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, t)| {
+            assert_eq!(t.dtype(), safetensors::Dtype::F64, "{name}");
+            let v = t.data().chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap())).collect();
+            (name, v)
+        })
+        .collect()
+}
+
+#[test]
+fn teleport_on_a_tree_rotates_linear_pairs_to_the_dense_engines_point() {
+    // The deep linear chain as a tree: its pairs are rotated, not only rescaled. The dense engine's teleport on
+    // the same file (tested against closed forms in `noise`) is the independent computation: the equilibrium
+    // of the joint orbit is unique, so both must reach the same θ*.
+    let (c, arch) = dense_case_with_arch("deep_linear_mse", "mse", noether::Activation::Identity);
+    let dir = crate::cli::tmp("net-teleport-pairs");
+    let targets: [&[&str]; 3] = [&[], &["--time", "discrete", "--batch-size", "4"], &["--target", "norm"]];
+    for (k, extra) in targets.iter().enumerate() {
+        let tree_out = dir.join(format!("tree-{k}.safetensors"));
+        let dense_out = dir.join(format!("dense-{k}.safetensors"));
+        let run = |out: &std::path::Path, with_arch: bool| {
+            let mut a = vec!["teleport", "--model", &c.m, "--data", &c.x, "--loss", c.loss, "--json"];
+            if with_arch {
+                a.extend(["--arch", arch.as_str()]);
+            } else {
+                a.extend(["--activation", "identity"]);
+            }
+            a.extend(["--out", out.to_str().unwrap()]);
+            a.extend(extra.iter().copied());
+            run_json(&a)
+        };
+        let t = run(&tree_out, true);
+        let d = run(&dense_out, false);
+        assert!(t["converged"].as_bool().unwrap(), "{extra:?}: {t}");
+        let pairs = t["pairs"].as_array().unwrap();
+        assert!(
+            !pairs.is_empty() && pairs.iter().any(|p| f(&p["distance"]) > 1e-3),
+            "{extra:?}: no pair moved"
+        );
+        for key in ["trace_sigma_after", "param_norm_sq_after"] {
+            assert!(
+                rel(f(&t[key]), f(&d[key])) < 1e-9,
+                "{extra:?} {key}: tree {} vs dense {}",
+                t[key],
+                d[key]
+            );
+        }
+        assert!(f(&t["max_abs_loss_change_per_sample"]) < 1e-11, "{extra:?}: the function moved");
+        let (tt, dt) = (tensors_f64(&tree_out), tensors_f64(&dense_out));
+        assert_eq!(tt.keys().collect::<Vec<_>>(), dt.keys().collect::<Vec<_>>());
+        let scale = dt.values().flatten().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (name, v) in &tt {
+            let diff = v.iter().zip(&dt[name]).fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            assert!(diff < 1e-7 * scale, "{extra:?}: {name} differs by {diff:e}");
+        }
+    }
+    // Independently of either solver: at the continuous-time θ* every pair's centred moments balance,
+    // Tr[M_in − M_out] = 0 (B = I) and ‖M_in − M_out‖ ≪ ‖M_in‖, read back from the moved file by `analyze`.
+    let moved = dir.join("tree-0.safetensors");
+    let a = run_json(&[
+        "analyze",
+        "--model",
+        moved.to_str().unwrap(),
+        "--data",
+        &c.x,
+        "--loss",
+        c.loss,
+        "--json",
+    ]);
+    let a0 =
+        run_json(&["analyze", "--model", &c.m, "--arch", &arch, "--data", &c.x, "--loss", c.loss, "--json"]);
+    let ps = a["pairs"].as_array().unwrap();
+    assert!(!ps.is_empty());
+    for (p, p0) in ps.iter().zip(a0["pairs"].as_array().unwrap()) {
+        let m = |v: &Value| -> Vec<f64> {
+            v.as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(f)).collect()
+        };
+        let (mi, mo) = (m(&p["M_in"]), m(&p["M_out"]));
+        let size = mi.iter().map(|v| v * v).sum::<f64>().sqrt();
+        let gap = mi.iter().zip(&mo).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+        let (mi0, mo0) = (m(&p0["M_in"]), m(&p0["M_out"]));
+        let gap0 = mi0.iter().zip(&mo0).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+        assert!(gap < 1e-9 * size, "pair {}: ‖M_in − M_out‖ = {gap:e} of {size:e} at θ*", p["module"]);
+        assert!(
+            gap0 > 1e-2 * size,
+            "pair {}: already balanced at θ, the test would prove nothing",
+            p["module"]
+        );
+    }
+}
