@@ -23,7 +23,7 @@ use super::net::{joint_equilibrium, pair_targets, targets, NetJoint};
 use super::rescale::equilibrium_lambda;
 use super::teleport::TeleportTarget;
 use super::{Status, NOISE_RTOL};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::net::Net;
 use crate::stats::net::NetMoments;
 use crate::symmetry::channels::{enumerate, DiagSymmetry, Family};
@@ -131,11 +131,7 @@ pub fn net_teleport(
         TeleportTarget::Norm => None,
     };
     if noise.is_some() && m0.n < 2 {
-        return Err(Error::Data(format!(
-            "the data hold N = {} sample: the gradient covariance Σ of one sample is zero, so there is no noise \
-             equilibrium to move to; give at least 2 samples (or use the norm target)",
-            m0.n
-        )));
+        return Err(super::teleport::one_sample(m0.n));
     }
     // Noise below this counts as none (for the norm target: an exactly zero side).
     let zero =

@@ -157,6 +157,14 @@ fn residual(b: &Balance, zero: f64) -> f64 {
     r
 }
 
+/// The error of a noise target on N < 2 samples (dense chains and module trees alike).
+pub(crate) fn one_sample(n: usize) -> Error {
+    Error::Data(format!(
+        "the data hold N = {n} sample: the gradient covariance Σ of one sample is zero, so there is no noise \
+         equilibrium to move to; give at least 2 samples (or use the norm target)"
+    ))
+}
+
 /// Moves `model` to the target point of its rescaling and double-rotation orbits; returns the moved model and
 /// the report. Errors when the model has neither symmetry (nothing to move) or on bad data.
 pub fn teleport<T: Real>(
@@ -177,11 +185,7 @@ pub fn teleport<T: Real>(
         ));
     }
     if matches!(opts.target, TeleportTarget::Noise(_)) && data.len() < 2 {
-        return Err(Error::Data(format!(
-            "the data hold N = {} sample: the gradient covariance Σ of one sample is zero, so there is no noise \
-             equilibrium to move to; give at least 2 samples (or use the norm target)",
-            data.len()
-        )));
+        return Err(one_sample(data.len()));
     }
     let tol = opts.tol.max(1000.0 * T::EPS.to_f64());
     let mopts = MomentOptions { elementwise: true, pair_grams: true, chunk: opts.chunk };
