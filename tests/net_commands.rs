@@ -119,6 +119,26 @@ fn dense_case_with_arch(name: &str, loss: &'static str, act: noether::Activation
     (c, a.to_str().unwrap().to_string())
 }
 
+/// The three-point `sharpness --orbit` curves of the dense engine `d` and a tree `t` agree point by point (λ, top
+/// eigenvalue to 1e-6, trace to 1e-9), the tree's loss is constant along the orbit (1e-12), and the sharpness does
+/// change along it (else the comparison would be vacuous).
+fn assert_orbits_agree(d: &Value, t: &Value) {
+    let (dp, tp) = (d["orbit"].as_array().unwrap(), t["orbit"].as_array().unwrap());
+    assert_eq!(dp.len(), 3);
+    assert_eq!(tp.len(), 3);
+    let loss0 = f(&tp[1]["loss"]);
+    for (a, b) in dp.iter().zip(tp) {
+        assert_eq!(f(&a["lambda"]), f(&b["lambda"]));
+        assert!(rel(f(&b["top_eigenvalue"]), f(&a["top_eigenvalue"])) < 1e-6, "{a} vs {b}");
+        assert!(rel(f(&b["trace"]), f(&a["trace"])) < 1e-9, "{a} vs {b}");
+        assert!(rel(f(&b["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {b}");
+    }
+    assert!(
+        rel(f(&tp[0]["top_eigenvalue"]), f(&tp[2]["top_eigenvalue"])) > 1e-3,
+        "the sharpness did not move along the orbit"
+    );
+}
+
 #[test]
 fn sharpness_along_an_orbit_agrees_with_the_dense_engine_and_keeps_the_loss() {
     let (c, arch) = dense_case_with_arch("relu_mlp_mse", "mse", noether::Activation::Relu);
@@ -130,17 +150,7 @@ fn sharpness_along_an_orbit_agrees_with_the_dense_engine_and_keeps_the_loss() {
         vec!["sharpness", "--model", &c.m, "--arch", &arch, "--generator", "rescale:layers.0:1", "--json"];
     tree.extend(common);
     let (d, t) = (run_json(&dense), run_json(&tree));
-    let (dp, tp) = (d["orbit"].as_array().unwrap(), t["orbit"].as_array().unwrap());
-    assert_eq!(dp.len(), 3);
-    let loss0 = f(&tp[1]["loss"]);
-    for (a, b) in dp.iter().zip(tp) {
-        assert_eq!(f(&a["lambda"]), f(&b["lambda"]));
-        assert!(rel(f(&b["top_eigenvalue"]), f(&a["top_eigenvalue"])) < 1e-6, "{a} vs {b}");
-        assert!(rel(f(&b["trace"]), f(&a["trace"])) < 1e-9, "{a} vs {b}");
-        assert!(rel(f(&b["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {b}");
-    }
-    // The sharpness does change along the orbit (else the comparison above would be vacuous).
-    assert!(rel(f(&tp[0]["top_eigenvalue"]), f(&tp[2]["top_eigenvalue"])) > 1e-3);
+    assert_orbits_agree(&d, &t);
     // The same subset of samples on both engines.
     let sub = ["--data", &c.x, "--loss", c.loss, "--top", "1", "--subset", "7", "--seed", "3", "--json"];
     let mut dense = vec!["sharpness", "--model", &c.m];
@@ -178,19 +188,7 @@ fn sharpness_along_a_double_rotation_orbit_agrees_with_the_dense_engine() {
     tree.extend(common);
     let (d, t) = (run_json(&dense), run_json(&tree));
     assert_eq!(t["orbit_generator"], "double_rotation layers.0");
-    let (dp, tp) = (d["orbit"].as_array().unwrap(), t["orbit"].as_array().unwrap());
-    assert_eq!(tp.len(), 3);
-    let loss0 = f(&tp[1]["loss"]);
-    for (a, b) in dp.iter().zip(tp) {
-        assert_eq!(f(&a["lambda"]), f(&b["lambda"]));
-        assert!(rel(f(&b["top_eigenvalue"]), f(&a["top_eigenvalue"])) < 1e-6, "{a} vs {b}");
-        assert!(rel(f(&b["trace"]), f(&a["trace"])) < 1e-9, "{a} vs {b}");
-        assert!(rel(f(&b["loss"]), loss0) < 1e-12, "the loss moved along the orbit: {b}");
-    }
-    assert!(
-        rel(f(&tp[0]["top_eigenvalue"]), f(&tp[2]["top_eigenvalue"])) > 1e-3,
-        "the sharpness did not move"
-    );
+    assert_orbits_agree(&d, &t);
 }
 
 /// On a tree with a pair inside a residual body (`6.body.0` → `6.body.2`, with a bias): the loss is constant
