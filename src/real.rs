@@ -30,11 +30,25 @@ pub trait Real:
     fn is_finite(self) -> bool;
     /// Little-endian bytes of a slice of this scalar.
     fn to_le_bytes_vec(v: &[Self]) -> Vec<u8>;
+    /// Takes this thread's GEMM scratch buffer (empty on first use, or while a caller on the same thread holds
+    /// it); give it back with [`Real::put_scratch`], so that it grows once and the step loop allocates nothing.
+    fn take_scratch() -> Vec<Self>;
+    /// Returns the buffer of [`Real::take_scratch`] to this thread.
+    fn put_scratch(v: Vec<Self>);
 }
 
 macro_rules! impl_real {
-    ($t:ty, $dt:expr) => {
+    ($t:ty, $dt:expr, $scratch:ident) => {
+        thread_local! {
+            static $scratch: std::cell::Cell<Vec<$t>> = const { std::cell::Cell::new(Vec::new()) };
+        }
         impl Real for $t {
+            fn take_scratch() -> Vec<Self> {
+                $scratch.with(|c| c.take())
+            }
+            fn put_scratch(v: Vec<Self>) {
+                $scratch.with(|c| c.set(v));
+            }
             const DTYPE: safetensors::Dtype = $dt;
             const EPS: Self = <$t>::EPSILON;
             #[inline(always)]
@@ -80,5 +94,5 @@ macro_rules! impl_real {
     };
 }
 
-impl_real!(f64, safetensors::Dtype::F64);
-impl_real!(f32, safetensors::Dtype::F32);
+impl_real!(f64, safetensors::Dtype::F64, SCRATCH_F64);
+impl_real!(f32, safetensors::Dtype::F32, SCRATCH_F32);
