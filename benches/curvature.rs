@@ -40,25 +40,19 @@ fn hvp_vs_gradient(c: &mut Criterion) {
         (0..p).map(|_| StandardNormal.sample(&mut rng)).collect()
     };
     let mut out = vec![0.0; p];
-    let recompute = HvpOptions { curvature: Curvature::Hessian, chunk: N, cache: false };
-    let cached = HvpOptions { cache: true, ..recompute };
+    let opts = HvpOptions { curvature: Curvature::Hessian, chunk: N };
 
     // Plain wall-clock ratio, printed once (criterion below gives the distributions).
     let t_grad = secs(3, || {
         black_box(model.loss_and_grad(&data, Loss::CrossEntropy, N).unwrap());
     });
-    let mut op = HessianOperator::new(&model, &data, Loss::CrossEntropy, recompute).unwrap();
+    let mut op = HessianOperator::new(&model, &data, Loss::CrossEntropy, opts).unwrap();
     let t_hvp = secs(3, || op.hvp_into(&v, &mut out).unwrap());
-    let mut opc = HessianOperator::new(&model, &data, Loss::CrossEntropy, cached).unwrap();
-    let t_hvpc = secs(3, || opc.hvp_into(&v, &mut out).unwrap());
     eprintln!(
-        "[curvature] 784-512-512-10 relu, N = {N}, P = {p}: gradient {:.3} s, exact HVP {:.3} s ({:.2}× gradient), \
-         exact HVP with cached forward/backward {:.3} s ({:.2}×)",
+        "[curvature] 784-512-512-10 relu, N = {N}, P = {p}: gradient {:.3} s, exact HVP {:.3} s ({:.2}× gradient)",
         t_grad,
         t_hvp,
-        t_hvp / t_grad,
-        t_hvpc,
-        t_hvpc / t_grad
+        t_hvp / t_grad
     );
 
     let mut g = c.benchmark_group("curvature/mlp784_n5000");
@@ -67,7 +61,6 @@ fn hvp_vs_gradient(c: &mut Criterion) {
         b.iter(|| black_box(model.loss_and_grad(&data, Loss::CrossEntropy, N).unwrap()))
     });
     g.bench_function("hvp_exact", |b| b.iter(|| op.hvp_into(&v, &mut out).unwrap()));
-    g.bench_function("hvp_exact_cached", |b| b.iter(|| opc.hvp_into(&v, &mut out).unwrap()));
     g.finish();
 }
 
@@ -75,7 +68,7 @@ fn top_eigenvalue(_c: &mut Criterion) {
     // One timed run (a criterion loop of minute-long runs would not fit the time budget), checked against a
     // tight reference run from a different start vector.
     let (model, data) = setup();
-    let opts = HvpOptions { curvature: Curvature::Hessian, chunk: N, cache: true };
+    let opts = HvpOptions { curvature: Curvature::Hessian, chunk: N };
     let mut op = HessianOperator::new(&model, &data, Loss::CrossEntropy, opts).unwrap();
     let t = Instant::now();
     let mut rng = ChaCha8Rng::seed_from_u64(1);

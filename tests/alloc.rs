@@ -179,8 +179,9 @@ fn tree_config(model: &str, data: &str, optimizer: &str, loss: &str) -> String {
 
 #[test]
 fn tree_curvature_products_allocate_nothing_after_the_first() {
+    use noether::curvature::NetHessian;
     use noether::curvature::{Curvature, LinearOperator};
-    use noether::net::{NetHessian, Rows, Tape};
+    use noether::net::{Rows, Tape};
     use noether::Loss;
     for text in [crate::net::KINDS_ARCH, crate::net::RESIDUAL_ARCH] {
         let net = crate::net::net_for(text, 1);

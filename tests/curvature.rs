@@ -15,7 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-const HESSIAN: HvpOptions = HvpOptions { curvature: Curvature::Hessian, chunk: 4096, cache: true };
+const HESSIAN: HvpOptions = HvpOptions { curvature: Curvature::Hessian, chunk: 4096 };
 
 /// Dense Hessian of the mean loss by fourth-order central differences of the engine's gradient,
 /// `H e_i ≈ [8(g(θ+he_i) − g(θ−he_i)) − (g(θ+2he_i) − g(θ−2he_i))]/(12h)`, symmetrised. Truncation O(h⁴) (the
@@ -65,8 +65,9 @@ fn exact_hvp_matches_finite_difference_hessian_on_tiny_nets() {
                     let acts = [act, act, Activation::Identity];
                     let (model, data) = random_case(&[4, 5, 3, 3], &acts, bias, &norm, loss, 7, seed);
                     let fd = fd_hessian(&model, &data, loss, 1e-5);
-                    // Alternate cached / recomputed and chunked / whole so every path is covered.
-                    let opts = HvpOptions { curvature: Curvature::Hessian, chunk: 3, cache: seed % 2 == 0 };
+                    // Alternate chunked (chunks of 3 in lanes) and whole so both drivers are covered.
+                    let chunk = if seed % 2 == 0 { 3 } else { 4096 };
+                    let opts = HvpOptions { curvature: Curvature::Hessian, chunk };
                     let mut op = HessianOperator::new(&model, &data, loss, opts).unwrap();
                     let exact = dense_matrix(&mut op);
                     let err = max_rel_vec(&flat(&exact), &flat(&fd));
@@ -126,15 +127,15 @@ fn exact_hvp_matches_central_differences_on_larger_nets() {
             150,
             7 + i as u64,
         );
-        for cache in [true, false] {
-            let opts = HvpOptions { curvature: Curvature::Hessian, chunk: 64, cache };
+        for chunk in [64, 7] {
+            let opts = HvpOptions { curvature: Curvature::Hessian, chunk };
             let mut op = HessianOperator::new(&model, &data, loss, opts).unwrap();
             let v = gaussian(model.arch.n_params(), 3 + i as u64);
             let mut hv = vec![0.0; v.len()];
             op.hvp_into(&v, &mut hv).unwrap();
             let cd = central_difference_hvp(&model, &data, loss, &v, 1e-5, 64).unwrap();
             let err = max_rel_vec(&hv, &cd);
-            assert!(err < 1e-6, "{act:?} {loss:?} norm={norm:?} cache={cache}: rel err {err:e}");
+            assert!(err < 1e-6, "{act:?} {loss:?} norm={norm:?} chunk={chunk}: rel err {err:e}");
         }
     }
 }
@@ -180,7 +181,7 @@ fn gauss_newton_matches_explicit_jacobian_products() {
             let jt_h_j = jac[s].transpose() * &hl * &jac[s];
             g += jt_h_j * (1.0 / n as f64);
         }
-        let opts = HvpOptions { curvature: Curvature::GaussNewton, chunk: 4, cache: false };
+        let opts = HvpOptions { curvature: Curvature::GaussNewton, chunk: 4 };
         let mut op = HessianOperator::new(&model, &data, loss, opts).unwrap();
         let gn = dense_matrix(&mut op);
         let err = max_rel_vec(&flat(&gn), &flat(&g));
@@ -238,7 +239,7 @@ fn two_layer_linear_net_gauss_newton_trace_closed_form() {
         want += 3.0 * wx2 + u_f2 * x.iter().map(|v| v * v).sum::<f64>();
     }
     want /= data.len() as f64;
-    let gn = HvpOptions { curvature: Curvature::GaussNewton, chunk: 7, cache: true };
+    let gn = HvpOptions { curvature: Curvature::GaussNewton, chunk: 7 };
     let tr_g = exact_trace(&mut HessianOperator::new(&model, &data, Loss::Mse, gn).unwrap()).trace;
     let tr_h = exact_trace(&mut HessianOperator::new(&model, &data, Loss::Mse, HESSIAN).unwrap()).trace;
     assert!(rel(tr_g, want, 1e-300) < 1e-12, "Tr G {tr_g} vs closed form {want}");

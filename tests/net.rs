@@ -4,13 +4,11 @@
 
 use crate::cli::run_json;
 use faer::Mat;
-use noether::curvature::{dense_matrix, LinearOperator};
+use noether::curvature::{dense_matrix, LinearOperator, NetHessian};
 use noether::data::{load_dataset_shaped, Dataset, Targets};
 use noether::equilibrium::net::{apply_joint, net_analysis};
 use noether::equilibrium::{Status, Time};
-use noether::net::{
-    load_net, loss_and_grad, per_sample_losses, save_net, Net, NetArch, NetHessian, Rows, Tape,
-};
+use noether::net::{load_net, loss_and_grad, per_sample_losses, save_net, Net, NetArch, Rows, Tape};
 use noether::stats::net::{net_moments, per_sample_grad_sq_norms, MomentPath};
 use noether::symmetry::channels::{enumerate, rescalings, DiagSymmetry, Family};
 use noether::Loss;
@@ -325,7 +323,7 @@ fn dense_chains_agree_with_the_dense_engine() {
         // Exact HVPs: the dense R-operator (curvature::hvp) against the tree's.
         let mut hd =
             noether::curvature::HessianOperator::new(&model, &data, Loss::Mse, Default::default()).unwrap();
-        let mut ht = noether::net::NetHessian::new(&net, &data, Loss::Mse).unwrap();
+        let mut ht = noether::curvature::NetHessian::new(&net, &data, Loss::Mse).unwrap();
         let v: Vec<f64> = (0..net.params.len()).map(|i| ((i * 7 % 13) as f64 - 6.0) / 6.0).collect();
         let (mut a, mut b) = (vec![0.0; v.len()], vec![0.0; v.len()]);
         hd.hvp_into(&v, &mut a).unwrap();

@@ -7,9 +7,10 @@
 use crate::cli::{json_f64 as f, rel, run_json};
 use crate::net::{data_for, net_for, KINDS_ARCH, MLP_ARCH, RESIDUAL_ARCH};
 use faer::Mat;
+use noether::curvature::NetHessian;
 use noether::curvature::{lanczos_eigenvalues, Curvature, HvpOptions, LanczosOptions, LinearOperator};
 use noether::data::{Dataset, Targets};
-use noether::net::{Net, NetArch, NetHessian, Rows, Tape};
+use noether::net::{Net, NetArch, Rows, Tape};
 use noether::Loss;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -185,7 +186,7 @@ fn tree_gauss_newton_equals_the_dense_engine_on_a_dense_chain() {
         let model = noether::Model::from_params(arch.clone(), params.clone()).unwrap();
         let net = Net::from_params(NetArch::from_dense(&arch).unwrap(), params).unwrap();
         let data = data_for(&net.arch, 300, loss, 42);
-        let opts = HvpOptions { curvature: GN, chunk: 64, cache: true };
+        let opts = HvpOptions { curvature: GN, chunk: 64 };
         let mut dense = noether::curvature::HessianOperator::new(&model, &data, loss, opts).unwrap();
         let mut tree = NetHessian::with_curvature(&net, &data, loss, GN).unwrap();
         let mut hess = NetHessian::new(&net, &data, loss).unwrap();

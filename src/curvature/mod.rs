@@ -1,14 +1,15 @@
 //! Curvature of the mean loss `L = (1/N) Σ_n ℓ_n`: exact Hessian-vector products, extreme eigenvalues, traces,
 //! and sharpness along symmetry orbits.
 //!
-//! - [`hvp`]: [`HessianOperator`] (exact HVP by the R-operator, or the Gauss–Newton product), the
+//! - [`hvp`]: [`NetHessian`] (exact HVP by the R-operator through a module tree, or the Gauss–Newton product),
+//!   [`HessianOperator`] (the same operator for a dense chain), the
 //!   central-difference fallback [`central_difference_hvp`], [`dense_matrix`] for small models.
 //! - [`lanczos`]: [`lanczos_eigenvalues`] (full reorthogonalisation), [`power_iteration`].
 //! - [`hutchinson`]: [`exact_trace`], [`hutchinson_trace`], [`hutch_plus_plus_trace`] with 95% intervals.
 //! - [`orbit`]: [`orbit_sharpness`], the top eigenvalue and trace along `e^{λA}θ`.
 //! - [`sharpness`]: one call for a training observer (top eigenvalues + trace).
 //!
-//! On module trees the operator is [`crate::net::NetHessian`] (Hessian or Gauss–Newton, f64 or f32 products).
+//! [`NetHessian`] computes in f64 or f32 (products summed in f64); dense chains and module trees share it.
 //!
 //! Everything is in f64 and 1/N (mean over the samples used). Randomness comes from a ChaCha RNG seeded by
 //! [`SharpnessOptions::seed`], or from the `rng` argument of the kernels.
@@ -19,7 +20,7 @@ pub mod lanczos;
 pub mod orbit;
 
 pub use hutchinson::{exact_trace, hutch_plus_plus_trace, hutchinson_trace, TraceEstimate, TraceMethod};
-pub use hvp::{central_difference_hvp, dense_matrix, Curvature, HessianOperator, HvpOptions};
+pub use hvp::{central_difference_hvp, dense_matrix, Curvature, HessianOperator, HvpOptions, NetHessian};
 pub use lanczos::{
     available_memory, check_basis_memory, lanczos_eigenvalues, power_iteration, ExtremeEigenvalues,
     LanczosInfo, LanczosOptions,
@@ -134,7 +135,7 @@ pub struct SharpnessOptions {
     pub trace_samples: usize,
     /// Lanczos iteration cap and tolerance.
     pub lanczos: LanczosOptions,
-    /// HVP settings (Hessian or Gauss–Newton, chunk, cache).
+    /// HVP settings (Hessian or Gauss–Newton, samples per chunk).
     #[serde(skip)]
     pub hvp: HvpOptions,
     /// Which samples.

@@ -3,6 +3,7 @@
 //! [`crate::symmetry::linear_pairs`]), their noise, and the sharpness by exact HVPs.
 
 use super::observer::{upper_entries, Observer, Snapshot};
+use crate::curvature::NetHessian;
 use crate::curvature::{
     exact_trace, hutch_plus_plus_trace, hutchinson_trace, lanczos_eigenvalues, select_subset,
     SharpnessOptions, TraceMethod,
@@ -10,7 +11,7 @@ use crate::curvature::{
 use crate::equilibrium::net::net_analysis;
 use crate::equilibrium::Time;
 use crate::error::Result;
-use crate::net::{Net, NetHessian};
+use crate::net::Net;
 use crate::real::Real;
 use crate::stats::net::{net_moments, MomentPath};
 use crate::symmetry::channels::{enumerate, DiagSymmetry, Family};

@@ -6,8 +6,8 @@
 //!   gradient, quadratic-form moments).
 //! - [`tape`]: the compiled program and its [`Tape`] (forward caches, analytic backward, exact HVPs and
 //!   Gauss–Newton products).
-//! - [`pass`]: the chunked pass driver over a data set (loss, gradient, per-sample losses, the curvature
-//!   operator [`NetHessian`]: Hessian or Gauss–Newton).
+//! - [`pass`]: the chunked pass driver over a data set in lanes (loss, gradient, per-sample losses; the
+//!   curvature operator built on it is `curvature::NetHessian`).
 //! - [`io`]: state_dict files (strict loading by name, the architecture in `__metadata__["noether.arch"]`).
 //!
 //! θ is the state_dict: every parameterised module's `weight` then `bias`, depth first. Batches are
@@ -22,7 +22,9 @@ pub mod tape;
 pub use io::{
     dense_metadata, load_dense_described, load_net, save_dense, save_net, stored_arch, ARCH_METADATA_KEY,
 };
-pub use pass::{for_each_chunk, loss_and_grad, per_sample_losses, NetHessian, CHUNK};
+pub use pass::{
+    for_each_chunk, for_each_chunk_in, lane_ranges, loss_and_grad, per_sample_losses, CHUNK, LANES,
+};
 pub use spec::{Block, Kind, NetArch, Node, KINDS};
 pub use tape::{Op, Program, Rows, Step, Tape};
 

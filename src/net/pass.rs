@@ -6,7 +6,6 @@
 //! result is the same on every machine and every run.
 
 use super::{Net, Rows, Tape};
-use crate::curvature::{Curvature, LinearOperator};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
@@ -113,87 +112,4 @@ pub fn per_sample_losses<T: Real>(net: &Net<T>, data: &Dataset<T>, loss: Loss) -
         Ok(())
     })?;
     Ok(lanes.concat())
-}
-
-/// The Hessian of the mean loss of a net over a data set, or its Gauss–Newton matrix
-/// `G = (1/N) Σ_n J_nᵀ ∇²_f ℓ_n J_n` ([`NetHessian::with_curvature`]), as a [`LinearOperator`] (exact products:
-/// [`Tape::hvp`], [`Tape::ggn_vp`]; 1/N). The products compute in `T` chunk by chunk, the [`LANES`] lanes in
-/// parallel, and are summed in f64 (so an f32 net gives f32 products accumulated in f64); the Lanczos vectors
-/// stay f64. Nothing is allocated per product after the first.
-pub struct NetHessian<'a, T: Real = f64> {
-    net: &'a Net<T>,
-    data: &'a Dataset<T>,
-    loss: Loss,
-    curvature: Curvature,
-    /// `v` in `T`.
-    v: Vec<T>,
-    lanes: Vec<HvpLane<T>>,
-    products: usize,
-}
-
-/// One lane of [`NetHessian`]: its samples, its tape, the chunk's product in `T` and the lane's sum in f64.
-type HvpLane<T> = (std::ops::Range<usize>, Tape<T>, Vec<T>, Vec<f64>);
-
-impl<'a, T: Real> NetHessian<'a, T> {
-    /// The Hessian operator for `net` on `data` with `loss`.
-    pub fn new(net: &'a Net<T>, data: &'a Dataset<T>, loss: Loss) -> Result<Self> {
-        Self::with_curvature(net, data, loss, Curvature::Hessian)
-    }
-
-    /// The operator of `curvature` (the Hessian or the Gauss–Newton matrix) for `net` on `data` with `loss`.
-    pub fn with_curvature(
-        net: &'a Net<T>,
-        data: &'a Dataset<T>,
-        loss: Loss,
-        curvature: Curvature,
-    ) -> Result<Self> {
-        net.check_data(data, None, loss)?;
-        let chunk = CHUNK.min(data.len()).max(1);
-        let p = net.params.len();
-        let lanes = lane_ranges(data.len(), chunk)
-            .into_iter()
-            .map(|r| (r, Tape::new(&net.arch, chunk), vec![T::zero(); p], vec![0.0; p]))
-            .collect();
-        Ok(Self { net, data, loss, curvature, v: vec![T::zero(); p], lanes, products: 0 })
-    }
-
-    /// Which matrix the operator multiplies by.
-    pub fn curvature(&self) -> Curvature {
-        self.curvature
-    }
-}
-
-impl<T: Real> LinearOperator for NetHessian<'_, T> {
-    fn dim(&self) -> usize {
-        self.net.params.len()
-    }
-    fn apply_into(&mut self, v: &[f64], out: &mut [f64]) {
-        use rayon::prelude::*;
-        let alpha = T::from_f64(1.0 / self.data.len() as f64);
-        self.v.iter_mut().zip(v).for_each(|(a, &b)| *a = T::from_f64(b));
-        let (net, loss, data, vt, curvature) = (self.net, self.loss, self.data, &self.v, self.curvature);
-        self.lanes.par_iter_mut().for_each(|(range, tape, hv_chunk, hv)| {
-            hv.iter_mut().for_each(|o| *o = 0.0);
-            for_each_chunk_in(tape, data, range.clone(), |t, _| {
-                hv_chunk.iter_mut().for_each(|o| *o = T::zero());
-                match curvature {
-                    Curvature::Hessian => {
-                        t.hvp(&net.params, vt, loss, hv_chunk, alpha);
-                    }
-                    Curvature::GaussNewton => t.ggn_vp(&net.params, vt, loss, hv_chunk, alpha),
-                }
-                hv.iter_mut().zip(hv_chunk.iter()).for_each(|(o, h)| *o += h.to_f64());
-                Ok(())
-            })
-            .expect("data checked when the operator was built");
-        });
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (_, _, _, hv) in &self.lanes {
-            out.iter_mut().zip(hv).for_each(|(o, h)| *o += h);
-        }
-        self.products += 1;
-    }
-    fn products(&self) -> usize {
-        self.products
-    }
 }

@@ -3,6 +3,7 @@
 
 use crate::sharpness::{largest_safe_lambda, print_orbit, Point};
 use anyhow::{bail, Context, Result};
+use noether::curvature::NetHessian;
 use noether::curvature::{
     exact_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions, LinearOperator, Sharpness,
 };
@@ -11,7 +12,7 @@ use noether::equilibrium::net::{net_analysis, pair_grams, pair_reports, NetAnaly
 use noether::equilibrium::net_teleport::{net_teleport, NetTeleportOptions};
 use noether::equilibrium::teleport::TeleportTarget;
 use noether::equilibrium::{Status, Time};
-use noether::net::{load_net, save_net, Net, NetArch, NetHessian};
+use noether::net::{load_net, save_net, Net, NetArch};
 use noether::report::exporter::Exports;
 use noether::report::records::{NetSymmetryRecord, SharpnessRecord};
 use noether::stats::net::{net_moments_with, GramSpec, MomentPath};
@@ -530,6 +531,8 @@ pub struct SharpnessRequest<'a> {
     pub f32: bool,
     /// The Hessian or the Gauss–Newton matrix.
     pub curvature: Curvature,
+    /// Samples per chunk of the products (`--chunk`).
+    pub chunk: usize,
     /// λ grid of `--orbit` and the `--generator` (default: the first symmetry).
     pub orbit: Option<(Vec<f64>, Option<&'a str>)>,
 }
@@ -642,7 +645,7 @@ fn curvature_at<T: noether::Real>(
     loss: Loss,
     req: &SharpnessRequest,
 ) -> Result<Sharpness> {
-    let mut op = NetHessian::with_curvature(net, data, loss, req.curvature)?;
+    let mut op = NetHessian::with_curvature(net, data, loss, req.curvature)?.with_chunk(req.chunk)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
     let ev = lanczos_eigenvalues(&mut op, req.top, req.bottom, &req.lanczos, &mut rng)?;
     let p = net.arch.n_params();

@@ -204,6 +204,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
             seed: args.seed,
             f32,
             curvature: if args.gauss_newton { Curvature::GaussNewton } else { Curvature::Hessian },
+            chunk: args.chunk,
             orbit,
         };
         let ok = crate::arch::sharpness(&net, &data, loss, &req, global, (&exports, &args), args.json)?;
@@ -261,7 +262,6 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         hvp: HvpOptions {
             curvature: if args.gauss_newton { Curvature::GaussNewton } else { Curvature::Hessian },
             chunk: args.chunk,
-            cache: true,
         },
         subset: args.subset.map_or(Subset::All, |n| Subset::Random { n }),
         seed: args.seed,
