@@ -425,10 +425,11 @@ fn bad_input_is_a_typed_error() {
     let err = sharpness(&model, &data, Loss::Mse, &SharpnessOptions { top: p + 1, ..Default::default() })
         .unwrap_err();
     assert!(err.to_string().contains(&format!("P = {p}")), "{err}");
-    for bad in ["1:2", "a:1:3", "0:1:x", "0:1:0", "0:inf:3", ""] {
+    for bad in ["1:2", "a:1:3", "0:1:x", "0:1:0", "0:inf:3", "", "0:1:1", "0.5:0.5:3"] {
         assert!(parse_grid(bad).is_err(), "{bad}");
     }
     assert_eq!(parse_grid("-1:1:3").unwrap(), vec![-1.0, 0.0, 1.0]);
+    assert_eq!(parse_grid("0.5:0.5:1").unwrap(), vec![0.5]);
     let orbit = Orbit::Generator(Generator::Rescale { layer: 0, unit: 0 });
     let err =
         orbit_sharpness(&model, &data, Loss::Mse, &orbit, &[0.0], &SharpnessOptions::default()).unwrap_err();

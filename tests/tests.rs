@@ -23,6 +23,8 @@
 //! - `reproduce`: `noether reproduce --quick` end to end (noether-flow, fig2) and a smoke test of every other experiment.
 //! - `robust`: every input that cannot mean what it says is an error naming the culprit; unconverged results are
 //!   flagged; a second run never overwrites the first.
+//! - `robust_outputs`: closed pipes, exports that would overwrite inputs (links, devices), and the flags and files
+//!   of `sharpness`, `teleport`, `analyze` and `reproduce --list` that cannot mean what they say.
 //! - `report`: figures (PNG + SVG of every kind, degenerate data), the Markdown/HTML report.
 //! - `sweep`: sweep files (grid, zip, dotted keys, names), resumption and faults, identical tables for any
 //!   worker count, the CLI's errors, and the SLURM backend on a real cluster (`NOETHER_SLURM=1`, see .ci/run).
@@ -48,6 +50,7 @@ mod reference;
 mod report;
 mod reproduce;
 mod robust;
+mod robust_outputs;
 mod sde;
 mod sweep;
 mod symmetry;

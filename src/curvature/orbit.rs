@@ -87,7 +87,7 @@ pub struct OrbitPoint {
     pub sharpness: Sharpness,
 }
 
-/// `LO:HI:N` → N evenly spaced values from LO to HI inclusive (N ≥ 1; N = 1 gives LO).
+/// `LO:HI:N` → N evenly spaced values from LO to HI inclusive (N ≥ 2 with LO ≠ HI, or one point `LO:LO:1`).
 pub fn parse_grid(s: &str) -> Result<Vec<f64>> {
     let bad = |why: &str| Error::Config(format!("orbit range `{s}` {why}; expected LO:HI:N, e.g. -1:1:21"));
     let parts: Vec<&str> = s.split(':').collect();
@@ -103,8 +103,14 @@ pub fn parse_grid(s: &str) -> Result<Vec<f64>> {
     if n == 0 {
         return Err(bad("has N = 0"));
     }
+    if n == 1 && lo != hi {
+        return Err(bad("asks for one point between two different ends; write LO:LO:1 for one λ, or N ≥ 2"));
+    }
     if n == 1 {
         return Ok(vec![lo]);
+    }
+    if lo == hi {
+        return Err(bad("has LO = HI with N ≥ 2 (the same point N times); write LO:LO:1 or widen the range"));
     }
     Ok((0..n).map(|i| lo + (hi - lo) * i as f64 / (n - 1) as f64).collect())
 }

@@ -27,6 +27,16 @@ pub fn load_dataset<T: Real>(path: &Path) -> Result<Dataset<T>> {
 pub fn load_dataset_shaped<T: Real>(path: &Path) -> Result<(Dataset<T>, Vec<usize>)> {
     let bytes = tensor_io::read_file(path)?;
     let st = tensor_io::parse(&bytes, path)?;
+    let mut extra: Vec<&str> = st.names().into_iter().filter(|n| !matches!(*n, "x" | "y")).collect();
+    if !extra.is_empty() {
+        extra.sort_unstable();
+        return Err(Error::Data(format!(
+            "{} holds tensors a data file does not have: {}; a data file holds exactly `x` and `y` (remove the \
+             others, or write a file with only those two)",
+            path.display(),
+            extra.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        )));
+    }
     let x = tensor_io::view(&st, "x", path)?;
     if !(2..=4).contains(&x.shape().len()) {
         return Err(Error::Data(format!(

@@ -289,6 +289,19 @@ impl Default for AnalyzeOptions {
     }
 }
 
+/// Errors when N < 2: the centred gradient covariance Σ of one sample is zero, so there is no noise to analyse
+/// (dense chains and module trees alike).
+pub fn check_noise_samples(n: usize) -> Result<()> {
+    if n < 2 {
+        return Err(Error::Data(format!(
+            "the data hold N = {n} sample{}: the gradient covariance Σ of one sample is zero, so there is no noise \
+             to analyse; give at least 2 samples",
+            if n == 1 { "" } else { "s" }
+        )));
+    }
+    Ok(())
+}
+
 impl AnalyzeOptions {
     /// Checks the options against a data set of `n` samples: η finite and positive, 1 ≤ S, and S ≤ N when
     /// sampling without replacement (the factor (N−S)/(N−1) would be negative).
@@ -296,12 +309,7 @@ impl AnalyzeOptions {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Config(format!("learning rate η = {} must be finite and positive", self.lr)));
         }
-        if n < 2 {
-            return Err(Error::Data(format!(
-                "the data hold N = {n} sample: the gradient covariance Σ of one sample is zero, so there is no \
-                 noise to analyse; give at least 2 samples"
-            )));
-        }
+        check_noise_samples(n)?;
         if self.batch_size == 0 {
             return Err(Error::Config("batch size S = 0: must be at least 1".into()));
         }

@@ -185,8 +185,11 @@ impl ExportFormat {
 pub enum ExportTarget {
     /// Standard output (the path `-`).
     Stdout,
-    /// A file, created by [`Exports::create`].
+    /// A regular file (symbolic links resolved), replaced whole when written (temporary file + rename).
     File(PathBuf),
+    /// A device or a named pipe (e.g. `/dev/stdout`, `/dev/null`), written in place: renaming over it would
+    /// replace the device by a regular file.
+    Stream(PathBuf),
 }
 
 /// The exports a command was asked for, with their files already created.
@@ -196,8 +199,8 @@ pub struct Exports {
 }
 
 impl Exports {
-    /// Creates (truncates) every file now, so an unwritable path fails before the command computes anything;
-    /// the path `-` means standard output.
+    /// Checks every path now ([`Exports::add`]), so an unwritable path fails before the command computes
+    /// anything; the path `-` means standard output.
     pub fn create(requests: impl IntoIterator<Item = (ExportFormat, PathBuf)>) -> Result<Self> {
         let mut exports = Exports::default();
         for (format, path) in requests {
@@ -206,13 +209,35 @@ impl Exports {
         Ok(exports)
     }
 
-    /// Adds one export, creating (truncating) its file now; `-` means standard output.
+    /// Adds one export; `-` means standard output. A path that does not exist is created empty now (so an
+    /// unwritable directory fails before any work); an existing regular file is opened for appending, which
+    /// checks that it is writable without touching its contents (it is replaced only when the results are
+    /// written); a symbolic link is followed, so the file it points to is replaced and the link stays; a device
+    /// or named pipe is written in place. A directory is an error.
     pub fn add(&mut self, format: ExportFormat, path: PathBuf) -> Result<()> {
         let target = if path.as_os_str() == "-" {
             ExportTarget::Stdout
         } else {
-            File::create(&path).map_err(|e| Error::io(&path, e))?;
-            ExportTarget::File(path)
+            match std::fs::metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    return Err(Error::io(
+                        &path,
+                        std::io::Error::other("is a directory; give a file name for the export"),
+                    ))
+                }
+                Ok(m) if m.is_file() => {
+                    std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+                    ExportTarget::File(std::fs::canonicalize(&path).map_err(|e| Error::io(&path, e))?)
+                }
+                Ok(_) => {
+                    std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(&path, e))?;
+                    ExportTarget::Stream(path)
+                }
+                Err(_) => {
+                    File::create_new(&path).map_err(|e| Error::io(&path, e))?;
+                    ExportTarget::File(path)
+                }
+            }
         };
         self.sinks.push((format, target));
         Ok(())
@@ -233,6 +258,11 @@ impl Exports {
                     stdout.write_all(text.as_bytes()).map_err(|e| Error::io("<stdout>", e))?
                 }
                 ExportTarget::File(path) => write_atomic(path, &text)?,
+                ExportTarget::Stream(path) => std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .and_then(|mut f| f.write_all(text.as_bytes()))
+                    .map_err(|e| Error::io(path, e))?,
             }
         }
         Ok(())

@@ -91,7 +91,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--lr {}: the learning rate must be finite and positive", args.lr);
     }
     if let Some((net, data, loss)) = args.io.load_net()? {
-        let exports = args.export.create()?;
+        let exports = args.export.create(&args.io.files())?;
         let time = time_of(args.time, args.batch_size, args.sampling, data.len())?;
         let bar = crate::progress::bar(1, "statistics pass", global);
         let a = crate::arch::analysis(&net, &data, loss, time, args.precision == PrecisionArg::F32)?;
@@ -99,7 +99,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         crate::arch::analyze(&net, &data, &a, args.lr, args.batch_size, args.json, (&exports, &args))?;
         return Ok(if a.diag.joint.converged { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    let exports = args.export.create()?;
+    let exports = args.export.create(&args.io.files())?;
     let a = match args.precision {
         PrecisionArg::F64 => analyse::<f64>(&args, global)?,
         PrecisionArg::F32 => analyse::<f32>(&args, global)?,

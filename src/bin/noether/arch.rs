@@ -3,9 +3,9 @@
 
 use crate::sharpness::{largest_safe_lambda, print_orbit, Point};
 use anyhow::{bail, Context, Result};
-use noether::curvature::NetHessian;
 use noether::curvature::{
-    exact_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions, LinearOperator, Sharpness,
+    exact_trace, hutch_plus_plus_trace, hutchinson_trace, lanczos_eigenvalues, Curvature, LanczosOptions,
+    LinearOperator, NetHessian, Sharpness, TraceMethod,
 };
 use noether::data::load_dataset_shaped;
 use noether::equilibrium::net::{net_analysis, pair_grams, pair_reports, NetAnalysis, NetPairReport};
@@ -29,7 +29,23 @@ use std::path::Path;
 /// rotations and reads the stored activations and normalisations).
 pub fn net_model(model: &Path, arch: Option<&Path>) -> Result<Option<Net<f64>>> {
     let arch = match arch {
-        Some(p) => NetArch::load(p).with_context(|| format!("reading the architecture {}", p.display()))?,
+        Some(p) => {
+            let given =
+                NetArch::load(p).with_context(|| format!("reading the architecture {}", p.display()))?;
+            let stored =
+                noether::net::stored_arch(model).with_context(|| format!("reading {}", model.display()))?;
+            if let Some(stored) = stored.filter(|s| s.to_toml() != given.to_toml()) {
+                let first = first_difference(stored.to_toml(), given.to_toml());
+                bail!(
+                    "--arch {}: the model file {} carries a different architecture (`noether.arch` in its \
+                     metadata; first difference: {first}); the file's own architecture is the one its weights \
+                     were written for: drop --arch",
+                    p.display(),
+                    model.display()
+                );
+            }
+            given
+        }
         None => {
             match noether::net::stored_arch(model).with_context(|| format!("reading {}", model.display()))? {
                 Some(a) if a.dense_chain().is_none() => a,
@@ -40,6 +56,19 @@ pub fn net_model(model: &Path, arch: Option<&Path>) -> Result<Option<Net<f64>>> 
     let net = load_net::<f64>(model, Some(&arch))
         .with_context(|| format!("loading the model from {}", model.display()))?;
     Ok(Some(net))
+}
+
+/// The first line where two architecture texts differ, as `file: … / --arch: …`.
+fn first_difference(stored: &str, given: &str) -> String {
+    let (mut a, mut b) = (stored.lines(), given.lines());
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) if x == y => continue,
+            (x, y) => {
+                return format!("file `{}`, --arch `{}`", x.unwrap_or("(end)"), y.unwrap_or("(end)"));
+            }
+        }
+    }
 }
 
 /// Refuses the dense-chain flags that an architecture file replaces.
@@ -229,6 +258,7 @@ pub fn analysis(
     time: Time,
     f32: bool,
 ) -> Result<TreeAnalysis> {
+    noether::equilibrium::check_noise_samples(data.len())?;
     let prs = pairs(&net.arch);
     let m = moments(net, data, loss, f32, &pair_grams(&prs))?;
     let syms = enumerate(&net.arch);
@@ -408,7 +438,7 @@ fn moments(
 /// (`target` = the clock of the noise target) or, for `target = None`, to the least-norm point of the same
 /// orbits ([`net_teleport`]); written under the same tensor names (float64, with the architecture in the
 /// metadata). `f32`: the passes compute in f32 (moments accumulated in f64) and the f64 parameters move.
-/// Returns whether the descent reached `tol` (raised to 1000·ε of f32 for an f32 pass).
+/// Returns whether the descent reached `tol` (at least 1000·ε of the pass's precision: the command checks it).
 #[allow(clippy::too_many_arguments)]
 pub fn teleport(
     net: &Net<f64>,
@@ -427,7 +457,7 @@ pub fn teleport(
     let grams = pair_grams(&prs);
     let opts = NetTeleportOptions {
         target: target.map_or(TeleportTarget::Norm, TeleportTarget::Noise),
-        tol: if f32 { tol.max(1000.0 * f32::EPSILON as f64) } else { tol },
+        tol,
         ..Default::default()
     };
     let bar = crate::progress::bar(1, "teleporting", global);
@@ -514,13 +544,13 @@ pub fn teleport(
 }
 
 /// What `noether sharpness` computes on a module tree.
-pub struct SharpnessRequest<'a> {
+pub struct SharpnessRequest {
     /// Top eigenvalues k and whether to add the smallest.
     pub top: usize,
     /// Also the smallest eigenvalue.
     pub bottom: bool,
-    /// `exact`, `hutchinson` or `none` (default: exact for P ≤ 2000).
-    pub trace: Option<&'a str>,
+    /// The trace method (`None`: no trace), resolved from `--trace` and P.
+    pub trace: Option<TraceMethod>,
     /// Hutchinson probes.
     pub probes: usize,
     /// Lanczos options.
@@ -534,7 +564,7 @@ pub struct SharpnessRequest<'a> {
     /// Samples per chunk of the products (`--chunk`).
     pub chunk: usize,
     /// λ grid of `--orbit` and the `--generator` (default: the first symmetry).
-    pub orbit: Option<(Vec<f64>, Option<&'a str>)>,
+    pub orbit: Option<(Vec<f64>, Option<String>)>,
 }
 
 /// `sharpness --json` on a module tree: the dense-chain path's fields, plus the precision.
@@ -649,11 +679,11 @@ fn curvature_at<T: noether::Real>(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(req.seed);
     let ev = lanczos_eigenvalues(&mut op, req.top, req.bottom, &req.lanczos, &mut rng)?;
     let p = net.arch.n_params();
-    let tr = match req.trace.unwrap_or(if p <= 2000 { "exact" } else { "hutchinson" }) {
-        "exact" => Some(exact_trace(&mut op)),
-        "hutchinson" => Some(hutchinson_trace(&mut op, req.probes, &mut rng)?),
-        "none" => None,
-        other => bail!("--trace {other}: with an architecture, use exact, hutchinson or none"),
+    let tr = match req.trace {
+        Some(TraceMethod::Exact) => Some(exact_trace(&mut op)),
+        Some(TraceMethod::Hutchinson) => Some(hutchinson_trace(&mut op, req.probes, &mut rng)?),
+        Some(TraceMethod::HutchPlusPlus) => Some(hutch_plus_plus_trace(&mut op, req.probes, &mut rng)?),
+        None => None,
     };
     let (l, _) = noether::net::loss_and_grad(net, data, loss)?;
     Ok(Sharpness {
@@ -693,7 +723,7 @@ pub fn sharpness(
     json: bool,
 ) -> Result<bool> {
     let orbit = match &req.orbit {
-        Some((grid, spec)) => Some((grid, orbit_symmetry(&net.arch, *spec)?)),
+        Some((grid, spec)) => Some((grid, orbit_symmetry(&net.arch, spec.as_deref())?)),
         None => None,
     };
     let at_theta = curvature(net, data, loss, req)?;
@@ -780,7 +810,7 @@ pub fn sharpness(
     )?;
     if let (Some(label), Some(pts)) = (&doc.orbit_generator, &doc.orbit) {
         drop(o);
-        print_orbit(label, pts);
+        print_orbit(label, pts)?;
     }
     Ok(ok)
 }

@@ -6,7 +6,7 @@ use noether::model::load_safetensors;
 use noether::report::{ExportDoc, ExportFormat, Exports, Record};
 use noether::{Activation, Dataset, Loss, Model};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// How progress is shown.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -140,15 +140,60 @@ pub struct ExportArgs {
     pub export_markdown: Option<PathBuf>,
 }
 
+/// A number as a user would write it back on the command line: plain decimals for moderate magnitudes, else
+/// scientific notation (Rust's `{}` prints 1e-300 with 300 digits).
+pub fn flag_num(x: f64) -> String {
+    if x != 0.0 && x.is_finite() && (x.abs() < 1e-4 || x.abs() >= 1e6) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// Whether `a` and `b` name the same file: the same file once symbolic links are resolved when both exist,
+/// else the same absolute path.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
+impl ModelData {
+    /// The input files with their flags (for [`ExportArgs::create`]).
+    pub fn files(&self) -> Vec<(&'static str, &Path)> {
+        let mut f = vec![("--model", self.model.as_path()), ("--data", self.data.as_path())];
+        if let Some(a) = &self.arch {
+            f.push(("--arch", a.as_path()));
+        }
+        f
+    }
+}
+
 impl ExportArgs {
-    /// Creates every export file now, before any work, so that a bad path fails fast.
-    pub fn create(&self) -> Result<Exports> {
+    /// Checks every export path now, before any work, so that a bad path fails fast: an export may not be one
+    /// of the command's `files` (its inputs and `--out`, with their flags) or another export's path, which it
+    /// would overwrite.
+    pub fn create(&self, files: &[(&str, &Path)]) -> Result<Exports> {
         let mut exports = Exports::default();
         let flags = [
             ("--export-json", ExportFormat::Json, &self.export_json),
             ("--export-csv", ExportFormat::Csv, &self.export_csv),
             ("--export-markdown", ExportFormat::Markdown, &self.export_markdown),
         ];
+        let mut taken: Vec<(&str, &Path)> = files.to_vec();
+        for (flag, _, path) in &flags {
+            if let Some(path) = path.as_deref().filter(|p| p.as_os_str() != "-") {
+                if let Some((other, _)) = taken.iter().find(|(_, q)| same_file(path, q)) {
+                    anyhow::bail!(
+                        "{flag} {}: that is the file of {other}, which the export would overwrite; give another \
+                         path",
+                        path.display()
+                    );
+                }
+                taken.push((flag, path));
+            }
+        }
         for (flag, format, path) in flags {
             if let Some(path) = path {
                 // The library error already names the path and the OS reason.
@@ -176,10 +221,10 @@ pub fn export<R: Record>(
 
 /// The `--force` flag of every command that writes a run folder or an output file.
 #[derive(clap::Args, Debug, Clone, Copy, Default, Serialize)]
+#[serde(transparent)]
 pub struct Force {
     /// Overwrite the results of an earlier run in the output folder or file (refused without it).
     #[arg(long)]
-    #[serde(skip)]
     pub force: bool,
 }
 

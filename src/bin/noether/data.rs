@@ -76,7 +76,7 @@ fn idx<T: Real>(a: &IdxArgs) -> Result<ExitCode> {
         load_idx(&a.images, &a.labels, &options).context("reading the IDX images and labels")?;
     let shape = if a.flat { vec![data.d_in()] } else { shape };
     save_dataset_shaped(&data, &shape, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
-    println!("{}", summary(&data, &shape, &a.out, a.standardize));
+    outln!("{}", summary(&data, &shape, &a.out, a.standardize));
     Ok(ExitCode::SUCCESS)
 }
 

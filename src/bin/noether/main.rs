@@ -1,6 +1,14 @@
 //! The `noether` command: parses arguments, dispatches to one library entry point per subcommand, prints.
 //! Exit codes: 0 = ok, 1 = a check failed (e.g. a `reproduce` claim not met), 2 = error.
 
+/// `println!` that returns a broken pipe as an error (main turns it into exit code 0) instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 mod analyze;
 mod arch;
 mod common;

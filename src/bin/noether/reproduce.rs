@@ -27,8 +27,8 @@ pub struct Args {
     /// Base seed of every experiment, e.g. `--seed 1`.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// List the experiments and exit.
-    #[arg(long)]
+    /// List the experiments and exit (alone: the other arguments would do nothing).
+    #[arg(long, conflicts_with_all = ["names", "quick", "out", "jobs", "seed", "force"])]
     pub list: bool,
     #[command(flatten)]
     pub force: crate::common::Force,
@@ -37,7 +37,7 @@ pub struct Args {
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     if args.list {
         for e in registry() {
-            println!("{:<28} {}", e.name(), e.description());
+            outln!("{:<28} {}", e.name(), e.description());
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -116,7 +116,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     let files = report.write(&args.out)?;
     let (passed, total) = report.counts();
     for c in report.checks() {
-        println!(
+        outln!(
             "{:<11} {:<28} [{}] {} (predicted {}, measured {})",
             match c.outcome {
                 Outcome::Pass => "pass",
@@ -134,14 +134,14 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     }
     let (undecided, measured) = (report.count(Outcome::Undecided), report.count(Outcome::Measured));
     let (refuted, failed) = (report.count(Outcome::Refuted), report.count(Outcome::Fail));
-    println!(
+    outln!(
         "{passed}/{total} checks passed, {refuted} REFUTED, {failed} failed ({undecided} not decided at this size, \
          {measured} reported measurements); wrote {} and {}",
         files.markdown.display(),
         files.html.display()
     );
     if refuted > 0 {
-        println!(
+        outln!(
             "REFUTED rows are pre-registered predictions the data refute, each explained in docs/experiments.md; \
              they do not fail the run, FAIL rows do"
         );

@@ -29,9 +29,9 @@ pub struct Args {
     /// Trace: exact (P HVPs), hutchinson, hutch++ or none. Default: exact when P ≤ 2000, else hutchinson.
     #[arg(long)]
     trace: Option<String>,
-    /// Probes for hutchinson (products for hutch++).
-    #[arg(long, default_value_t = 100)]
-    probes: usize,
+    /// Probes for hutchinson (products for hutch++); default 100.
+    #[arg(long)]
+    probes: Option<usize>,
     /// Sharpness along a symmetry orbit e^{λA}θ over λ = LO..HI (N points), e.g. `--orbit -1:1:21`.
     #[arg(long, value_name = "LO:HI:N", allow_hyphen_values = true)]
     orbit: Option<String>,
@@ -91,14 +91,15 @@ pub fn largest_safe_lambda(at_theta: &Sharpness, p: usize, max: f64) -> f64 {
 }
 
 /// The orbit table of the text output.
-pub fn print_orbit(label: &str, pts: &[Point]) {
-    println!("\nalong the orbit e^(λA)θ of {label}:");
-    println!("  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss");
+pub fn print_orbit(label: &str, pts: &[Point]) -> std::io::Result<()> {
+    outln!("\nalong the orbit e^(λA)θ of {label}:");
+    outln!("  {:>10} {:>14} {:>14} {:>14}", "lambda", "top_eig", "trace", "loss");
     for pt in pts {
         let tr = pt.trace.map_or("-".to_string(), |t| format!("{t:.6e}"));
         let flag = if pt.converged { "" } else { "   NOT converged" };
-        println!("  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}", pt.lambda, pt.top_eigenvalue, tr, pt.loss);
+        outln!("  {:>10.4} {:>14.6e} {:>14} {:>14.6e}{flag}", pt.lambda, pt.top_eigenvalue, tr, pt.loss);
     }
+    Ok(())
 }
 
 /// The JSON document.
@@ -136,10 +137,25 @@ fn parse_generator(s: &str, arch: &Architecture) -> Result<Generator> {
     Ok(g)
 }
 
+/// A dense chain's generator (`rescale:LAYER:UNIT`, `scale:LAYER`, `double_rotation:LAYER`) in the names of
+/// the chain's module tree (`layers.{LAYER}`), where a dense file runs in f32; other text is passed on.
+fn dense_generator_on_tree(g: &str) -> String {
+    let mut parts: Vec<String> = g.split(':').map(str::to_string).collect();
+    let family = matches!(parts[0].as_str(), "rescale" | "scale" | "double_rotation");
+    if family && parts.len() >= 2 && parts[1].parse::<usize>().is_ok() {
+        parts[1] = format!("layers.{}", parts[1]);
+    }
+    parts.join(":")
+}
+
 /// Flags out of range, or that only matter with another flag, before any work.
 fn check_flags(args: &Args) -> Result<()> {
-    if !(args.tol.is_finite() && args.tol > 0.0) {
-        bail!("--tol {}: the Lanczos tolerance must be finite and positive", args.tol);
+    if !(args.tol.is_finite() && args.tol > 0.0 && args.tol < 1.0) {
+        bail!(
+            "--tol {}: the Lanczos relative residual tolerance must lie in (0, 1) (at 1 or above any Ritz value \
+             passes)",
+            crate::common::flag_num(args.tol)
+        );
     }
     if args.max_iter == 0 {
         bail!("--max-iter 0: Lanczos needs at least one iteration");
@@ -151,34 +167,59 @@ fn check_flags(args: &Args) -> Result<()> {
         bail!("--generator only applies with --orbit LO:HI:N; add --orbit or drop --generator");
     }
     let stochastic = matches!(args.trace.as_deref(), Some("hutchinson" | "hutch++") | None);
-    if args.probes != 100 && !stochastic {
+    if let (Some(n), false) = (args.probes, stochastic) {
         bail!(
-            "--probes {} only applies to --trace hutchinson or hutch++, not --trace {}",
-            args.probes,
+            "--probes {n} only applies to --trace hutchinson or hutch++, not --trace {}",
             args.trace.as_deref().unwrap_or("")
         );
     }
-    if args.probes == 0 {
+    if args.probes == Some(0) {
         bail!("--probes 0: a stochastic trace needs at least one probe");
     }
     Ok(())
 }
 
+/// The probes of the stochastic trace, once P is known: `--probes` without `--trace` is an error when the
+/// default trace is the exact one (P ≤ 2000), which uses none.
+fn probes_for(args: &Args, p: usize) -> Result<usize> {
+    if let (Some(n), None, true) = (args.probes, &args.trace, p <= EXACT_TRACE_MAX_P) {
+        bail!(
+            "--probes {n}: the model has P = {p} ≤ {EXACT_TRACE_MAX_P} parameters, so the trace is exact (no \
+             probes); add --trace hutchinson (or hutch++) or drop --probes"
+        );
+    }
+    Ok(args.probes.unwrap_or(100))
+}
+
+/// Up to this many parameters the default trace is exact (P HVPs).
+pub const EXACT_TRACE_MAX_P: usize = 2000;
+
+/// The trace method of `--trace` (default: exact up to [`EXACT_TRACE_MAX_P`] parameters, else Hutchinson).
+fn trace_for(trace: Option<&str>, p: usize) -> Result<Option<TraceMethod>> {
+    Ok(match trace {
+        None => Some(if p <= EXACT_TRACE_MAX_P { TraceMethod::Exact } else { TraceMethod::Hutchinson }),
+        Some("none") => None,
+        Some(s) => Some(TraceMethod::parse(s)?),
+    })
+}
+
 pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     check_flags(&args)?;
     let f32 = args.precision == PrecisionArg::F32;
+    let mut from_dense = false;
     let tree = match args.md.load_net()? {
         Some(t) => Some(t),
         // A dense-chain file in f32 runs on the module-tree engine (the same function and θ layout).
         None if f32 => {
             let (model, data, loss) = args.md.load()?;
             let arch = noether::net::NetArch::from_dense(&model.arch)?;
+            from_dense = true;
             Some((noether::net::Net::from_params(arch, model.params.clone())?, data, loss))
         }
         None => None,
     };
     if let Some((net, data, loss)) = tree {
-        let exports = args.export.create()?;
+        let exports = args.export.create(&args.md.files())?;
         let data = match args.subset {
             Some(n) => noether::curvature::select_subset(&data, Subset::Random { n }, args.seed)
                 .map_err(|e| anyhow::anyhow!("--subset {n}: {e}"))?
@@ -192,14 +233,19 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         noether::curvature::check_basis_memory(args.max_iter.min(p), p)
             .map_err(|e| anyhow::anyhow!("--max-iter {}: {e}", args.max_iter))?;
         let orbit = match &args.orbit {
-            Some(range) => Some((parse_grid(range)?, args.generator.as_deref())),
+            Some(range) => Some((
+                parse_grid(range)?,
+                args.generator
+                    .as_deref()
+                    .map(|g| if from_dense { dense_generator_on_tree(g) } else { g.into() }),
+            )),
             None => None,
         };
         let req = crate::arch::SharpnessRequest {
             top: args.top,
             bottom: args.bottom,
-            trace: args.trace.as_deref(),
-            probes: args.probes,
+            trace: trace_for(args.trace.as_deref(), p)?,
+            probes: probes_for(&args, p)?,
             lanczos: LanczosOptions { max_iter: args.max_iter, tol: args.tol },
             seed: args.seed,
             f32,
@@ -215,7 +261,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         }
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    let exports = args.export.create()?;
+    let exports = args.export.create(&args.md.files())?;
     let (model, data, loss) = args.md.load()?;
     if let Some(n) = args.subset {
         if n == 0 || n > data.len() {
@@ -230,11 +276,8 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     if args.top == 0 || args.top > p {
         bail!("--top {} is out of range: the model has P = {p} parameters; use 1 ≤ k ≤ {p}", args.top);
     }
-    let trace = match args.trace.as_deref() {
-        None => Some(if p <= 2000 { TraceMethod::Exact } else { TraceMethod::Hutchinson }),
-        Some("none") => None,
-        Some(s) => Some(TraceMethod::parse(s)?),
-    };
+    let trace = trace_for(args.trace.as_deref(), p)?;
+    let probes = probes_for(&args, p)?;
     // Validate the orbit before any expensive work.
     let orbit = match &args.orbit {
         None => None,
@@ -257,7 +300,7 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         top: args.top,
         bottom: args.bottom,
         trace,
-        trace_samples: args.probes,
+        trace_samples: probes,
         lanczos: LanczosOptions { max_iter: args.max_iter, tol: args.tol },
         hvp: HvpOptions {
             curvature: if args.gauss_newton { Curvature::GaussNewton } else { Curvature::Hessian },
@@ -319,19 +362,19 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
         return Ok(code);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(code);
     }
     let s = &at_theta;
     let what = if args.gauss_newton { "Gauss–Newton" } else { "Hessian" };
-    println!("{what} of the mean loss ({} samples, P = {}), loss {:.6e}", s.samples, s.n_params, s.loss);
+    outln!("{what} of the mean loss ({} samples, P = {}), loss {:.6e}", s.samples, s.n_params, s.loss);
     for (i, e) in s.top_eigenvalues.iter().enumerate() {
-        println!("  λ_{:<3} {e:>14.6e}", i + 1);
+        outln!("  λ_{:<3} {e:>14.6e}", i + 1);
     }
     if let Some(b) = s.bottom_eigenvalue {
-        println!("  λ_min {b:>14.6e}");
+        outln!("  λ_min {b:>14.6e}");
     }
-    println!(
+    outln!(
         "  Lanczos: {} iterations, residual {:.2e} (threshold {:.2e}), {}",
         s.lanczos.iterations,
         s.lanczos.residual,
@@ -340,15 +383,15 @@ pub fn run(args: Args, global: &Global) -> Result<ExitCode> {
     );
     if let (Some(t), Some(m), Some(ci)) = (s.trace, s.trace_method, s.trace_ci95) {
         if m == TraceMethod::Exact {
-            println!("  trace  {t:>14.6e} (exact)");
+            outln!("  trace  {t:>14.6e} (exact)");
         } else {
-            println!("  trace  {t:>14.6e} ({}; 95% interval [{:.6e}, {:.6e}])", m.name(), ci[0], ci[1]);
+            outln!("  trace  {t:>14.6e} ({}; 95% interval [{:.6e}, {:.6e}])", m.name(), ci[0], ci[1]);
         }
     }
     let products = if args.gauss_newton { "Gauss–Newton-vector" } else { "Hessian-vector" };
-    println!("  {} {products} products", s.hvps);
+    outln!("  {} {products} products", s.hvps);
     if let (Some((_, orbit)), Some(pts)) = (&orbit, &out.orbit) {
-        print_orbit(&orbit.label(), pts);
+        print_orbit(&orbit.label(), pts)?;
     }
     Ok(code)
 }

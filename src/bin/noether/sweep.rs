@@ -11,14 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// `println!` that returns a broken pipe as an error (main turns it into exit code 0) instead of panicking.
-macro_rules! outln {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        writeln!(std::io::stdout(), $($t)*)?
-    }};
-}
-
 /// How `squeue` is polled under `--wait`.
 const POLL: Duration = Duration::from_millis(500);
 /// Log lines shown per failed SLURM task.

@@ -54,13 +54,17 @@ struct Entry {
 }
 
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
+    let mut files = vec![("--model", args.model.as_path())];
+    if let Some(a) = &args.arch {
+        files.push(("--arch", a.as_path()));
+    }
     if let Some(net) = crate::arch::net_model(&args.model, args.arch.as_deref())? {
         crate::arch::refuse_dense_flags(args.activation.as_deref(), &args.norm_layers)?;
-        let exports = args.export.create()?;
+        let exports = args.export.create(&files)?;
         crate::arch::symmetries(&net, args.json, (&exports, &args))?;
         return Ok(ExitCode::SUCCESS);
     }
-    let exports = args.export.create()?;
+    let exports = args.export.create(&files)?;
     let described = noether::net::stored_arch(&args.model)?.is_some();
     if described && !args.norm_layers.is_empty() {
         anyhow::bail!(
@@ -105,10 +109,10 @@ pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "symmetries": entries }))?);
+        outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "symmetries": entries }))?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "model {}: widths {:?}, {} parameters, {} symmetries",
         args.model.display(),
         arch.dims(),
@@ -116,16 +120,16 @@ pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
         entries.len()
     );
     if entries.is_empty() {
-        println!("no exact exponential symmetry (tanh hidden layers have none; relu/identity units rescale, identity pairs rotate)");
+        outln!("no exact exponential symmetry (tanh hidden layers have none; relu/identity units rescale, identity pairs rotate)");
     }
-    println!("{:<16} {:>5} {:>5} {:>14}", "family", "layer", "unit", "charge");
+    outln!("{:<16} {:>5} {:>5} {:>14}", "family", "layer", "unit", "charge");
     for e in &entries {
         let c = e
             .charge_fro
             .map(|f| format!("‖·‖_F {f:.6}"))
             .unwrap_or_else(|| format!("{:.6}", e.charge.as_f64().unwrap_or(f64::NAN)));
         let unit = e.unit.map(|u| u.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<16} {:>5} {:>5} {:>14}", e.family, e.layer, unit, c);
+        outln!("{:<16} {:>5} {:>5} {:>14}", e.family, e.layer, unit, c);
     }
     Ok(ExitCode::SUCCESS)
 }

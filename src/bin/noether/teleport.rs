@@ -44,9 +44,10 @@ pub struct Args {
     /// Batch sampling of the discrete target.
     #[arg(long, value_enum, default_value_t = SamplingArg::With)]
     pub sampling: SamplingArg,
-    /// Relative residual at which the sweeps stop, e.g. `--tol 1e-12`.
-    #[arg(long, default_value_t = 1e-12, allow_hyphen_values = true)]
-    pub tol: f64,
+    /// Relative residual at which the sweeps stop, e.g. `--tol 1e-12` (default 1e-12 in f64, 1000·ε = 1.2e-4
+    /// with `--precision f32`; at least 1000·ε of the precision).
+    #[arg(long, allow_hyphen_values = true)]
+    pub tol: Option<f64>,
     /// Float type: f64, or f32 with the moments accumulated in f64 (on a module tree the passes run in f32 and
     /// the move is applied to the f64 parameters; on a dense-chain file the whole teleport runs in f32).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F64)]
@@ -61,26 +62,44 @@ pub struct Args {
     pub export: ExportArgs,
 }
 
-pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
+pub fn run(mut args: Args, global: &Global) -> anyhow::Result<ExitCode> {
     if args.target == TargetArg::Norm && args.time != TimeArg::Continuous {
         anyhow::bail!("--time only applies to --target noise (the norm target has no clock); drop it");
     }
     if args.time == TimeArg::Continuous && (args.batch_size != 1 || args.sampling != SamplingArg::With) {
+        let mut given = Vec::new();
+        if args.batch_size != 1 {
+            given.push(format!("--batch-size {}", args.batch_size));
+        }
+        if args.sampling != SamplingArg::With {
+            given.push(format!("--sampling {}", serde_json::to_value(args.sampling)?.as_str().unwrap_or("")));
+        }
         anyhow::bail!(
-            "--batch-size {} / --sampling {} only apply to --time discrete (the continuous target balances Σ, \
-             which does not depend on them); add --time discrete or drop them",
-            args.batch_size,
-            serde_json::to_value(args.sampling)?.as_str().unwrap_or("")
+            "{} only {} to --time discrete (the continuous target balances Σ, which does not depend on the \
+             batch); add --time discrete or drop {}",
+            given.join(" and "),
+            if given.len() == 1 { "applies" } else { "apply" },
+            if given.len() == 1 { "it" } else { "them" }
         );
     }
-    let min_tol = 1000.0 * f64::EPSILON;
-    if !(args.tol >= min_tol && args.tol < 1.0) {
+    let (min_tol, precision) = match args.precision {
+        PrecisionArg::F64 => (1000.0 * f64::EPSILON, "f64"),
+        PrecisionArg::F32 => (1000.0 * f32::EPSILON as f64, "f32"),
+    };
+    let tol = args.tol.unwrap_or(if args.precision == PrecisionArg::F64 { 1e-12 } else { min_tol });
+    if !(tol >= min_tol && tol < 1.0) {
         anyhow::bail!(
-            "--tol {}: the relative residual tolerance must lie in [{min_tol:.1e}, 1) (below 1000·ε round-off \
-             decides the residual)",
-            args.tol
+            "--tol {}: in {precision} the relative residual tolerance must lie in [{min_tol:.1e}, 1) (below \
+             1000·ε of {precision} round-off decides the residual){}",
+            crate::common::flag_num(tol),
+            if args.precision == PrecisionArg::F32 {
+                "; use --precision f64 for a tighter tolerance"
+            } else {
+                ""
+            }
         );
     }
+    args.tol = Some(tol);
     crate::common::refuse_overwrite(&args.out, &[], "--out", args.force)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
         anyhow::bail!(
@@ -89,8 +108,10 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
+    let mut files = args.io.files();
+    files.push(("--out", args.out.as_path()));
     if let Some((net, data, loss)) = args.io.load_net()? {
-        let exports = args.export.create()?;
+        let exports = args.export.create(&files)?;
         let time = match args.target {
             TargetArg::Noise => Some(time_of(args.time, args.batch_size, args.sampling, data.len())?),
             TargetArg::Norm => None,
@@ -102,7 +123,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
             loss,
             time,
             f32,
-            args.tol,
+            tol,
             &args.out,
             args.json,
             (&exports, &args),
@@ -110,7 +131,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         )?;
         return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
     }
-    let exports = args.export.create()?;
+    let exports = args.export.create(&files)?;
     let (model, data, loss) = args.io.load()?;
     let target = match args.target {
         TargetArg::Noise => {
@@ -119,7 +140,7 @@ pub fn run(args: Args, global: &Global) -> anyhow::Result<ExitCode> {
         TargetArg::Norm => TeleportTarget::Norm,
     };
     let bar = crate::progress::bar(1, "teleporting", global);
-    let opts = TeleportOptions { target, tol: args.tol, ..Default::default() };
+    let opts = TeleportOptions { target, tol, ..Default::default() };
     let (moved, rep) = match args.precision {
         PrecisionArg::F64 => teleport(&model, &data, loss, &opts),
         PrecisionArg::F32 => teleport(&model.cast::<f32>(), &data.cast::<f32>(), loss, &opts)

@@ -65,7 +65,7 @@ fn train(config: &TrainConfig, out: &Path, global: &Global) -> Result<ExitCode> 
         );
         return Ok(ExitCode::from(2));
     }
-    println!(
+    outln!(
         "{} steps of {} in {:.2} s: final loss {:.6}, t = {:.4}; wrote {}/{{metrics.csv, summary.json, config.toml, model.safetensors, data.safetensors}}",
         summary.steps,
         summary.method,
