@@ -132,7 +132,9 @@ fn standardisation_matches_a_direct_computation_over_the_loaded_samples() {
     let (n, rows, cols) = (40, 3, 4);
     let d = rows * cols;
     let p = write_pair(&dir, "s", n, rows, cols, true);
-    for take in [1, 2, 7, n] {
+    // (One sample is refused: standardising it would zero every pixel.)
+    assert!(load::<f64>(&p, Some(1), true).is_err());
+    for take in [2, 7, n] {
         let (got, _) = load::<f64>(&p, Some(take), true).unwrap();
         let want = standardized_direct(&p.px, take, d);
         // The direct path rounds O(n) times in the mean and variance: tolerance 128·ε·n·max(1, |x|).
@@ -145,13 +147,11 @@ fn standardisation_matches_a_direct_computation_over_the_loaded_samples() {
         }
         // Pixel 0 is constant (7 in every image): it becomes exactly 0.
         assert!((0..take).all(|i| got.x[(i, 0)] == 0.0));
-        if take >= 2 {
-            // Each non-constant pixel has mean 0 and population std 1 over the loaded samples.
-            let mean = (0..take).map(|i| got.x[(i, 1)]).sum::<f64>() / take as f64;
-            let var = (0..take).map(|i| (got.x[(i, 1)] - mean).powi(2)).sum::<f64>() / take as f64;
-            let tol = 16.0 * f64::EPSILON * take as f64;
-            assert!(mean.abs() <= tol && (var - 1.0).abs() <= tol, "mean {mean}, var {var}");
-        }
+        // Each non-constant pixel has mean 0 and population std 1 over the loaded samples.
+        let mean = (0..take).map(|i| got.x[(i, 1)]).sum::<f64>() / take as f64;
+        let var = (0..take).map(|i| (got.x[(i, 1)] - mean).powi(2)).sum::<f64>() / take as f64;
+        let tol = 16.0 * f64::EPSILON * take as f64;
+        assert!(mean.abs() <= tol && (var - 1.0).abs() <= tol, "mean {mean}, var {var}");
         let (f32s, _) = load::<f32>(&p, Some(take), true).unwrap();
         for i in 0..take {
             for j in 0..d {
@@ -478,4 +478,42 @@ fn fashion_mnist_from_debian() {
             }
         }
     }
+}
+
+#[test]
+fn standardising_one_sample_is_an_error_and_the_summary_names_the_classes_present() {
+    let dir = tmp("idx-one");
+    let px: Vec<u8> = (0..3 * 4).map(|i| (i * 37 % 256) as u8).collect();
+    let (images, labels) = (dir.join("images"), dir.join("labels"));
+    std::fs::write(&images, idx_bytes(IDX_IMAGES_MAGIC, &[3, 2, 2], &px)).unwrap();
+    std::fs::write(&labels, idx_bytes(IDX_LABELS_MAGIC, &[3], &[9, 2, 9])).unwrap();
+    let e = load_idx::<f64>(&images, &labels, &IdxOptions { n: Some(1), standardize: true }).unwrap_err();
+    assert!(matches!(e, Error::Config(_)) && e.to_string().contains("standardize needs n ≥ 2"), "{e}");
+    let (i, l) = (images.display().to_string(), labels.display().to_string());
+    let out = dir.join("one.safetensors");
+    let o_s = out.display().to_string();
+    let o = noether(&["data", "idx", &i, &l, "--out", &o_s, "--n", "1", "--standardize"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--standardize") && stderr(&o).contains("--n 1"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // Two samples with labels {9, 2}: not "10 classes".
+    let o = noether(&["data", "idx", &i, &l, "--out", &o_s, "--n", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(line.contains("labels 0–9 (2 of those 10 classes present)"), "{line}");
+    // A training config with n = 1 and standardize names both.
+    let cfg = dir.join("one.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "steps = 5\nlr = 0.1\nloss = \"cross_entropy\"\n[model]\ndims = [4, 10]\n\
+             [data]\nkind = \"idx\"\nimages = \"{i}\"\nlabels = \"{l}\"\nn = 1\nstandardize = true\n\
+             [optimizer]\nmethod = \"gd\"\n"
+        ),
+    )
+    .unwrap();
+    let run = dir.join("run").display().to_string();
+    let o = noether(&["train", &cfg.display().to_string(), "--out", &run, "-q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("standardize") && stderr(&o).contains("n = 1"), "{}", stderr(&o));
 }

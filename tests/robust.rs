@@ -480,3 +480,162 @@ fn a_closed_stdout_ends_the_command_quietly() {
         assert!(stderr(&o).trim().is_empty(), "json {json}: stderr: {}", stderr(&o));
     }
 }
+
+/// Trains the config `text` (not prefixed by `TINY`) into a fresh folder of `dir`, with `flags` after it.
+fn train_text(dir: &Path, name: &str, text: &str, flags: &[&str]) -> Output {
+    let cfg = dir.join(format!("{name}.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    let out = dir.join(name).display().to_string();
+    let mut args = vec!["train", cfg.to_str().unwrap(), "--out", &out, "-q"];
+    args.extend(flags);
+    noether(&args)
+}
+
+/// Writes a float data set of `n` samples `x` [n, 3], `y` [n, 3] (TINY's widths) to `dir/name.safetensors`.
+fn tiny_data_file(dir: &Path, name: &str, n: usize) -> String {
+    let p = dir.join(format!("{name}.safetensors"));
+    let x = faer::Mat::from_fn(n, 3, |i, j| ((i * 3 + j) as f64 * 0.37).sin());
+    let y = faer::Mat::from_fn(n, 3, |i, j| ((i * 5 + j) as f64 * 0.21).cos());
+    noether::data::save_dataset(&noether::Dataset { x, y: noether::Targets::Dense(y) }, &p).unwrap();
+    format!("[data]\nkind = \"file\"\npath = \"{}\"\n", p.display())
+}
+
+#[test]
+fn settings_that_would_be_ignored_are_errors() {
+    let d = tmp("robust-ignored");
+    // `activation` beside `activations` (TINY has activation = "relu").
+    let o = train(&d, "both-activations", &format!("activations = [\"relu\", \"identity\"]\n{DATA}{SGD}"));
+    assert_error(&o, &["activation = \"relu\"", "activations", "one or the other"]);
+    // `activations` alone runs, and its config.toml (without `activation`) runs again.
+    let per_layer = TINY.replace("activation = \"relu\"", "activations = [\"tanh\", \"identity\"]");
+    let o = train_text(&d, "per-layer", &format!("{per_layer}{DATA}{SGD}"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let again = d.join("per-layer").join("config.toml");
+    let text = std::fs::read_to_string(&again).unwrap();
+    assert!(!text.contains("activation ="), "{text}");
+    assert!(train_text(&d, "per-layer-again", &text, &[]).status.success());
+    // Covariance keys of the other form, for either covariance.
+    for (name, teacher, culprits) in [
+        (
+            "variances-phi",
+            "sigma_x = { variances = [1.0, 2.0, 1.0], phi = 3.0 }",
+            &["data.teacher.sigma_x.phi = 3", "variances"][..],
+        ),
+        (
+            "variances-scale",
+            "sigma_eps = { variances = [1.0, 2.0, 1.0], scale = 1.0 }",
+            &["sigma_eps.scale = 1"],
+        ),
+    ] {
+        let o = train(&d, name, &format!("{DATA}teacher = {{ {teacher} }}\n{SGD}"));
+        assert_error(&o, culprits);
+    }
+    // Explicit keys that do not apply are refused even at their default values.
+    for (name, extra, culprits) in [
+        (
+            "eval-n-default",
+            format!("[data]\nkind = \"teacher\"\nn = 64\neval_n = 1000\n{SGD}"),
+            &["eval_n = 1000", "online"][..],
+        ),
+        (
+            "trace-default",
+            format!("{DATA}{SGD}[observe]\nsharpness_trace = \"hutchinson\"\n"),
+            &["sharpness_trace = \"hutchinson\"", "sharpness_every"],
+        ),
+        (
+            "subset-default",
+            format!("{DATA}{SGD}[observe]\nsharpness_subset = 0\n"),
+            &["sharpness_subset = 0", "sharpness_every"],
+        ),
+    ] {
+        assert_error(&train(&d, name, &extra), culprits);
+    }
+    // A warmup that covers the whole run leaves no cosine decay.
+    let cosine = "[schedule]\nkind = \"warmup_cosine\"\nwarmup_steps = 100\nmin_lr = 0.001\n";
+    let o = train(&d, "cosine-never", &format!("{DATA}{SGD}{cosine}"));
+    assert_error(&o, &["warmup_steps = 100", "steps = 100", "min_lr"]);
+    let cosine = "[schedule]\nkind = \"warmup_cosine\"\nwarmup_steps = 50\ntotal_steps = 80\n";
+    let o = train_text(&d, "cosine-steps", &format!("{TINY}{DATA}{SGD}{cosine}"), &["--steps", "50"]);
+    assert_error(&o, &["--steps", "warmup_steps = 50", "steps = 50"]);
+}
+
+#[test]
+fn meaningless_runs_and_models_are_errors() {
+    let d = tmp("robust-meaningless");
+    assert_error(
+        &train(&d, "norm-twice", &format!("norm_layers = [0, 0]\n{DATA}{SGD}")),
+        &["norm_layers", "layer 0 twice"],
+    );
+    let m = "tests/data/relu_mlp_mse/model.safetensors";
+    assert_error(
+        &noether(&["symmetries", "--model", m, "--norm-layers", "0,0"]),
+        &["--norm-layers 0,0", "twice"],
+    );
+    // No steps.
+    let zero = TINY.replace("steps = 100", "steps = 0");
+    assert_error(&train_text(&d, "zero-steps", &format!("{zero}{DATA}{SGD}"), &[]), &["steps = 0"]);
+    let o = train_text(&d, "zero-flag", &format!("{TINY}{DATA}{SGD}"), &["--steps", "0"]);
+    assert_error(&o, &["--steps", "steps = 0"]);
+    // Cross entropy over one output, and on the teacher's float targets.
+    let ce = format!("loss = \"cross_entropy\"\n{}", TINY.replace("dims = [3, 4, 3]", "dims = [3, 4, 1]"));
+    let o = train_text(&d, "ce-one", &format!("{ce}{DATA}{SGD}"), &[]);
+    assert_error(&o, &["cross_entropy", "dims = [3, 4, 1]", "at least 2 outputs"]);
+    let o = train_text(&d, "ce-teacher", &format!("loss = \"cross_entropy\"\n{TINY}{DATA}{SGD}"), &[]);
+    assert_error(&o, &["cross_entropy", "teacher"]);
+    // The noise observer and the SDE need N ≥ 2 (Σ is centred over the samples).
+    let one = "[data]\nkind = \"teacher\"\nn = 1\n";
+    let noise = "[observe]\nnoise_every = 10\n";
+    assert_error(
+        &train(&d, "noise-one", &format!("{one}{SGD}{noise}")),
+        &["noise_every = 10", "data.n = 1", "N ≥ 2"],
+    );
+    let sde = "[optimizer]\nmethod = \"sde\"\nbatch_size = 1\n";
+    assert_error(&train(&d, "sde-one", &format!("{one}{sde}")), &["sde", "data.n = 1", "N ≥ 2"]);
+    let file1 = tiny_data_file(&d, "one", 1);
+    assert_error(&train(&d, "noise-file", &format!("{file1}{SGD}{noise}")), &["noise_every = 10", "N = 1"]);
+    let online = "[data]\nkind = \"teacher\"\neval_n = 1\n";
+    assert_error(
+        &train(&d, "noise-online", &format!("{online}{SGD}{noise}")),
+        &["noise_every", "data.eval_n = 1"],
+    );
+}
+
+#[test]
+fn data_size_errors_name_the_key() {
+    let d = tmp("robust-data-keys");
+    let file = tiny_data_file(&d, "fifty", 50);
+    let without = "[optimizer]\nmethod = \"sgd\"\nbatch_size = 100\nsampling = \"without_replacement\"\n";
+    let o = train(&d, "batch", &format!("{file}{without}"));
+    assert_error(&o, &["optimizer.batch_size = 100", "N = 50", "with_replacement"]);
+    let o =
+        train(&d, "subset", &format!("{file}{SGD}[observe]\nsharpness_every = 10\nsharpness_subset = 100\n"));
+    assert_error(&o, &["observe.sharpness_subset = 100", "N = 50"]);
+    // Teacher covariance errors say which covariance.
+    for (name, teacher, culprits) in [
+        ("phi", "sigma_x = { phi = -1.0 }", &["data.teacher.sigma_x.phi = -1", "positive"][..]),
+        (
+            "negative",
+            "sigma_eps = { variances = [1.0, -1.0, 1.0] }",
+            &["data.teacher.sigma_eps.variances[1] = -1"],
+        ),
+        (
+            "length",
+            "sigma_x = { variances = [1.0, 2.0] }",
+            &["data.teacher.sigma_x.variances", "2 entries", "needs 3"],
+        ),
+    ] {
+        assert_error(&train(&d, name, &format!("{DATA}teacher = {{ {teacher} }}\n{SGD}")), culprits);
+    }
+    // --out naming a file.
+    let f = d.join("mf.toml");
+    std::fs::write(&f, format!("{TINY}{DATA}{SGD}")).unwrap();
+    let fs = f.display().to_string();
+    for force in [false, true] {
+        let mut args = vec!["train", &fs, "--out", &fs, "-q"];
+        if force {
+            args.push("--force");
+        }
+        assert_error(&noether(&args), &["--out", &fs, "is a file, not a run folder"]);
+    }
+    assert_eq!(std::fs::read_to_string(&f).unwrap(), format!("{TINY}{DATA}{SGD}"));
+}

@@ -204,7 +204,8 @@ fn read_idx_u8(path: &Path, expected: u32) -> Result<IdxArray> {
 /// population std (1/n) over the **loaded** n samples (a test set standardised this way uses its own statistics,
 /// not the training set's); a constant pixel (std_j = 0) becomes 0. Standardising makes the /255 irrelevant.
 /// Errors ([`Error::Idx`], naming the file): wrong magic, truncated or overlong file, bad gzip, image and label
-/// counts that differ, `n` beyond the file. Cost: O(N·rows·cols) time, the decompressed files in memory.
+/// counts that differ, `n` beyond the file; [`Error::Config`] for `n = 0` and for `standardize` on fewer than 2
+/// samples. Cost: O(N·rows·cols) time, the decompressed files in memory.
 pub fn load_idx<T: Real>(
     images: &Path,
     labels: &Path,
@@ -239,6 +240,12 @@ pub fn load_idx<T: Real>(
         }
         Some(n) => n,
     };
+    if options.standardize && n < 2 {
+        return Err(Error::Config(format!(
+            "standardize needs n ≥ 2 samples, got n = {n}: each pixel is standardised over the loaded samples, and \
+             over one sample every pixel is constant (all of x would be 0); load more samples or drop standardize"
+        )));
+    }
     let d = rows * cols;
     let pixels = &img.values[..n * d];
     let x = if options.standardize {

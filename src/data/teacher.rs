@@ -12,23 +12,66 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-/// A diagonal covariance: explicit variances, or a geometric spread φ around a scale.
+/// A diagonal covariance: explicit variances, or a geometric spread φ around a scale. In TOML the two forms
+/// exclude each other: `phi` or `scale` beside `variances` is an error (they would be ignored).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawAnisotropy", into = "RawAnisotropy")]
 pub struct Anisotropy {
     /// Condition number φ of the diagonal (1 = isotropic).
-    #[serde(default = "one")]
     pub phi: f64,
     /// Overall variance scale.
-    #[serde(default = "one")]
     pub scale: f64,
-    /// Explicit variances (length d); overrides `phi` and `scale`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Explicit variances (length d); `phi` and `scale` must then stay at 1 (TOML: be absent).
     pub variances: Option<Vec<f64>>,
 }
 
-fn one() -> f64 {
-    1.0
+/// The TOML form of an [`Anisotropy`]: which keys were given, so that keys of the other form are errors.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAnisotropy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phi: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scale: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    variances: Option<Vec<f64>>,
+}
+
+impl RawAnisotropy {
+    /// The covariance; `key` (e.g. `data.teacher.sigma_x`) names it in the error.
+    fn resolve(self, key: &str) -> std::result::Result<Anisotropy, String> {
+        if self.variances.is_some() {
+            if let Some((k, v)) =
+                [("phi", self.phi), ("scale", self.scale)].iter().find_map(|(k, v)| v.map(|v| (k, v)))
+            {
+                return Err(format!(
+                    "{key}.{k} = {v} does not apply beside {key}.variances (explicit variances set every σ_i² \
+                     themselves); give either `variances` or `phi`/`scale`"
+                ));
+            }
+        }
+        Ok(Anisotropy {
+            phi: self.phi.unwrap_or(1.0),
+            scale: self.scale.unwrap_or(1.0),
+            variances: self.variances,
+        })
+    }
+}
+
+impl TryFrom<RawAnisotropy> for Anisotropy {
+    type Error = String;
+    fn try_from(r: RawAnisotropy) -> std::result::Result<Self, String> {
+        r.resolve("the covariance")
+    }
+}
+
+impl From<Anisotropy> for RawAnisotropy {
+    fn from(a: Anisotropy) -> Self {
+        match a.variances {
+            Some(v) => RawAnisotropy { phi: None, scale: None, variances: Some(v) },
+            None => RawAnisotropy { phi: Some(a.phi), scale: Some(a.scale), variances: None },
+        }
+    }
 }
 
 impl Default for Anisotropy {
@@ -48,18 +91,38 @@ impl Anisotropy {
     }
     /// The d variances `σ_i²`.
     pub fn variances(&self, d: usize) -> Result<Vec<f64>> {
+        self.variances_of(d, "the covariance")
+    }
+
+    /// The d variances `σ_i²`; errors name the covariance as `key` (e.g. `data.teacher.sigma_x`).
+    fn variances_of(&self, d: usize, key: &str) -> Result<Vec<f64>> {
         let v = match &self.variances {
             Some(v) => {
+                if self.phi != 1.0 || self.scale != 1.0 {
+                    return Err(Error::Config(format!(
+                        "{key}: phi = {} and scale = {} do not apply beside explicit variances; give one form",
+                        self.phi, self.scale
+                    )));
+                }
                 if v.len() != d {
-                    return Err(Error::shape("explicit variances", &[d], &[v.len()]));
+                    return Err(Error::Config(format!(
+                        "{key}.variances has {} entries, but this covariance needs {d} (one per dimension)",
+                        v.len()
+                    )));
                 }
                 v.clone()
             }
             None => {
                 if !(self.phi > 0.0 && self.phi.is_finite()) {
                     return Err(Error::Config(format!(
-                        "anisotropy phi must be positive and finite, got {}",
+                        "{key}.phi = {}: the anisotropy (condition number) must be positive and finite",
                         self.phi
+                    )));
+                }
+                if !(self.scale >= 0.0 && self.scale.is_finite()) {
+                    return Err(Error::Config(format!(
+                        "{key}.scale = {}: the variance scale must be ≥ 0 and finite",
+                        self.scale
                     )));
                 }
                 (0..d)
@@ -68,7 +131,7 @@ impl Anisotropy {
             }
         };
         if let Some(i) = v.iter().position(|&s| !(s >= 0.0 && s.is_finite())) {
-            return Err(Error::Config(format!("variance {i} is {} (must be ≥ 0 and finite)", v[i])));
+            return Err(Error::Config(format!("{key}.variances[{i}] = {}: must be ≥ 0 and finite", v[i])));
         }
         Ok(v)
     }
@@ -89,17 +152,43 @@ pub enum TeacherMap {
 
 /// The Gaussian teacher distribution.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTeacher", into = "RawTeacher")]
 pub struct Teacher {
     /// Input covariance Σ_x.
-    #[serde(default)]
     pub sigma_x: Anisotropy,
     /// Label-noise covariance Σ_ε.
-    #[serde(default)]
     pub sigma_eps: Anisotropy,
     /// The map V.
-    #[serde(default)]
     pub map: TeacherMap,
+}
+
+/// The TOML form of a [`Teacher`], whose covariances' errors name `sigma_x` or `sigma_eps`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTeacher {
+    #[serde(default)]
+    sigma_x: RawAnisotropy,
+    #[serde(default)]
+    sigma_eps: RawAnisotropy,
+    #[serde(default)]
+    map: TeacherMap,
+}
+
+impl TryFrom<RawTeacher> for Teacher {
+    type Error = String;
+    fn try_from(r: RawTeacher) -> std::result::Result<Self, String> {
+        Ok(Teacher {
+            sigma_x: r.sigma_x.resolve("data.teacher.sigma_x")?,
+            sigma_eps: r.sigma_eps.resolve("data.teacher.sigma_eps")?,
+            map: r.map,
+        })
+    }
+}
+
+impl From<Teacher> for RawTeacher {
+    fn from(t: Teacher) -> Self {
+        RawTeacher { sigma_x: t.sigma_x.into(), sigma_eps: t.sigma_eps.into(), map: t.map }
+    }
 }
 
 impl Default for Teacher {
@@ -149,10 +238,14 @@ impl Teacher {
                 Mat::from_fn(d_out, d_in, |i, j| rows[i][j])
             }
         };
-        let std = |a: &Anisotropy, d| -> Result<Vec<f64>> {
-            Ok(a.variances(d)?.into_iter().map(f64::sqrt).collect())
+        let std = |a: &Anisotropy, d, key| -> Result<Vec<f64>> {
+            Ok(a.variances_of(d, key)?.into_iter().map(f64::sqrt).collect())
         };
-        Ok(TeacherSampler { std_x: std(&self.sigma_x, d_in)?, std_eps: std(&self.sigma_eps, d_out)?, v })
+        Ok(TeacherSampler {
+            std_x: std(&self.sigma_x, d_in, "data.teacher.sigma_x")?,
+            std_eps: std(&self.sigma_eps, d_out, "data.teacher.sigma_eps")?,
+            v,
+        })
     }
 }
 

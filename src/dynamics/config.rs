@@ -25,9 +25,10 @@ pub enum DataSpec {
         /// Finite data-set size; absent for online sampling.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         n: Option<usize>,
-        /// Held-out samples for the logged loss of online runs.
-        #[serde(default = "default_eval_n")]
-        eval_n: usize,
+        /// Held-out samples for the logged loss of online runs (absent: [`DEFAULT_EVAL_N`]); given with `n`, an
+        /// error (it would be ignored).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eval_n: Option<usize>,
     },
     /// A safetensors file with `x` and `y`.
     File {
@@ -50,14 +51,27 @@ pub enum DataSpec {
     },
 }
 
-fn default_eval_n() -> usize {
-    1000
-}
+/// Held-out samples of an online run's logged loss when `data.eval_n` is absent.
+pub const DEFAULT_EVAL_N: usize = 1000;
 
 impl DataSpec {
     /// The Gaussian teacher with `n` samples (`None`: online), online runs logging the loss on 1000 held samples.
     pub fn teacher(teacher: Teacher, n: Option<usize>) -> Self {
-        DataSpec::Teacher { teacher, n, eval_n: default_eval_n() }
+        DataSpec::Teacher { teacher, n, eval_n: None }
+    }
+
+    /// What sets the number N of samples the observers see, for messages: `data.n = 1`, `data.eval_n = 1`, …
+    fn n_source(&self, n: usize) -> String {
+        match self {
+            DataSpec::Teacher { n: Some(_), .. } | DataSpec::Idx { n: Some(_), .. } => {
+                format!("data.n = {n}")
+            }
+            DataSpec::Teacher { n: None, .. } => {
+                format!("data.eval_n = {n} (the held samples of an online run)")
+            }
+            DataSpec::File { path } => format!("the data file {} holds N = {n}", path.display()),
+            DataSpec::Idx { images, .. } => format!("the IDX file {} holds N = {n}", images.display()),
+        }
     }
 }
 
@@ -162,20 +176,29 @@ pub struct ObserveSpec {
     /// steps, other logged rows get NaN). Costs Lanczos iterations plus trace probes, each one HVP.
     #[serde(default)]
     pub sharpness_every: u64,
-    /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`.
-    #[serde(default = "default_trace")]
-    pub sharpness_trace: String,
+    /// Trace method of the sharpness observer: `exact` (P HVPs), `hutchinson` or `hutch++`, or `none`
+    /// (absent: `hutchinson`). Only with `sharpness_every > 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness_trace: Option<String>,
     /// Log Tr Σ, every symmetry's Tr\[AΣ\] and each rescaling's λ* every this many steps (0 = never; one pass
     /// over the logging data each time).
     #[serde(default)]
     pub noise_every: u64,
-    /// Samples (a fixed seeded subset) the sharpness observer uses; 0 = all.
-    #[serde(default)]
-    pub sharpness_subset: usize,
+    /// Samples (a fixed seeded subset) the sharpness observer uses; 0 or absent = all. Only with
+    /// `sharpness_every > 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sharpness_subset: Option<usize>,
 }
 
-fn default_trace() -> String {
-    "hutchinson".into()
+impl ObserveSpec {
+    /// The sharpness observer's trace method (`hutchinson` unless given).
+    pub fn trace(&self) -> &str {
+        self.sharpness_trace.as_deref().unwrap_or("hutchinson")
+    }
+    /// The sharpness observer's subset size (0 = all).
+    pub fn subset(&self) -> usize {
+        self.sharpness_subset.unwrap_or(0)
+    }
 }
 
 fn default_pair_entries() -> usize {
@@ -191,8 +214,8 @@ impl Default for ObserveSpec {
             pair_entries: default_pair_entries(),
             unit_charges: true,
             sharpness_every: 0,
-            sharpness_trace: default_trace(),
-            sharpness_subset: 0,
+            sharpness_trace: None,
+            sharpness_subset: None,
             noise_every: 0,
         }
     }
@@ -329,8 +352,11 @@ impl TrainConfig {
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
             return Err(Error::Config(format!("weight_decay must be ≥ 0, got {}", self.weight_decay)));
         }
-        if self.observe.sharpness_trace != "none" {
-            crate::curvature::TraceMethod::parse(&self.observe.sharpness_trace)?;
+        if self.observe.trace() != "none" {
+            crate::curvature::TraceMethod::parse(self.observe.trace())?;
+        }
+        if self.steps == 0 {
+            return Err(Error::Config("steps = 0: a run takes at least 1 step".into()));
         }
         if self.log_every == 0 {
             return Err(Error::Config("log_every must be at least 1".into()));
@@ -339,6 +365,10 @@ impl TrainConfig {
         self.validate_observe()?;
         self.model.validate()?;
         self.validate_tree_data()?;
+        self.validate_loss()?;
+        if let DataSpec::Teacher { n: Some(n), .. } = self.data {
+            self.check_sample_count(n)?;
+        }
         match (&self.optimizer, &self.data) {
             (Method::Sgd { batch_size: 0, .. } | Method::Sde { batch_size: 0 }, _) => {
                 return Err(Error::Config("batch_size must be at least 1".into()))
@@ -379,10 +409,79 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Cross entropy needs at least two classes (outputs) and class labels (not the teacher's float targets).
+    fn validate_loss(&self) -> Result<()> {
+        if self.loss != Loss::CrossEntropy {
+            return Ok(());
+        }
+        let (d_out, what) = match &self.model {
+            ModelConfig::Dense(spec) => {
+                (spec.dims.last().copied().unwrap_or(0), format!("[model] dims = {:?} ends in", spec.dims))
+            }
+            ModelConfig::Tree(t) => (t.arch.d_out(), "the last layer of [model] has".to_string()),
+        };
+        if d_out < 2 {
+            return Err(Error::Config(format!(
+                "loss = \"cross_entropy\" needs at least 2 outputs (one per class), but {what} {d_out}: a \
+                 softmax over one output is constant (loss 0, gradient 0); widen the last layer or use loss = \"mse\""
+            )));
+        }
+        if let DataSpec::Teacher { .. } = self.data {
+            return Err(Error::Config(
+                "loss = \"cross_entropy\" needs integer class labels, but data kind = \"teacher\" gives float \
+                 targets y = Vx + ε; use loss = \"mse\", or file or IDX data with labels"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks the settings that depend on the number `n` of samples the trainer and its observers see (the data
+    /// set, or an online run's held samples): the centred gradient covariance Σ of the noise observer and of the
+    /// SDE is 0 for one sample (and λ* = 0/0), a without-replacement batch and the sharpness subset must fit.
+    pub fn check_sample_count(&self, n: usize) -> Result<()> {
+        let source = || self.data.n_source(n);
+        if n < 2 {
+            if self.observe.noise_every > 0 {
+                return Err(Error::Config(format!(
+                    "observe.noise_every = {} needs N ≥ 2 samples, but {}: the noise covariance Σ is centred over \
+                     the samples (0 for one), so Tr Σ would be 0 and λ* undefined; use more samples or drop \
+                     noise_every",
+                    self.observe.noise_every,
+                    source()
+                )));
+            }
+            if let Method::Sde { .. } = self.optimizer {
+                return Err(Error::Config(format!(
+                    "optimizer method = \"sde\" needs N ≥ 2 samples, but {}: its noise covariance Σ is centred \
+                     over the samples (0 for one), so the SDE would be gradient descent; use more samples or \
+                     method = \"gd\"",
+                    source()
+                )));
+            }
+        }
+        if let Method::Sgd { batch_size, sampling: Sampling::WithoutReplacement } = self.optimizer {
+            if batch_size > n && !matches!(self.data, DataSpec::Teacher { n: None, .. }) {
+                return Err(Error::Config(format!(
+                    "optimizer.batch_size = {batch_size} exceeds the data set size: {} without replacement; \
+                     lower optimizer.batch_size to at most {n} or use sampling = \"with_replacement\"",
+                    source()
+                )));
+            }
+        }
+        if self.observe.sharpness_every > 0 && self.observe.subset() > n {
+            return Err(Error::Config(format!(
+                "observe.sharpness_subset = {} exceeds the samples the observer sees: {}; use at most {n} (0 = all)",
+                self.observe.subset(),
+                source()
+            )));
+        }
+        Ok(())
+    }
+
     /// Observer options that only matter with another one, and the data options that only matter online.
     fn validate_observe(&self) -> Result<()> {
         let o = &self.observe;
-        let d = ObserveSpec::default();
         for (key, every) in [("noise_every", o.noise_every), ("sharpness_every", o.sharpness_every)] {
             if every > 0 && !every.is_multiple_of(self.log_every) {
                 return Err(Error::Config(format!(
@@ -393,32 +492,32 @@ impl TrainConfig {
             }
         }
         if o.sharpness_every == 0 {
-            if o.sharpness_subset != d.sharpness_subset {
+            if let Some(sub) = o.sharpness_subset {
                 return Err(Error::Config(format!(
-                    "observe.sharpness_subset = {} does nothing without observe.sharpness_every > 0",
-                    o.sharpness_subset
+                    "observe.sharpness_subset = {sub} does nothing without observe.sharpness_every > 0; set \
+                     sharpness_every or drop the key"
                 )));
             }
-            if o.sharpness_trace != d.sharpness_trace {
+            if let Some(trace) = &o.sharpness_trace {
                 return Err(Error::Config(format!(
-                    "observe.sharpness_trace = \"{}\" does nothing without observe.sharpness_every > 0",
-                    o.sharpness_trace
+                    "observe.sharpness_trace = \"{trace}\" does nothing without observe.sharpness_every > 0; set \
+                     sharpness_every or drop the key"
                 )));
             }
         }
         if let DataSpec::Teacher { n, eval_n, .. } = &self.data {
-            if *eval_n == 0 {
+            if *eval_n == Some(0) {
                 return Err(Error::Config(
                     "data.eval_n = 0: online runs log the loss on eval_n ≥ 1 held samples".into(),
                 ));
             }
-            if n.is_some() && *eval_n != default_eval_n() {
+            if let (Some(_), Some(eval_n)) = (n, eval_n) {
                 return Err(Error::Config(format!(
                     "data.eval_n = {eval_n} applies to online data only (no data.n); with data.n the loss is logged \
                      on the data set itself"
                 )));
             }
-            if let (Some(n), sub) = (n, o.sharpness_subset) {
+            if let (Some(n), sub) = (n, o.subset()) {
                 if sub > *n {
                     return Err(Error::Config(format!(
                         "observe.sharpness_subset = {sub} exceeds data.n = {n}; use at most {n} (0 = all)"
@@ -492,7 +591,7 @@ impl DataSpec {
                     Some(0) => Err(Error::Config("data.n must be at least 1".into())),
                     Some(n) => Ok(TrainData::Finite(s.sample(*n, rng))),
                     None => {
-                        let eval = s.sample(*eval_n, rng);
+                        let eval = s.sample(eval_n.unwrap_or(DEFAULT_EVAL_N), rng);
                         Ok(TrainData::Online { sampler: s, eval })
                     }
                 }

@@ -178,16 +178,13 @@ fn sharpness_options(config: &TrainConfig) -> Result<Option<crate::curvature::Sh
     if o.sharpness_every == 0 {
         return Ok(None);
     }
-    let trace = if o.sharpness_trace == "none" {
-        None
-    } else {
-        Some(crate::curvature::TraceMethod::parse(&o.sharpness_trace)?)
-    };
+    let trace =
+        if o.trace() == "none" { None } else { Some(crate::curvature::TraceMethod::parse(o.trace())?) };
     Ok(Some(crate::curvature::SharpnessOptions {
         trace,
         trace_samples: 30,
-        subset: if o.sharpness_subset > 0 {
-            crate::curvature::Subset::Random { n: o.sharpness_subset }
+        subset: if o.subset() > 0 {
+            crate::curvature::Subset::Random { n: o.subset() }
         } else {
             crate::curvature::Subset::All
         },

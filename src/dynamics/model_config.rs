@@ -67,6 +67,13 @@ impl ModelConfig {
                             .into(),
                     ));
                 }
+                if t.contains_key("activation") && t.contains_key("activations") {
+                    return Err(cfg(format!(
+                        "[model] has both activation = {} and activations = {}: the per-layer list sets every \
+                         layer, so `activation` would be ignored; give one or the other",
+                        t["activation"], t["activations"]
+                    )));
+                }
                 ModelSpec::deserialize(toml::Value::Table(t.clone()))
                     .map(ModelConfig::Dense)
                     .map_err(|e| cfg(format!("[model]: {}", e.message())))
@@ -106,7 +113,13 @@ impl ModelConfig {
     pub fn to_table(&self) -> toml::Table {
         match self {
             ModelConfig::Dense(spec) => match toml::Value::try_from(spec) {
-                Ok(toml::Value::Table(t)) => t,
+                Ok(toml::Value::Table(mut t)) => {
+                    // `activations` sets every layer; `activation` beside it is refused on reading.
+                    if spec.activations.is_some() {
+                        t.remove("activation");
+                    }
+                    t
+                }
                 _ => unreachable!("a ModelSpec serialises to a table"),
             },
             ModelConfig::Tree(tree) => {
@@ -157,8 +170,7 @@ fn tree_init(v: &toml::Value) -> Result<PathBuf> {
 impl Serialize for ModelConfig {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         match self {
-            ModelConfig::Dense(spec) => spec.serialize(s),
-            ModelConfig::Tree(_) => self.to_table().serialize(s),
+            ModelConfig::Dense(_) | ModelConfig::Tree(_) => self.to_table().serialize(s),
         }
     }
 }

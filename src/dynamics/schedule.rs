@@ -29,8 +29,9 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// Checks the schedule against a run of `steps` steps at peak rate `lr`: a warmup must end within the run,
-    /// a cosine decay must end after its warmup, and `min_lr` must lie in [0, lr].
+    /// Checks the schedule against a run of `steps` steps at peak rate `lr`: a warmup must end within the run
+    /// (before its last step when a cosine decay follows), a cosine decay must end after its warmup, and
+    /// `min_lr` must lie in [0, lr].
     pub fn validate(&self, lr: f64, steps: u64) -> Result<()> {
         let warmup = match *self {
             Schedule::Constant => return Ok(()),
@@ -48,6 +49,13 @@ impl Schedule {
             )));
         }
         if let Schedule::WarmupCosine { total_steps, min_lr, .. } = *self {
+            if warmup >= steps {
+                return Err(Error::Config(format!(
+                    "schedule.warmup_steps = {warmup} is not below steps = {steps}: the warmup covers the whole \
+                     run, so kind = \"warmup_cosine\" never reaches its cosine decay and min_lr/total_steps never \
+                     take effect; use warmup_steps < {steps} (or kind = \"warmup\")"
+                )));
+            }
             if total_steps != 0 && total_steps <= warmup {
                 return Err(Error::Config(format!(
                     "schedule.total_steps = {total_steps} is not after warmup_steps = {warmup}: the cosine decay \
@@ -111,5 +119,7 @@ mod tests {
         assert!(cos(10, 5, 0.0).validate(1.0, 100).is_err());
         assert!(cos(10, 0, 2.0).validate(1.0, 100).is_err());
         assert!(cos(10, 50, 0.5).validate(1.0, 100).is_ok());
+        assert!(cos(100, 0, 0.0).validate(1.0, 100).is_err(), "no step of cosine decay");
+        assert!(cos(99, 0, 0.0).validate(1.0, 100).is_ok());
     }
 }

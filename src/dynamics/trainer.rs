@@ -76,6 +76,10 @@ impl<T: Real, M: Trainable<T>> Trainer<T, M> {
     /// A trainer for an explicit model and data (the config supplies optimiser, schedule, loss, steps).
     pub fn new(model: M, data: TrainData<T>, config: &TrainConfig, rng: ChaCha8Rng) -> Result<Self> {
         model.check_finite()?;
+        config.check_sample_count(match &data {
+            TrainData::Finite(d) => d.len(),
+            TrainData::Online { eval, .. } => eval.len(),
+        })?;
         let loss = config.loss;
         let (tape_cap, sampler, online_batch) = match (&config.optimizer, &data) {
             (Method::Sgd { batch_size, sampling }, TrainData::Finite(d)) => {

@@ -73,7 +73,7 @@ fn config(
             pair_entries: 0,
             unit_charges: false,
             sharpness_every: p.sharpness_every,
-            sharpness_trace: "exact".into(),
+            sharpness_trace: Some("exact".into()),
             ..Default::default()
         })
 }

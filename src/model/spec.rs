@@ -89,6 +89,13 @@ impl ModelSpec {
     pub fn architecture(&self) -> Result<Architecture> {
         let n = self.dims.len().saturating_sub(1);
         let acts = match &self.activations {
+            Some(_) if self.activation != Activation::default() => {
+                return Err(Error::Config(format!(
+                    "[model] activation = \"{}\" beside activations: the per-layer list sets every layer, so \
+                     `activation` would be ignored; give one or the other",
+                    self.activation.name()
+                )))
+            }
             Some(a) => a.clone(),
             None => {
                 let mut a = vec![self.activation; n];
@@ -104,6 +111,12 @@ impl ModelSpec {
             if l >= n {
                 return Err(Error::Config(format!(
                     "norm_layers names layer {l} but the model has {n} layers"
+                )));
+            }
+            if norm[l] {
+                return Err(Error::Config(format!(
+                    "norm_layers = {:?} names layer {l} twice; give each layer at most once",
+                    self.norm_layers
                 )));
             }
             norm[l] = true;

@@ -231,6 +231,13 @@ pub struct Force {
 /// Refuses to write into `path` (given by `flag`) when it already holds an earlier run, i.e. when `path` is a
 /// file (`markers` empty) or a folder holding one of `markers`, unless `--force` was given.
 pub fn refuse_overwrite(path: &std::path::Path, markers: &[&str], flag: &str, force: Force) -> Result<()> {
+    if !markers.is_empty() && path.exists() && !path.is_dir() {
+        anyhow::bail!(
+            "{flag} {}: that is a file, not a run folder; give {flag} a folder path (new, or holding an earlier run \
+             to overwrite with --force)",
+            path.display()
+        )
+    }
     if force.force {
         return Ok(());
     }

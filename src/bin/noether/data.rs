@@ -71,6 +71,12 @@ fn idx<T: Real>(a: &IdxArgs) -> Result<ExitCode> {
     if a.out.exists() && !a.force {
         bail!("--out {} exists; pass --force to overwrite it", a.out.display());
     }
+    if a.standardize && a.n == Some(1) {
+        bail!(
+            "--standardize needs at least 2 samples, got --n 1: each pixel is standardised over the kept samples, \
+             and over one sample every pixel would become 0; raise --n or drop --standardize"
+        );
+    }
     let options = IdxOptions { n: a.n, standardize: a.standardize };
     let (data, shape): (Dataset<T>, _) =
         load_idx(&a.images, &a.labels, &options).context("reading the IDX images and labels")?;
@@ -80,20 +86,26 @@ fn idx<T: Real>(a: &IdxArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line: what was written where.
+/// One line: what was written where. The labels are described by their range and the classes present.
 fn summary<T: Real>(data: &Dataset<T>, shape: &[usize], out: &Path, standardized: bool) -> String {
-    let classes = match &data.y {
-        noether::data::Targets::Classes(c) => c.iter().max().map_or(0, |&k| k + 1),
+    let labels = match &data.y {
+        noether::data::Targets::Classes(c) => c,
         noether::data::Targets::Dense(_) => unreachable!("IDX labels are classes"),
+    };
+    let top = labels.iter().max().map_or(0, |&k| k + 1);
+    let present = labels.iter().copied().collect::<std::collections::BTreeSet<usize>>().len();
+    let classes = if present == top {
+        format!("labels in {top} classes (0–{})", top.saturating_sub(1))
+    } else {
+        format!("labels 0–{} ({present} of those {top} classes present)", top.saturating_sub(1))
     };
     let x_shape: Vec<usize> = std::iter::once(data.len()).chain(shape.iter().copied()).collect();
     format!(
-        "wrote {} samples to {}: x {x_shape:?} {:?} ({}), y [{}] int64 labels in {classes} classes (0–{})",
+        "wrote {} samples to {}: x {x_shape:?} {:?} ({}), y [{}] int64 {classes}",
         data.len(),
         out.display(),
         T::DTYPE,
         if standardized { "standardised per pixel" } else { "pixels/255 in [0, 1]" },
         data.len(),
-        classes.saturating_sub(1)
     )
 }

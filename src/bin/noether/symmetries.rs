@@ -54,6 +54,14 @@ struct Entry {
 }
 
 pub fn run(args: Args, _global: &Global) -> Result<ExitCode> {
+    if let Some(l) =
+        args.norm_layers.iter().enumerate().find_map(|(i, l)| args.norm_layers[..i].contains(l).then_some(l))
+    {
+        anyhow::bail!(
+            "--norm-layers {} names layer {l} twice; give each layer at most once",
+            args.norm_layers.iter().map(|k| k.to_string()).collect::<Vec<_>>().join(",")
+        );
+    }
     let mut files = vec![("--model", args.model.as_path())];
     if let Some(a) = &args.arch {
         files.push(("--arch", a.as_path()));
