@@ -559,3 +559,50 @@ fn plots_average_the_matching_rows_at_each_x() {
         .unwrap()
         .contains("![final_loss_vs_lr](plots/final_loss_vs_lr.png)"));
 }
+
+#[test]
+fn a_damaged_metrics_file_of_a_done_point_is_an_error_naming_it() {
+    let d = tmp("sweep-corrupt");
+    let f = write_sweep(
+        &d,
+        "[grid]\nlr = [0.01, 0.02]\n[collect]\nmean_last = { k = 3, metrics = [\"loss\"] }\n",
+    );
+    let out = d.join("out");
+    let o = noether(&["sweep", &f, "--out", &out.display().to_string(), "--jobs", "1", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = out.join("points/1-lr=0.02/metrics.csv");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    let li = lines[0].split(',').position(|h| h == "loss").unwrap();
+    let damaged = |k: usize, lines: &[String]| {
+        let mut l = lines.to_vec();
+        let mut cells: Vec<&str> = l[k].split(',').collect();
+        cells[li] = "garbage";
+        l[k] = cells.join(",");
+        l.join("\n") + "\n"
+    };
+    let n = lines.len();
+    let header = lines[0].clone();
+    let cases: Vec<(String, &str)> = vec![
+        (damaged(n - 1, &lines), "column `loss`: \"garbage\" is not a number"),
+        (format!("{header}\n"), "no rows after the header"),
+        (lines[..3].join("\n") + "\n", "mean_last.k = 3 needs 3 rows, the file has 2"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&metrics, text).unwrap();
+        let o = noether(&["sweep", "collect", &out.display().to_string()]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&metrics.display().to_string()) && stderr(&o).contains(want),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The writer's own non-finite values are values, not damage.
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    cells[li] = "NaN".into();
+    lines[1] = cells.join(",");
+    std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
+    let o = noether(&["sweep", "collect", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
