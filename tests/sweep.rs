@@ -574,53 +574,6 @@ fn cli_refuses(name: &str, axes: &str, extra: &[&str]) -> String {
 }
 
 #[test]
-fn a_damaged_metrics_file_of_a_done_point_is_an_error_naming_it() {
-    let d = tmp("sweep-corrupt");
-    let f = write_sweep(
-        &d,
-        "[grid]\nlr = [0.01, 0.02]\n[collect]\nmean_last = { k = 3, metrics = [\"loss\"] }\n",
-    );
-    let out = d.join("out");
-    let o = noether(&["sweep", &f, "--out", &out.display().to_string(), "--jobs", "1", "-q"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let metrics = out.join("points/1-lr=0.02/metrics.csv");
-    let good = std::fs::read_to_string(&metrics).unwrap();
-    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
-    let li = lines[0].split(',').position(|h| h == "loss").unwrap();
-    let damaged = |k: usize, lines: &[String]| {
-        let mut l = lines.to_vec();
-        let mut cells: Vec<&str> = l[k].split(',').collect();
-        cells[li] = "garbage";
-        l[k] = cells.join(",");
-        l.join("\n") + "\n"
-    };
-    let n = lines.len();
-    let header = lines[0].clone();
-    let cases: Vec<(String, &str)> = vec![
-        (damaged(n - 1, &lines), "column `loss`: \"garbage\" is not a number"),
-        (format!("{header}\n"), "no rows after the header"),
-        (lines[..3].join("\n") + "\n", "mean_last.k = 3 needs 3 rows, the file has 2"),
-    ];
-    for (text, want) in cases {
-        std::fs::write(&metrics, text).unwrap();
-        let o = noether(&["sweep", "collect", &out.display().to_string()]);
-        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
-        assert!(
-            stderr(&o).contains(&metrics.display().to_string()) && stderr(&o).contains(want),
-            "{}",
-            stderr(&o)
-        );
-    }
-    // The writer's own non-finite values are values, not damage.
-    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
-    cells[li] = "NaN".into();
-    lines[1] = cells.join(",");
-    std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
-    let o = noether(&["sweep", "collect", &out.display().to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
-}
-
-#[test]
 fn every_point_gets_the_training_configs_checks_before_anything_runs() {
     // A key beside a tag that takes none: `noether train` refuses it, and so must every point.
     let cases: &[(&str, &[&str])] = &[
@@ -748,6 +701,53 @@ fn mean_last_longer_than_the_run_is_refused() {
 }
 
 #[test]
+fn a_damaged_metrics_file_of_a_done_point_is_an_error_naming_it() {
+    let d = tmp("sweep-corrupt");
+    let f = write_sweep(
+        &d,
+        "[grid]\nlr = [0.01, 0.02]\n[collect]\nmean_last = { k = 3, metrics = [\"loss\"] }\n",
+    );
+    let out = d.join("out");
+    let o = noether(&["sweep", &f, "--out", &out.display().to_string(), "--jobs", "1", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = out.join("points/1-lr=0.02/metrics.csv");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    let li = lines[0].split(',').position(|h| h == "loss").unwrap();
+    let damaged = |k: usize, lines: &[String]| {
+        let mut l = lines.to_vec();
+        let mut cells: Vec<&str> = l[k].split(',').collect();
+        cells[li] = "garbage";
+        l[k] = cells.join(",");
+        l.join("\n") + "\n"
+    };
+    let n = lines.len();
+    let header = lines[0].clone();
+    let cases: Vec<(String, &str)> = vec![
+        (damaged(n - 1, &lines), "column `loss`: \"garbage\" is not a number"),
+        (format!("{header}\n"), "no rows after the header"),
+        (lines[..3].join("\n") + "\n", "mean_last.k = 3 needs 3 rows, the file has 2"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&metrics, text).unwrap();
+        let o = noether(&["sweep", "collect", &out.display().to_string()]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&metrics.display().to_string()) && stderr(&o).contains(want),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The writer's own non-finite values are values, not damage.
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    cells[li] = "NaN".into();
+    lines[1] = cells.join(",");
+    std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
+    let o = noether(&["sweep", "collect", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
 fn log_x_with_a_non_positive_x_is_refused_naming_the_plot_and_value() {
     const BASE: &str = "[grid]\nweight_decay = [0.0, 0.001]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"weight_decay\"\nlog_x = true\n";
     let e = err(BASE);
@@ -760,4 +760,66 @@ fn log_x_with_a_non_positive_x_is_refused_naming_the_plot_and_value() {
     parse(&format!("{BASE}where = {{ weight_decay = 0.001 }}\n")).unwrap();
     let e = cli_refuses("sweep-logx", BASE, &[]);
     assert!(e.contains("log_x") && e.contains("holds 0.0"), "{e}");
+}
+
+#[test]
+fn slurm_options_are_refused_with_the_local_backend_and_checked_with_slurm() {
+    let axes = "[grid]\nlr = [0.01, 0.02]\n";
+    for (args, want) in [
+        (&["--partition", "foo"][..], "--partition is an option of --backend slurm"),
+        (&["--time", "10"], "--time is an option of --backend slurm"),
+        (&["--mem", "2G"], "--mem is an option of --backend slurm"),
+        (&["--sbatch-line=--account=x"], "--sbatch-line is an option of --backend slurm"),
+        (&["--array-max", "2"], "--array-max is an option of --backend slurm"),
+        (&["--cpus-per-task", "2"], "--cpus-per-task is an option of --backend slurm"),
+        (&["--points-per-task", "2"], "--points-per-task is an option of --backend slurm"),
+        (&["--backend", "slurm", "--dry-run", "--jobs", "3"], "give --cpus-per-task 3"),
+        (&["--backend", "slurm", "--dry-run", "--mem", "-5"], "--mem \"-5\" is not a SLURM memory size"),
+        (&["--backend", "slurm", "--dry-run", "--mem", "lots"], "--mem \"lots\" is not a SLURM memory size"),
+        (&["--backend", "slurm", "--dry-run", "--time", "garbage"], "--time \"garbage\" is not a SLURM time"),
+        (&["--backend", "slurm", "--dry-run", "--time", "-5"], "--time \"-5\" is not a SLURM time"),
+    ] {
+        let e = cli_refuses("sweep-flags", axes, args);
+        assert!(e.contains(want), "{args:?}\n→ {e}");
+    }
+    use noether::sweep::slurm::{check_mem, check_time};
+    for t in ["30", "10:00", "01:00:00", "1-12", "1-12:30", "1-12:30:00", "UNLIMITED", "infinite", "0"] {
+        check_time(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    for t in ["garbage", "1:2:3:4", "-5", "1-", ":30", "", "1-2:3:4:5", "1h", "1-2-3"] {
+        assert!(check_time(t).is_err(), "{t} accepted");
+    }
+    for m in ["2G", "512", "1t", "0", "100M", "64K"] {
+        check_mem(m).unwrap_or_else(|e| panic!("{m}: {e}"));
+    }
+    for m in ["lots", "-5", "2GB", "", "G", "1.5G"] {
+        assert!(check_mem(m).is_err(), "{m} accepted");
+    }
+    // Valid values reach the script.
+    let d = tmp("sweep-flags-ok");
+    let f = write_sweep(&d, axes);
+    let out = d.join("out").display().to_string();
+    let o = noether(&[
+        "sweep",
+        &f,
+        "--out",
+        &out,
+        "--backend",
+        "slurm",
+        "--dry-run",
+        "--time",
+        "1-12:00",
+        "--mem",
+        "2G",
+        "--cpus-per-task",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = std::fs::read_to_string(d.join("out/sweep.sbatch")).unwrap();
+    assert!(
+        script.contains("#SBATCH --time=1-12:00\n")
+            && script.contains("#SBATCH --mem=2G\n")
+            && script.contains("--jobs 2"),
+        "{script}"
+    );
 }
