@@ -559,3 +559,267 @@ fn plots_average_the_matching_rows_at_each_x() {
         .unwrap()
         .contains("![final_loss_vs_lr](plots/final_loss_vs_lr.png)"));
 }
+
+/// Runs `noether sweep` on a sweep file holding `axes` after the tiny base, asserts exit 2, and returns stderr.
+fn cli_refuses(name: &str, axes: &str, extra: &[&str]) -> String {
+    let d = tmp(name);
+    let f = write_sweep(&d, axes);
+    let out = d.join("out").display().to_string();
+    let mut args = vec!["sweep", f.as_str(), "--out", out.as_str(), "-q"];
+    args.extend_from_slice(extra);
+    let o = noether(&args);
+    assert_eq!(o.status.code(), Some(2), "{args:?} → {}", stderr(&o));
+    assert!(!d.join("out/points").exists(), "{args:?} ran something");
+    stderr(&o)
+}
+
+#[test]
+fn every_point_gets_the_training_configs_checks_before_anything_runs() {
+    // A key beside a tag that takes none: `noether train` refuses it, and so must every point.
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "[base.schedule]\nkind = \"warmup\"\nwarmup_steps = 5\n[grid]\n\"schedule.kind\" = [\"constant\", \"warmup\"]\n",
+            &["point 0 (schedule.kind = \"constant\")", "schedule.warmup_steps does not apply to kind = \"constant\""],
+        ),
+        (
+            "[grid]\n\"optimizer.method\" = [\"gd\", \"sgd\"]\n",
+            &["point 0 (optimizer.method = \"gd\")", "optimizer.batch_size does not apply to method = \"gd\""],
+        ),
+        (
+            "[grid]\nlr = [0.01, 0.02]\noptimizer = [{ method = \"gd\", batch_size = 3 }]\n",
+            &["point 0 (", "optimizer.batch_size does not apply to method = \"gd\""],
+        ),
+    ];
+    for (text, wants) in cases {
+        let e = err(text);
+        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
+    }
+    let e = cli_refuses("sweep-tags", cases[0].0, &[]);
+    assert!(e.contains("point 0") && e.contains("schedule.warmup_steps"), "{e}");
+    // Defaults the file never wrote are not held against a point: the gradient flow's substeps are only
+    // filled in by the resolved base, so a point may switch the method to gd.
+    let text = sweep_text("[grid]\n\"optimizer.method\" = [\"gradient_flow\", \"gd\"]\n")
+        .replace("method = \"sgd\"\nbatch_size = 4", "method = \"gradient_flow\"");
+    let pts = SweepSpec::from_toml(&text, "t", Path::new(".")).unwrap().points().unwrap();
+    assert_eq!(pts[1].config.optimizer, Method::Gd);
+}
+
+#[test]
+fn overlapping_axes_are_refused_naming_both() {
+    for text in [
+        "[grid]\n\"optimizer.batch_size\" = [1, 2]\noptimizer = [{ method = \"sgd\", batch_size = 8 }]\n",
+        "[grid]\noptimizer = [{ method = \"sgd\", batch_size = 8 }]\n[zip]\n\"optimizer.batch_size\" = [1, 2]\n",
+    ] {
+        let e = err(text);
+        assert!(e.contains("axes `optimizer` and `optimizer.batch_size` overlap"), "{text}\n→ {e}");
+    }
+    // A shared prefix that is not a whole segment is no overlap.
+    parse("[grid]\n\"data.teacher.sigma_x.phi\" = [1.0]\n\"data.teacher.sigma_eps.phi\" = [2.0]\n").unwrap();
+    let e = cli_refuses(
+        "sweep-overlap",
+        "[grid]\n\"optimizer.batch_size\" = [1, 2]\noptimizer = [{ method = \"sgd\", batch_size = 8 }]\n",
+        &[],
+    );
+    assert!(e.contains("`optimizer` and `optimizer.batch_size`"), "{e}");
+}
+
+#[test]
+fn plot_and_sweep_names_are_plain_file_names_and_plots_do_not_share_one() {
+    const PLOT: &str =
+        "[grid]\nlr = [0.01]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\n";
+    for (name, why) in [
+        ("../../evil", "holds a path separator"),
+        ("a\\\\b", "holds a path separator"),
+        ("", "is empty"),
+        ("..", "names a folder"),
+        (".", "names a folder"),
+    ] {
+        let e = err(&format!("{PLOT}name = \"{name}\"\n"));
+        assert!(e.contains("[[plot]] name = ") && e.contains(why), "{name}\n→ {e}");
+        let text =
+            sweep_text("[grid]\nlr = [0.01]\n").replace("name = \"tiny\"", &format!("name = \"{name}\""));
+        let e = SweepSpec::from_toml(&text, "t", Path::new(".")).unwrap_err().to_string();
+        assert!(e.contains("name = ") && e.contains(why) && e.contains("sweep's name"), "{name}\n→ {e}");
+    }
+    let e = err(&format!("{PLOT}[[plot]]\ny = \"final_loss\"\nx = \"lr\"\n"));
+    assert!(e.contains("two [[plot]] entries write plots/final_loss_vs_lr.png"), "{e}");
+    let e = err(&format!("{PLOT}name = \"a\"\n[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nname = \"a\"\n"));
+    assert!(e.contains("plots/a.png"), "{e}");
+    let d = tmp("sweep-evil");
+    let e = cli_refuses("sweep-evil/x", &format!("{PLOT}name = \"../../evil\"\n"), &[]);
+    assert!(e.contains("../../evil") && e.contains("path separator"), "{e}");
+    assert!(!d.join("evil.png").exists() && !d.join("x/evil.png").exists());
+}
+
+#[test]
+fn duplicated_axis_values_are_refused_naming_the_axis_and_value() {
+    let cases: &[(&str, &[&str])] = &[
+        ("[grid]\nlr = [0.01, 0.02, 0.01]\n", &["axis `lr`", "0.01 at position 1, 0.01 at position 3"]),
+        ("[grid]\nseed = [1, 1]\n", &["axis `seed`", "1 at position 1, 1 at position 2"]),
+        ("[grid]\nlr = [0.01, 0.010000000000000001]\n", &["axis `lr`", "same value twice"]),
+        ("[grid]\nlr = [1, 1.0]\n", &["axis `lr`", "1 at position 1, 1.0 at position 2"]),
+        (
+            "[grid]\n\"model.dims\" = [[3, 4, 2], [3, 4, 2]]\n",
+            &["axis `model.dims`", "[3, 4, 2] at position 1"],
+        ),
+        (
+            "[zip]\nlr = [0.01, 0.02, 0.01]\nsteps = [40, 60, 40]\n",
+            &["[zip] positions 1 and 3", "lr = 0.01, steps = 40"],
+        ),
+    ];
+    for (text, wants) in cases {
+        let e = err(text);
+        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
+    }
+    // A value repeated in one zip axis is fine while the group's tuples differ.
+    assert_eq!(parse("[zip]\nlr = [0.01, 0.01]\nsteps = [40, 60]\n").unwrap().len(), 2);
+    let e = cli_refuses("sweep-dup", "[grid]\nseed = [1, 1]\n", &[]);
+    assert!(e.contains("axis `seed`") && e.contains("same value twice"), "{e}");
+}
+
+#[test]
+fn mean_last_longer_than_the_run_is_refused() {
+    // steps = 120, log_every = 20: rows at 0, 20, …, 120 = 7.
+    let spec =
+        parse("[grid]\nlr = [0.01]\n[collect]\nmean_last = { k = 1000, metrics = [\"loss\"] }\n").unwrap();
+    let e = spec.check_metrics(&spec.points().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("mean_last.k = 1000 exceeds the 7 rows point 0"), "{e}");
+    let spec =
+        parse("[grid]\nlr = [0.01]\n[collect]\nmean_last = { k = 7, metrics = [\"loss\"] }\n").unwrap();
+    spec.check_metrics(&spec.points().unwrap()).unwrap();
+    // A zip point that logs fewer rows is the one named.
+    let spec =
+        parse("[zip]\nsteps = [120, 30]\n[collect]\nmean_last = { k = 5, metrics = [\"loss\"] }\n").unwrap();
+    let e = spec.check_metrics(&spec.points().unwrap()).unwrap_err().to_string();
+    assert!(e.contains("exceeds the 3 rows point 1 (1-steps=30)"), "{e}");
+    let e = cli_refuses(
+        "sweep-meanlast",
+        "[grid]\nlr = [0.01]\n[collect]\nmean_last = { k = 1000, metrics = [\"loss\"] }\n",
+        &[],
+    );
+    assert!(e.contains("mean_last.k = 1000"), "{e}");
+}
+
+#[test]
+fn a_damaged_metrics_file_of_a_done_point_is_an_error_naming_it() {
+    let d = tmp("sweep-corrupt");
+    let f = write_sweep(
+        &d,
+        "[grid]\nlr = [0.01, 0.02]\n[collect]\nmean_last = { k = 3, metrics = [\"loss\"] }\n",
+    );
+    let out = d.join("out");
+    let o = noether(&["sweep", &f, "--out", &out.display().to_string(), "--jobs", "1", "-q"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = out.join("points/1-lr=0.02/metrics.csv");
+    let good = std::fs::read_to_string(&metrics).unwrap();
+    let mut lines: Vec<String> = good.lines().map(str::to_string).collect();
+    let li = lines[0].split(',').position(|h| h == "loss").unwrap();
+    let damaged = |k: usize, lines: &[String]| {
+        let mut l = lines.to_vec();
+        let mut cells: Vec<&str> = l[k].split(',').collect();
+        cells[li] = "garbage";
+        l[k] = cells.join(",");
+        l.join("\n") + "\n"
+    };
+    let n = lines.len();
+    let header = lines[0].clone();
+    let cases: Vec<(String, &str)> = vec![
+        (damaged(n - 1, &lines), "column `loss`: \"garbage\" is not a number"),
+        (format!("{header}\n"), "no rows after the header"),
+        (lines[..3].join("\n") + "\n", "mean_last.k = 3 needs 3 rows, the file has 2"),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&metrics, text).unwrap();
+        let o = noether(&["sweep", "collect", &out.display().to_string()]);
+        assert_eq!(o.status.code(), Some(2), "{want}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains(&metrics.display().to_string()) && stderr(&o).contains(want),
+            "{}",
+            stderr(&o)
+        );
+    }
+    // The writer's own non-finite values are values, not damage.
+    let mut cells: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    cells[li] = "NaN".into();
+    lines[1] = cells.join(",");
+    std::fs::write(&metrics, lines.join("\n") + "\n").unwrap();
+    let o = noether(&["sweep", "collect", &out.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn log_x_with_a_non_positive_x_is_refused_naming_the_plot_and_value() {
+    const BASE: &str = "[grid]\nweight_decay = [0.0, 0.001]\n[collect]\nfinal = [\"loss\"]\n[[plot]]\ny = \"final_loss\"\nx = \"weight_decay\"\nlog_x = true\n";
+    let e = err(BASE);
+    assert!(
+        e.contains("[[plot]] `final_loss_vs_weight_decay`: log_x = true")
+            && e.contains("`weight_decay` holds 0.0"),
+        "{e}"
+    );
+    // Selecting only positive x values with `where` is fine.
+    parse(&format!("{BASE}where = {{ weight_decay = 0.001 }}\n")).unwrap();
+    let e = cli_refuses("sweep-logx", BASE, &[]);
+    assert!(e.contains("log_x") && e.contains("holds 0.0"), "{e}");
+}
+
+#[test]
+fn slurm_options_are_refused_with_the_local_backend_and_checked_with_slurm() {
+    let axes = "[grid]\nlr = [0.01, 0.02]\n";
+    for (args, want) in [
+        (&["--partition", "foo"][..], "--partition is an option of --backend slurm"),
+        (&["--time", "10"], "--time is an option of --backend slurm"),
+        (&["--mem", "2G"], "--mem is an option of --backend slurm"),
+        (&["--sbatch-line=--account=x"], "--sbatch-line is an option of --backend slurm"),
+        (&["--array-max", "2"], "--array-max is an option of --backend slurm"),
+        (&["--cpus-per-task", "2"], "--cpus-per-task is an option of --backend slurm"),
+        (&["--points-per-task", "2"], "--points-per-task is an option of --backend slurm"),
+        (&["--backend", "slurm", "--dry-run", "--jobs", "3"], "give --cpus-per-task 3"),
+        (&["--backend", "slurm", "--dry-run", "--mem", "-5"], "--mem \"-5\" is not a SLURM memory size"),
+        (&["--backend", "slurm", "--dry-run", "--mem", "lots"], "--mem \"lots\" is not a SLURM memory size"),
+        (&["--backend", "slurm", "--dry-run", "--time", "garbage"], "--time \"garbage\" is not a SLURM time"),
+        (&["--backend", "slurm", "--dry-run", "--time", "-5"], "--time \"-5\" is not a SLURM time"),
+    ] {
+        let e = cli_refuses("sweep-flags", axes, args);
+        assert!(e.contains(want), "{args:?}\n→ {e}");
+    }
+    use noether::sweep::slurm::{check_mem, check_time};
+    for t in ["30", "10:00", "01:00:00", "1-12", "1-12:30", "1-12:30:00", "UNLIMITED", "infinite", "0"] {
+        check_time(t).unwrap_or_else(|e| panic!("{t}: {e}"));
+    }
+    for t in ["garbage", "1:2:3:4", "-5", "1-", ":30", "", "1-2:3:4:5", "1h", "1-2-3"] {
+        assert!(check_time(t).is_err(), "{t} accepted");
+    }
+    for m in ["2G", "512", "1t", "0", "100M", "64K"] {
+        check_mem(m).unwrap_or_else(|e| panic!("{m}: {e}"));
+    }
+    for m in ["lots", "-5", "2GB", "", "G", "1.5G"] {
+        assert!(check_mem(m).is_err(), "{m} accepted");
+    }
+    // Valid values reach the script.
+    let d = tmp("sweep-flags-ok");
+    let f = write_sweep(&d, axes);
+    let out = d.join("out").display().to_string();
+    let o = noether(&[
+        "sweep",
+        &f,
+        "--out",
+        &out,
+        "--backend",
+        "slurm",
+        "--dry-run",
+        "--time",
+        "1-12:00",
+        "--mem",
+        "2G",
+        "--cpus-per-task",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = std::fs::read_to_string(d.join("out/sweep.sbatch")).unwrap();
+    assert!(
+        script.contains("#SBATCH --time=1-12:00\n")
+            && script.contains("#SBATCH --mem=2G\n")
+            && script.contains("--jobs 2"),
+        "{script}"
+    );
+}

@@ -324,19 +324,24 @@ impl TrainConfig {
     /// Parses TOML; unknown keys and bad values are errors naming the key.
     pub fn from_toml(s: &str) -> Result<Self> {
         let table: toml::Table = s.parse().map_err(|e: toml::de::Error| Error::Config(e.to_string()))?;
-        // serde ignores extra keys of an internally tagged unit variant (`method = "gd"`,
-        // `kind = "constant"`); they cannot mean what they say, so they are errors like unknown keys.
-        no_keys_beside_tag(&table, "optimizer", "method", "gd", "batch_size and sampling apply to sgd")?;
+        Self::check_keys_beside_tags(&table)?;
+        let c: TrainConfig = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The checks of a config table that serde cannot make: serde ignores extra keys of an internally tagged
+    /// unit variant (`method = "gd"`, `kind = "constant"`); they cannot mean what they say, so they are errors
+    /// like unknown keys. [`from_toml`](Self::from_toml) runs this; so does every sweep point's table.
+    pub fn check_keys_beside_tags(table: &toml::Table) -> Result<()> {
+        no_keys_beside_tag(table, "optimizer", "method", "gd", "batch_size and sampling apply to sgd")?;
         no_keys_beside_tag(
-            &table,
+            table,
             "schedule",
             "kind",
             "constant",
             "warmup_steps applies to warmup and warmup_cosine",
-        )?;
-        let c: TrainConfig = toml::from_str(s).map_err(|e| Error::Config(e.to_string()))?;
-        c.validate()?;
-        Ok(c)
+        )
     }
 
     /// The config as TOML with every default filled in.

@@ -39,6 +39,78 @@ pub struct SlurmOptions {
     pub sweep_file: PathBuf,
 }
 
+impl SlurmOptions {
+    /// Checks what sbatch would only refuse later, or what would not mean what it says in the script:
+    /// `time` and `mem` in SLURM's formats ([`check_time`], [`check_mem`]), `array_max`, `cpus_per_task` and
+    /// `points_per_task` ≥ 1, and no line break in any value that becomes an `#SBATCH` line.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = &self.time {
+            check_time(t)?;
+        }
+        if let Some(m) = &self.mem {
+            check_mem(m)?;
+        }
+        if self.array_max == Some(0) {
+            return Err(Error::Config("--array-max 0: give at least 1 task at once".into()));
+        }
+        if self.cpus_per_task == 0 {
+            return Err(Error::Config("--cpus-per-task 0: give at least 1".into()));
+        }
+        if self.points_per_task == 0 {
+            return Err(Error::Config("--points-per-task 0: give at least 1 point per task".into()));
+        }
+        if let Some(p) = &self.partition {
+            if p.is_empty() || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(Error::Config(format!(
+                    "--partition {p:?}: a SLURM partition name (or a comma-separated list), without spaces"
+                )));
+            }
+        }
+        if let Some(l) = self.extra.iter().find(|l| l.chars().any(|c| c.is_control())) {
+            return Err(Error::Config(format!(
+                "--sbatch-line {l:?} holds a line break or control character; give one #SBATCH option per \
+                 --sbatch-line"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a SLURM time limit: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (digits only), or
+/// `INFINITE`/`UNLIMITED`.
+pub fn check_time(t: &str) -> Result<()> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = t.eq_ignore_ascii_case("infinite") || t.eq_ignore_ascii_case("unlimited") || {
+        let (days, clock) = match t.split_once('-') {
+            Some((d, c)) => (Some(d), c),
+            None => (None, t),
+        };
+        let parts: Vec<&str> = clock.split(':').collect();
+        days.is_none_or(digits) && parts.len() <= 3 && parts.iter().all(|p| digits(p))
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--time {t:?} is not a SLURM time limit; give minutes (30), MM:SS, HH:MM:SS, D-HH, D-HH:MM or \
+             D-HH:MM:SS (e.g. 1-12:00:00), or UNLIMITED"
+        )))
+    }
+}
+
+/// Checks a SLURM memory size: an integer with an optional K, M, G or T suffix (megabytes without one).
+pub fn check_mem(m: &str) -> Result<()> {
+    let number = m.strip_suffix(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']).unwrap_or(m);
+    if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--mem {m:?} is not a SLURM memory size; give an integer with an optional K, M, G or T suffix \
+             (e.g. 2G; megabytes without a suffix)"
+        )))
+    }
+}
+
 /// The scripts written by [`write_scripts`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scripts {
@@ -107,9 +179,7 @@ pub fn write_scripts(sweep: &SweepDir, pending: &[usize], opts: &SlurmOptions) -
     if tasks.is_empty() {
         return Err(Error::Config("no pending points: nothing to submit".into()));
     }
-    if opts.array_max == Some(0) {
-        return Err(Error::Config("--array-max must be at least 1".into()));
-    }
+    opts.validate()?;
     let name = super::spec::sanitize(&sweep.spec.name);
     let mut common = Vec::new();
     if let Some(p) = &opts.partition {

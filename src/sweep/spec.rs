@@ -32,7 +32,9 @@
 //! order (most significant first) and the zip group last. Its folder name is `{i:0w}-{key}={value}_…` with
 //! `w` the digit count of the last index and `key` the last segment of the dotted key (the full key where two
 //! axes share a last segment). Every point's config is the base with the point's values set, parsed by the
-//! training config's own deserializer, so an unknown key or a mistyped value is an error naming the axis.
+//! training config's own deserializer and checks, so an unknown key or a mistyped value is an error naming the
+//! axis; overlapping axes, repeated values, names that are not plain file names and log axes over values ≤ 0
+//! are refused.
 
 use crate::dynamics::TrainConfig;
 use crate::error::{Error, Result};
@@ -74,7 +76,7 @@ pub struct CollectSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeanLast {
-    /// How many of the last logged rows (≥ 1; fewer if the run logged fewer).
+    /// How many of the last logged rows (≥ 1, and at most the rows every point logs: checked up front).
     pub k: usize,
     /// Metrics columns.
     pub metrics: Vec<String>,
@@ -147,6 +149,11 @@ pub struct SweepSpec {
     pub collect: CollectSpec,
     /// Figures.
     pub plots: Vec<PlotSpec>,
+    /// The base config as the sweep file wrote it (no defaults filled in), on which every point's values are
+    /// also set to check what serde cannot (keys beside a tag that takes none, as `noether train` refuses);
+    /// absent in `spec.json`, whose points were checked when it was written.
+    #[serde(skip)]
+    base_table: Option<toml::Table>,
 }
 
 /// One grid point: its index, folder name, swept values and resolved config.
@@ -194,17 +201,20 @@ impl SweepSpec {
     /// Parses a sweep from TOML text; `default_name` names it when it has no `name`, `dir` resolves `base`.
     pub fn from_toml(text: &str, default_name: &str, dir: &Path) -> Result<Self> {
         let raw: RawSweep = toml::from_str(text).map_err(|e| cfg(e.to_string()))?;
-        let base = match raw.base {
+        let (base, base_table) = match raw.base {
             toml::Value::String(p) => {
                 let p = if Path::new(&p).is_absolute() { PathBuf::from(&p) } else { dir.join(&p) };
                 let text = std::fs::read_to_string(&p)
                     .map_err(|e| cfg(format!("base = \"{}\": cannot read it ({e})", p.display())))?;
-                TrainConfig::from_toml(&text)
-                    .map_err(|e| cfg(format!("base config {}: {}", p.display(), strip_config(&e))))?
+                let base = TrainConfig::from_toml(&text)
+                    .map_err(|e| cfg(format!("base config {}: {}", p.display(), strip_config(&e))))?;
+                (base, text.parse::<toml::Table>().ok())
             }
             toml::Value::Table(t) => {
                 let text = toml::to_string(&t).map_err(|e| cfg(e.to_string()))?;
-                TrainConfig::from_toml(&text).map_err(|e| cfg(format!("[base]: {}", strip_config(&e))))?
+                let base = TrainConfig::from_toml(&text)
+                    .map_err(|e| cfg(format!("[base]: {}", strip_config(&e))))?;
+                (base, Some(t))
             }
             other => {
                 return Err(cfg(format!(
@@ -231,10 +241,58 @@ impl SweepSpec {
                 )));
             }
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for a in grid.iter().chain(&zip) {
-            if !seen.insert(a.key.as_str()) {
-                return Err(cfg(format!("axis `{}` is given twice ([grid] and [zip])", a.key)));
+        let all: Vec<&Axis> = grid.iter().chain(&zip).collect();
+        for (i, a) in all.iter().enumerate() {
+            for b in &all[..i] {
+                if a.key == b.key {
+                    return Err(cfg(format!("axis `{}` is given twice ([grid] and [zip])", a.key)));
+                }
+                let (outer, inner) = if a.key.len() < b.key.len() { (a, b) } else { (b, a) };
+                if inner.key.starts_with(&format!("{}.", outer.key)) {
+                    return Err(cfg(format!(
+                        "axes `{}` and `{}` overlap: every value of `{}` sets `{}` too, so one axis would \
+                         override the other and the point names would lie; drop one, or give `{}` inside the \
+                         values of `{}`",
+                        outer.key,
+                        inner.key,
+                        outer.key,
+                        inner.key,
+                        inner.key.strip_prefix(&format!("{}.", outer.key)).unwrap_or(&inner.key),
+                        outer.key
+                    )));
+                }
+            }
+        }
+        for a in &grid {
+            for (j, v) in a.values.iter().enumerate() {
+                if let Some(i) = a.values[..j].iter().position(|u| same_value(u, v)) {
+                    return Err(cfg(format!(
+                        "[grid] axis `{}` lists the same value twice ({} at position {}, {} at position {}): \
+                         both would run the same point; drop one",
+                        a.key,
+                        a.values[i],
+                        i + 1,
+                        v,
+                        j + 1
+                    )));
+                }
+            }
+        }
+        if let Some(first) = zip.first() {
+            let tuple = |j: usize| zip.iter().map(|a| &a.values[j]).collect::<Vec<_>>();
+            for j in 0..first.values.len() {
+                let here = tuple(j);
+                let same = |i: usize| tuple(i).iter().zip(&here).all(|(u, v)| same_value(u, v));
+                if let Some(i) = (0..j).find(|&i| same(i)) {
+                    let vals = zip.iter().map(|a| format!("{} = {}", a.key, a.values[j])).collect::<Vec<_>>();
+                    return Err(cfg(format!(
+                        "[zip] positions {} and {} hold the same values ({}): both would run the same point; \
+                         drop one",
+                        i + 1,
+                        j + 1,
+                        vals.join(", ")
+                    )));
+                }
             }
         }
         let spec = SweepSpec {
@@ -244,13 +302,39 @@ impl SweepSpec {
             zip,
             collect: raw.collect,
             plots: raw.plot,
+            base_table,
         };
         spec.validate()?;
         Ok(spec)
     }
 
-    /// Checks the collect and plot sections against the axes.
+    /// Checks the name, the collect and plot sections against the axes.
     pub fn validate(&self) -> Result<()> {
+        plain_file_name(&self.name).map_err(|why| {
+            cfg(format!(
+                "name = {:?} {why}: the sweep's name is its folder (runs/<name>) and must be a plain file name",
+                self.name
+            ))
+        })?;
+        for (i, p) in self.plots.iter().enumerate() {
+            if let Some(n) = &p.name {
+                plain_file_name(n).map_err(|why| {
+                    cfg(format!(
+                        "[[plot]] name = {n:?} {why}: it is the file stem under plots/ and must be a plain file name"
+                    ))
+                })?;
+            }
+            if let Some(q) = self.plots[..i].iter().find(|q| q.stem() == p.stem()) {
+                return Err(cfg(format!(
+                    "two [[plot]] entries write plots/{}.png ({} vs {} and {} vs {}): give each its own name",
+                    p.stem(),
+                    q.y,
+                    q.x,
+                    p.y,
+                    p.x
+                )));
+            }
+        }
         let cols = self.columns()?;
         if let Some(m) = &self.collect.mean_last {
             if m.k == 0 {
@@ -291,6 +375,20 @@ impl SweepSpec {
                 })?;
                 if !a.values.contains(v) {
                     return Err(cfg(format!("[[plot]] where: axis `{k}` has no value {v}")));
+                }
+            }
+            if p.log_x {
+                let only = p.filter.get(&p.x);
+                let bad = x.values.iter().filter(|v| only.is_none_or(|o| o == *v)).find(|v| {
+                    as_f64(v).is_some_and(|f| f.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater))
+                });
+                if let Some(v) = bad {
+                    return Err(cfg(format!(
+                        "[[plot]] `{}`: log_x = true, but its x axis `{}` holds {v}, which a logarithmic axis \
+                         cannot show (x must be > 0); drop log_x or the value",
+                        p.stem(),
+                        p.x
+                    )));
                 }
             }
             if let Some(l) = &p.lines {
@@ -403,14 +501,26 @@ impl SweepSpec {
 
     fn point_from(&self, base: &toml::Value, index: usize) -> Result<Point> {
         let values = self.values_of(index);
+        let point_err = |e: Error| {
+            let vals = values.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
+            cfg(format!("point {index} ({vals}): {}", strip_config(&e)))
+        };
+        // The checks `noether train` makes on the table it reads, made on the base as written with this
+        // point's values set (the resolved base would hold defaults the file never gave).
+        if let Some(table) = &self.base_table {
+            let mut t = toml::Value::Table(table.clone());
+            for (key, value) in &values {
+                set_dotted(&mut t, key, value.clone())?;
+            }
+            if let toml::Value::Table(t) = &t {
+                TrainConfig::check_keys_beside_tags(t).map_err(point_err)?;
+            }
+        }
         let mut v = base.clone();
         for (key, value) in &values {
             set_dotted(&mut v, key, value.clone())?;
         }
-        let config = parse_config(v).map_err(|e| {
-            let vals = values.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
-            cfg(format!("point {index} ({vals}): {}", strip_config(&e)))
-        })?;
+        let config = parse_config(v).map_err(point_err)?;
         Ok(Point { index, name: self.name_of(index), values, config })
     }
 
@@ -431,9 +541,21 @@ impl SweepSpec {
 
     /// Checks that every collected metric is a `metrics.csv` column of at least one point (columns depend on
     /// the model and `[observe]`, so each distinct pair is checked once; a point lacking a column gets an empty
-    /// cell).
+    /// cell), and that every point logs at least `mean_last.k` rows.
     pub fn check_metrics(&self, points: &[Point]) -> Result<()> {
         let c = &self.collect;
+        if let Some(ml) = &c.mean_last {
+            if let Some((p, rows)) =
+                points.iter().map(|p| (p, logged_rows(&p.config))).find(|&(_, rows)| ml.k as u64 > rows)
+            {
+                return Err(cfg(format!(
+                    "[collect] mean_last.k = {} exceeds the {rows} rows point {} ({}) logs (steps = {}, \
+                     log_every = {}: the start, every log_every-th step and the last); use k ≤ {rows} or log \
+                     more often",
+                    ml.k, p.index, p.name, p.config.steps, p.config.log_every
+                )));
+            }
+        }
         let metrics: Vec<&str> = c
             .final_metrics
             .iter()
@@ -499,6 +621,43 @@ fn first_difference(path: &str, a: &serde_json::Value, b: &serde_json::Value) ->
 
 fn show(v: Option<&serde_json::Value>) -> String {
     v.map_or("absent".into(), |v| v.to_string())
+}
+
+/// The rows of `metrics.csv` a run of `config` logs when it does not diverge: the start, every
+/// `log_every`-th step and the last step.
+fn logged_rows(config: &TrainConfig) -> u64 {
+    let (steps, every) = (config.steps, config.log_every.max(1));
+    1 + steps / every + u64::from(!steps.is_multiple_of(every))
+}
+
+/// Why `name` is not a plain file name (empty, `.`, `..`, or holding a path separator or NUL).
+fn plain_file_name(name: &str) -> std::result::Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name == "." || name == ".." {
+        Err("names a folder, not a file")
+    } else if name.contains(['/', '\\']) {
+        Err("holds a path separator")
+    } else if name.contains('\0') {
+        Err("holds a NUL character")
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether two axis values give the same point: numbers equal as floats (`1` and `1.0`, `0.01` and
+/// `0.010000000000000001`), arrays and tables element by element.
+fn same_value(a: &toml::Value, b: &toml::Value) -> bool {
+    use toml::Value as V;
+    match (a, b) {
+        (V::Integer(x), V::Integer(y)) => x == y,
+        (V::Integer(_) | V::Float(_), V::Integer(_) | V::Float(_)) => as_f64(a) == as_f64(b),
+        (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(u, v)| same_value(u, v)),
+        (V::Table(x), V::Table(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, u)| y.get(k).is_some_and(|v| same_value(u, v)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Parses a config value through the training config's own deserializer and validation.

@@ -391,20 +391,48 @@ fn collect_values(run: &Path, sources: &[Source]) -> Result<Vec<Option<f64>>> {
     let mut col_index: Vec<Option<usize>> = Vec::new();
     if !metric_names.is_empty() {
         let p = run.join("metrics.csv");
-        let bad = |e: csv::Error| Error::Config(format!("{}: {e}", p.display()));
+        // A done point's metrics.csv is complete; what cannot be read is a damaged file, not a missing value.
+        let corrupt = |what: String| {
+            Error::Config(format!(
+                "{}: {what}; the point is recorded as done but its metrics are damaged: delete its folder to \
+                 run it again",
+                p.display()
+            ))
+        };
+        let bad = |e: csv::Error| corrupt(e.to_string());
         let mut r = csv::Reader::from_path(&p).map_err(bad)?;
         let headers = r.headers().map_err(bad)?.clone();
         col_index = metric_names.iter().map(|m| headers.iter().position(|h| h == *m)).collect();
+        let mut rows = 0usize;
         for rec in r.records() {
             let rec = rec.map_err(bad)?;
-            let vals = col_index
-                .iter()
-                .map(|c| c.and_then(|c| rec.get(c)).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN))
-                .collect();
+            rows += 1;
+            let mut vals = Vec::with_capacity(col_index.len());
+            for (c, name) in col_index.iter().zip(&metric_names) {
+                let Some(c) = *c else {
+                    vals.push(f64::NAN);
+                    continue;
+                };
+                let cell = rec.get(c).unwrap_or("");
+                // The writer's non-finite values (`NaN`, `inf`, `-inf`) parse; anything else is damage.
+                let x = cell.parse::<f64>().map_err(|_| {
+                    let line = rec.position().map_or(0, |pos| pos.line());
+                    corrupt(format!("line {line}, column `{name}`: {cell:?} is not a number"))
+                })?;
+                vals.push(x);
+            }
             tail.push_back(vals);
             if tail.len() > keep {
                 tail.pop_front();
             }
+        }
+        if rows == 0 {
+            return Err(corrupt("no rows after the header".into()));
+        }
+        if rows < keep {
+            return Err(corrupt(format!(
+                "[collect] mean_last.k = {keep} needs {keep} rows, the file has {rows}"
+            )));
         }
     }
     let summary: Option<serde_json::Value> = if sources.iter().any(|s| matches!(s, Source::Summary(_))) {
@@ -415,14 +443,10 @@ fn collect_values(run: &Path, sources: &[Source]) -> Result<Vec<Option<f64>>> {
         None
     };
     let finite = |x: f64| Some(x).filter(|x| x.is_finite());
-    // Mean of metric slot `c` over the last `k` rows (None if the column is absent or nothing was logged).
+    // Mean of metric slot `c` over the last `k` rows (None if the column is absent); the file has k rows.
     let mean = |c: usize, k: usize| -> Option<f64> {
         col_index[c]?;
-        let n = tail.len().min(k);
-        if n == 0 {
-            return None;
-        }
-        finite(tail.iter().rev().take(n).map(|r| r[c]).sum::<f64>() / n as f64)
+        finite(tail.iter().rev().take(k).map(|r| r[c]).sum::<f64>() / k as f64)
     };
     Ok(sources
         .iter()

@@ -72,21 +72,22 @@ pub struct RunArgs {
     /// Run only SLURM array task I (what sweep.sbatch runs), e.g. `--task 3`.
     #[arg(long, value_name = "I")]
     pub task: Option<usize>,
-    /// Points per SLURM array task, e.g. `--points-per-task 50` (thousands of tiny runs in few jobs).
-    #[arg(long, default_value_t = 1, value_name = "M")]
-    pub points_per_task: usize,
+    /// Points per SLURM array task (default 1), e.g. `--points-per-task 50` (thousands of tiny runs in few
+    /// jobs).
+    #[arg(long, value_name = "M")]
+    pub points_per_task: Option<usize>,
     /// SLURM partition, e.g. `--partition short`.
     #[arg(long)]
     pub partition: Option<String>,
-    /// SLURM time limit per task, e.g. `--time 00:10:00`.
-    #[arg(long)]
+    /// SLURM time limit per task: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. `--time 00:10:00`.
+    #[arg(long, allow_hyphen_values = true)]
     pub time: Option<String>,
-    /// SLURM memory per task, e.g. `--mem 2G`.
-    #[arg(long)]
+    /// SLURM memory per task: an integer with an optional K, M, G or T suffix, e.g. `--mem 2G`.
+    #[arg(long, allow_hyphen_values = true)]
     pub mem: Option<String>,
-    /// CPUs per SLURM task (also its worker count), e.g. `--cpus-per-task 4`.
-    #[arg(long, default_value_t = 1)]
-    pub cpus_per_task: usize,
+    /// CPUs per SLURM task (default 1; also its worker count), e.g. `--cpus-per-task 4`.
+    #[arg(long)]
+    pub cpus_per_task: Option<usize>,
     /// At most P array tasks at once (`--array=…%P`), e.g. `--array-max 20`.
     #[arg(long, value_name = "P")]
     pub array_max: Option<usize>,
@@ -116,21 +117,60 @@ fn sweep(file: &Path, a: &RunArgs, global: &Global) -> Result<ExitCode> {
     if a.jobs == Some(0) {
         bail!("--jobs 0: give at least 1 worker");
     }
-    if a.points_per_task == 0 {
+    if a.points_per_task == Some(0) {
         bail!("--points-per-task 0: give at least 1 point per task");
     }
-    if a.cpus_per_task == 0 {
+    if a.cpus_per_task == Some(0) {
         bail!("--cpus-per-task 0: give at least 1");
     }
     if a.task.is_some() && a.backend == Backend::Slurm {
         bail!("--task runs one array task here; it cannot be combined with --backend slurm");
     }
-    let local_only = [("--dry-run", a.dry_run), ("--wait", a.wait)];
-    if a.backend == Backend::Local {
-        if let Some((flag, _)) = local_only.iter().find(|(_, on)| *on) {
-            bail!("{flag} is an option of --backend slurm");
+    // Options that mean something only to the SLURM backend are refused elsewhere, not ignored.
+    let slurm_only = [
+        ("--dry-run", a.dry_run),
+        ("--wait", a.wait),
+        ("--partition", a.partition.is_some()),
+        ("--time", a.time.is_some()),
+        ("--mem", a.mem.is_some()),
+        ("--cpus-per-task", a.cpus_per_task.is_some()),
+        ("--array-max", a.array_max.is_some()),
+        ("--sbatch-line", !a.sbatch_line.is_empty()),
+    ];
+    match a.backend {
+        Backend::Local => {
+            if let Some((flag, _)) = slurm_only.iter().find(|(_, on)| *on) {
+                let hint = if *flag == "--cpus-per-task" { " (local workers: --jobs N)" } else { "" };
+                bail!("{flag} is an option of --backend slurm; the local backend would ignore it{hint}");
+            }
+            if a.points_per_task.is_some() && a.task.is_none() {
+                bail!(
+                    "--points-per-task is an option of --backend slurm (and of --task, which the job array runs); \
+                     the local backend would ignore it"
+                );
+            }
+        }
+        Backend::Slurm => {
+            if let Some(j) = a.jobs {
+                bail!(
+                    "--jobs {j} sets local workers; with --backend slurm each array task runs --cpus-per-task \
+                     workers on the CPUs SLURM grants it: give --cpus-per-task {j} instead"
+                );
+            }
         }
     }
+    let slurm_opts = SlurmOptions {
+        partition: a.partition.clone(),
+        time: a.time.clone(),
+        mem: a.mem.clone(),
+        cpus_per_task: a.cpus_per_task.unwrap_or(1),
+        array_max: a.array_max,
+        extra: a.sbatch_line.clone(),
+        points_per_task: a.points_per_task.unwrap_or(1),
+        retry_failed: a.retry_failed,
+        ..Default::default()
+    };
+    slurm_opts.validate()?;
     let spec = SweepSpec::from_file(file)?;
     let points = spec.points()?;
     spec.check_metrics(&points)?;
@@ -139,7 +179,7 @@ fn sweep(file: &Path, a: &RunArgs, global: &Global) -> Result<ExitCode> {
     if let Some(task) = a.task {
         let jobs = a.jobs.unwrap_or(1);
         let opts = LocalOptions { jobs, retry_failed: a.retry_failed };
-        let records = sw::run_task(&sweep, &points, task, a.points_per_task, &opts)?;
+        let records = sw::run_task(&sweep, &points, task, a.points_per_task.unwrap_or(1), &opts)?;
         let failed = records.iter().filter(|r| r.status == Status::Failed).count();
         for r in records.iter().filter(|r| r.status == Status::Failed) {
             eprintln!("point {} ({}) failed: {}", r.index, r.name, r.error.as_deref().unwrap_or(""));
@@ -149,7 +189,7 @@ fn sweep(file: &Path, a: &RunArgs, global: &Global) -> Result<ExitCode> {
     }
     match a.backend {
         Backend::Local => local(&sweep, &points, a, global),
-        Backend::Slurm => submit(&sweep, file, a),
+        Backend::Slurm => submit(&sweep, file, a, slurm_opts),
     }
 }
 
@@ -171,7 +211,7 @@ fn local(sweep: &SweepDir, points: &[sw::Point], a: &RunArgs, global: &Global) -
     report(sweep, &table)
 }
 
-fn submit(sweep: &SweepDir, file: &Path, a: &RunArgs) -> Result<ExitCode> {
+fn submit(sweep: &SweepDir, file: &Path, a: &RunArgs, opts: SlurmOptions) -> Result<ExitCode> {
     let table = sweep.scan()?;
     let pending = SweepDir::pending(&table, a.retry_failed);
     if pending.is_empty() {
@@ -181,16 +221,9 @@ fn submit(sweep: &SweepDir, file: &Path, a: &RunArgs) -> Result<ExitCode> {
         return report(sweep, &table);
     }
     let opts = SlurmOptions {
-        partition: a.partition.clone(),
-        time: a.time.clone(),
-        mem: a.mem.clone(),
-        cpus_per_task: a.cpus_per_task,
-        array_max: a.array_max,
-        extra: a.sbatch_line.clone(),
-        points_per_task: a.points_per_task,
-        retry_failed: a.retry_failed,
         noether: std::env::current_exe().context("locating the noether binary for the job scripts")?,
         sweep_file: std::path::absolute(file).with_context(|| format!("resolving {}", file.display()))?,
+        ..opts
     };
     let scripts = slurm::write_scripts(sweep, &pending, &opts)?;
     outln!(
