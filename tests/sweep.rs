@@ -823,3 +823,24 @@ fn slurm_options_are_refused_with_the_local_backend_and_checked_with_slurm() {
         "{script}"
     );
 }
+
+#[test]
+fn an_axis_in_one_form_of_a_setting_replaces_the_bases_other_form() {
+    // The base gives one activation for every layer; an axis of per-layer lists replaces it (the training
+    // config refuses both at once), and the other way round; likewise explicit variances and `phi`.
+    let pts = parse("[grid]\n\"model.activations\" = [[\"relu\", \"identity\"], [\"tanh\", \"identity\"]]\n")
+        .unwrap()
+        .points()
+        .unwrap();
+    assert_eq!(pts.len(), 2);
+    let acts: Vec<String> = pts.iter().map(|p| format!("{:?}", p.config.model)).collect();
+    assert!(acts[0].contains("Relu") && acts[1].contains("Tanh"), "{acts:?}");
+    let text =
+        sweep_text("[grid]\n\"data.teacher.sigma_x.variances\" = [[1.0, 2.0, 3.0], [1.0, 1.0, 1.0]]\n")
+            .replace(
+                "teacher = { map = \"random\" }",
+                "teacher = { map = \"random\", sigma_x = { phi = 2.0 } }",
+            );
+    let pts = SweepSpec::from_toml(&text, "t", Path::new(".")).unwrap().points().unwrap();
+    assert_eq!(pts.len(), 2);
+}

@@ -675,6 +675,16 @@ fn strip_config(e: &Error) -> String {
     }
 }
 
+/// Keys of one config table that give the same setting in two forms (the training config refuses both at
+/// once): an axis that sets the first removes the others from its point's table.
+const ALTERNATIVE_FORMS: &[(&str, &[&str])] = &[
+    ("activations", &["activation"]),
+    ("activation", &["activations"]),
+    ("variances", &["phi", "scale"]),
+    ("phi", &["variances"]),
+    ("scale", &["variances"]),
+];
+
 /// Sets `key` (dotted) in a TOML table, creating missing intermediate tables.
 fn set_dotted(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
@@ -688,6 +698,13 @@ fn set_dotted(root: &mut toml::Value, key: &str, value: toml::Value) -> Result<(
             cfg(format!("axis `{key}`: `{here}` is not a table in the config, so it has no key `{p}`"))
         })?;
         if i + 1 == parts.len() {
+            // The axis's form of a setting replaces the other form the base carries (the base is written
+            // out whole, with defaults, so it always has one of them).
+            for (key, others) in ALTERNATIVE_FORMS {
+                if key == p {
+                    others.iter().for_each(|o| drop(table.remove(*o)));
+                }
+            }
             table.insert(p.to_string(), value);
             return Ok(());
         }
