@@ -844,3 +844,24 @@ fn an_axis_in_one_form_of_a_setting_replaces_the_bases_other_form() {
     let pts = SweepSpec::from_toml(&text, "t", Path::new(".")).unwrap().points().unwrap();
     assert_eq!(pts.len(), 2);
 }
+
+#[test]
+fn values_a_log_y_axis_cannot_show_are_named_not_dropped_in_silence() {
+    let axes =
+        format!("{GRID}[[plot]]\ny = \"final_loss\"\nx = \"lr\"\nlog_y = true\nwhere = {{ seed = 1 }}\n");
+    let spec = parse(&axes).unwrap();
+    let d = tmp("sweep-log-y");
+    let (mut t, _) = run(&spec, &d.join("s"), 2, false);
+    assert!(t.plot_omissions().is_empty(), "losses are positive: {:?}", t.plot_omissions());
+    // Every row at lr = 0.01 (and seed 1) reads -1: their mean cannot sit on a log axis.
+    for r in t.rows.iter_mut().filter(|r| r.params[0].as_float() == Some(0.01)) {
+        r.values[0] = Some(-1.0);
+    }
+    let notes = t.plot_omissions();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].contains("final_loss_vs_lr") && notes[0].contains("x = 0.01") && notes[0].contains("-1"),
+        "{notes:?}"
+    );
+    assert!(t.markdown(&[]).contains("Not shown: plot `final_loss_vs_lr`"));
+}

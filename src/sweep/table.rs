@@ -200,6 +200,29 @@ impl Table {
     /// One figure per `[[plot]]`: the mean of `y` over the done points (those matching `where`) at each `x`
     /// (other axes averaged), one line per value of `lines`.
     pub fn figures(&self) -> Vec<(String, Figure)> {
+        self.plots().into_iter().map(|(stem, plot)| (stem, Figure::single(plot))).collect()
+    }
+
+    /// What the figures leave out: every plotted mean of `y` that is ≤ 0 (or not finite) on a `log_y` axis,
+    /// as a line naming the plot, the line, x and y. (A `log_x` axis over x ≤ 0 is refused with the spec.)
+    pub fn plot_omissions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (stem, plot) in self.plots() {
+            for s in &plot.series {
+                for &(x, y) in &s.points {
+                    if plot.log_y && !(y > 0.0 && y.is_finite()) {
+                        out.push(format!(
+                            "plot `{stem}`: {} at x = {x} is {y}, which a log_y axis cannot show; it is left out",
+                            s.name
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn plots(&self) -> Vec<(String, Plot)> {
         self.spec
             .plots
             .iter()
@@ -255,7 +278,7 @@ impl Table {
                     };
                     plot = plot.series(Series::new(label, pts, crate::report::Style::LineMarkers));
                 }
-                (p.stem(), Figure::single(plot))
+                (p.stem(), plot)
             })
             .collect()
     }
@@ -274,6 +297,9 @@ impl Table {
         }
         for (stem, _) in figures {
             s += &format!("![{stem}](plots/{stem}.png)\n\n");
+        }
+        for line in self.plot_omissions() {
+            s += &format!("- Not shown: {line}.\n");
         }
         let mut names = vec!["index".to_string()];
         names.extend(self.spec.keys().iter().map(|k| k.to_string()));

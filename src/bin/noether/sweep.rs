@@ -260,7 +260,15 @@ fn submit(sweep: &SweepDir, file: &Path, a: &RunArgs, opts: SlurmOptions) -> Res
 }
 
 /// Prints the counts and the table files; exit 0 when every point is done, else 1 (after the status).
+/// Warns (stderr) of the plotted values a figure leaves out.
+fn warn_plot_omissions(table: &Table) {
+    for line in table.plot_omissions() {
+        eprintln!("warning: {line}");
+    }
+}
+
 fn report(sweep: &SweepDir, table: &Table) -> Result<ExitCode> {
+    warn_plot_omissions(table);
     let c = table.counts();
     outln!(
         "{} of {} points done, {} failed, {} missing; table: {}",
@@ -326,6 +334,7 @@ fn collect(dir: &Path) -> Result<ExitCode> {
     let sweep = SweepDir::open(dir)?;
     let table = sweep.scan()?;
     let files = table.write(&sweep.dir)?;
+    warn_plot_omissions(&table);
     let c = table.counts();
     outln!(
         "{}: {} of {} points done, {} failed, {} missing; wrote {}, {}, {} and {} plots",
