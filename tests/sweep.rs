@@ -865,3 +865,12 @@ fn values_a_log_y_axis_cannot_show_are_named_not_dropped_in_silence() {
     );
     assert!(t.markdown(&[]).contains("Not shown: plot `final_loss_vs_lr`"));
 }
+
+#[test]
+fn a_point_resolves_like_train_on_the_same_text() {
+    // The resolved base holds SGD's defaulted `sampling`, which the SDE does not take: a point switching the
+    // method resolves from the base as written, as `noether train` would read it.
+    let pts = parse("[grid]\n\"optimizer.method\" = [\"sgd\", \"sde\"]\n").unwrap().points().unwrap();
+    assert_eq!(pts.len(), 2);
+    assert!(format!("{:?}", pts[1].config.optimizer).contains("Sde"), "{:?}", pts[1].config.optimizer);
+}

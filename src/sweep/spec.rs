@@ -495,8 +495,17 @@ impl SweepSpec {
 
     /// Point `index` with its resolved config; an unknown key or a bad value is an error naming the axis.
     pub fn point(&self, index: usize) -> Result<Point> {
-        let base = toml::Value::try_from(&self.base).map_err(|e| cfg(format!("base config: {e}")))?;
-        self.point_from(&base, index)
+        self.point_from(&self.base_value()?, index)
+    }
+
+    /// The table every point's values are set on: the base as the sweep file wrote it, so that a point
+    /// resolves like `noether train` on the same text (an axis switching `optimizer.method` to `sde` does not
+    /// inherit SGD's defaulted `sampling`); for a spec read back from `spec.json`, the resolved base.
+    fn base_value(&self) -> Result<toml::Value> {
+        match &self.base_table {
+            Some(t) => Ok(toml::Value::Table(t.clone())),
+            None => toml::Value::try_from(&self.base).map_err(|e| cfg(format!("base config: {e}"))),
+        }
     }
 
     fn point_from(&self, base: &toml::Value, index: usize) -> Result<Point> {
@@ -505,20 +514,14 @@ impl SweepSpec {
             let vals = values.iter().map(|(k, v)| format!("{k} = {v}")).collect::<Vec<_>>().join(", ");
             cfg(format!("point {index} ({vals}): {}", strip_config(&e)))
         };
-        // The checks `noether train` makes on the table it reads, made on the base as written with this
-        // point's values set (the resolved base would hold defaults the file never gave).
-        if let Some(table) = &self.base_table {
-            let mut t = toml::Value::Table(table.clone());
-            for (key, value) in &values {
-                set_dotted(&mut t, key, value.clone())?;
-            }
-            if let toml::Value::Table(t) = &t {
-                TrainConfig::check_keys_beside_tags(t).map_err(point_err)?;
-            }
-        }
         let mut v = base.clone();
         for (key, value) in &values {
             set_dotted(&mut v, key, value.clone())?;
+        }
+        // The checks `noether train` makes on the table it reads, made on the base as written with this
+        // point's values set (the resolved base would hold defaults the file never gave).
+        if let (Some(_), toml::Value::Table(t)) = (&self.base_table, &v) {
+            TrainConfig::check_keys_beside_tags(t).map_err(point_err)?;
         }
         let config = parse_config(v).map_err(point_err)?;
         Ok(Point { index, name: self.name_of(index), values, config })
@@ -527,7 +530,7 @@ impl SweepSpec {
     /// Every point, each checked: first every axis alone against the base (so an error names the axis), then
     /// every combination. Nothing runs before this succeeds.
     pub fn points(&self) -> Result<Vec<Point>> {
-        let base = toml::Value::try_from(&self.base).map_err(|e| cfg(format!("base config: {e}")))?;
+        let base = self.base_value()?;
         for a in self.grid.iter().chain(&self.zip) {
             for value in &a.values {
                 let mut v = base.clone();
