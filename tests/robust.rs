@@ -24,7 +24,7 @@ fn stdout(o: &Output) -> String {
 }
 
 /// Asserts exit code 2 and that stderr names every one of `culprits`.
-fn assert_error(o: &Output, culprits: &[&str]) {
+pub fn assert_error(o: &Output, culprits: &[&str]) {
     let e = stderr(o);
     assert_eq!(o.status.code(), Some(2), "exit {:?}: {e}", o.status.code());
     for c in culprits {

@@ -5,6 +5,7 @@
 //! file, an f32 tolerance below f32's round-off, `reproduce --list` with run flags) are errors naming them.
 
 use crate::cli::{noether, stderr, tmp};
+use crate::robust::assert_error;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -25,27 +26,18 @@ fn cnn(cmd: &str, data: &str, extra: &[&str]) -> Output {
     noether(&args)
 }
 
-/// Asserts exit code 2 and that stderr names every one of `culprits`, without a panic.
-fn assert_error(o: &Output, culprits: &[&str]) {
-    let e = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "exit {:?}: {e}", o.status.code());
-    for c in culprits {
-        assert!(e.contains(c), "the message should name `{c}`: {e}");
-    }
-    assert!(!e.contains("panicked"), "{e}");
-}
-
-/// The cnn case's data file rewritten with its first `n` samples and the `extra` tensors.
-fn cnn_data(dir: &Path, name: &str, n: usize, extra: &[&str]) -> String {
-    let bytes = std::fs::read(format!("{CNN}/data.safetensors")).unwrap();
+/// The data file of the reference case in `case` (a `tests/data` folder) rewritten into `dir` with its first
+/// `n` samples (all of them for `None`) and one extra one-element tensor per name of `extra`.
+fn case_data(case: &str, dir: &Path, name: &str, n: Option<usize>, extra: &[&str]) -> String {
+    let bytes = std::fs::read(format!("{case}/data.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = Vec::new();
     for key in ["x", "y"] {
         let t = st.tensor(key).unwrap();
         let mut shape = t.shape().to_vec();
         let row = t.data().len() / shape[0];
-        shape[0] = n;
-        tensors.push((key.to_string(), t.dtype(), shape, t.data()[..n * row].to_vec()));
+        shape[0] = n.unwrap_or(shape[0]);
+        tensors.push((key.to_string(), t.dtype(), shape.clone(), t.data()[..shape[0] * row].to_vec()));
     }
     for key in extra {
         tensors.push((key.to_string(), safetensors::Dtype::F64, vec![1], 1f64.to_le_bytes().to_vec()));
@@ -84,56 +76,27 @@ fn an_export_never_overwrites_an_input_the_output_or_another_export() {
     std::fs::copy(format!("{MLP}/model.safetensors"), &model).unwrap();
     let before = std::fs::read(&model).unwrap();
     let (m, x) = (model.display().to_string(), format!("{MLP}/data.safetensors"));
-    let o = noether(&["analyze", "--model", &m, "--data", &x, "--loss", "mse", "--export-json", &m]);
-    assert_error(&o, &["--export-json", "--model"]);
-    let o = noether(&["analyze", "--model", &m, "--data", &x, "--loss", "mse", "--export-csv", &x]);
-    assert_error(&o, &["--export-csv", "--data"]);
+    // `cmd` on the copied model and the case's data, with `extra`.
+    let on_copy = |cmd: &str, extra: &[&str]| {
+        let mut a = vec![cmd, "--model", &m, "--data", &x, "--loss", "mse"];
+        a.extend_from_slice(extra);
+        noether(&a)
+    };
+    assert_error(&on_copy("analyze", &["--export-json", &m]), &["--export-json", "--model"]);
+    assert_error(&on_copy("analyze", &["--export-csv", &x]), &["--export-csv", "--data"]);
     assert_eq!(std::fs::read(&model).unwrap(), before, "the input model is intact");
     let out = d.join("moved.safetensors").display().to_string();
-    let o = noether(&[
-        "teleport",
-        "--model",
-        &m,
-        "--data",
-        &x,
-        "--loss",
-        "mse",
-        "--out",
-        &out,
-        "--export-json",
-        &out,
-    ]);
-    assert_error(&o, &["--export-json", "--out"]);
+    assert_error(&on_copy("teleport", &["--out", &out, "--export-json", &out]), &["--export-json", "--out"]);
     let same = d.join("r.txt").display().to_string();
-    let o = noether(&[
-        "analyze",
-        "--model",
-        &m,
-        "--data",
-        &x,
-        "--loss",
-        "mse",
-        "--export-json",
-        &same,
-        "--export-csv",
-        &same,
-    ]);
+    let o = on_copy("analyze", &["--export-json", &same, "--export-csv", &same]);
     assert_error(&o, &["--export-csv", "--export-json"]);
     // The same file through a symbolic link is still the input.
     let link = d.join("link.safetensors");
     std::os::unix::fs::symlink(&model, &link).unwrap();
-    let o = noether(&[
-        "analyze",
-        "--model",
-        &m,
-        "--data",
-        &x,
-        "--loss",
-        "mse",
-        "--export-json",
-        link.to_str().unwrap(),
-    ]);
-    assert_error(&o, &["--export-json", "--model"]);
+    assert_error(
+        &on_copy("analyze", &["--export-json", link.to_str().unwrap()]),
+        &["--export-json", "--model"],
+    );
     assert_eq!(std::fs::read(&model).unwrap(), before, "the input model is intact");
 }
 
@@ -188,9 +151,9 @@ fn sharpness_flags_that_cannot_mean_what_they_say_are_errors() {
 #[test]
 fn tree_inputs_that_cannot_mean_what_they_say_are_errors() {
     let d = tmp("tree-inputs");
-    let one = cnn_data(&d, "one.safetensors", 1, &[]);
+    let one = case_data(CNN, &d, "one.safetensors", Some(1), &[]);
     assert_error(&cnn("analyze", &one, &[]), &["N = 1", "at least 2 samples"]);
-    let extra = cnn_data(&d, "extra.safetensors", 20, &["w", "mean"]);
+    let extra = case_data(CNN, &d, "extra.safetensors", Some(20), &["w", "mean"]);
     assert_error(&cnn("analyze", &extra, &[]), &["`mean`", "`w`", "exactly `x` and `y`"]);
     // A model noether wrote carries its architecture; an --arch that contradicts it is refused.
     let x = format!("{CNN}/data.safetensors");
@@ -221,20 +184,9 @@ fn tree_inputs_that_cannot_mean_what_they_say_are_errors() {
 #[test]
 fn dense_data_with_extra_tensors_and_f32_tolerances_below_round_off_are_errors() {
     let d = tmp("dense-inputs");
-    let bytes = std::fs::read(format!("{MLP}/data.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<_> = ["x", "y"]
-        .iter()
-        .map(|k| {
-            let t = st.tensor(k).unwrap();
-            (k.to_string(), t.dtype(), t.shape().to_vec(), t.data().to_vec())
-        })
-        .collect();
-    tensors.push(("z".into(), safetensors::Dtype::F64, vec![1], 0f64.to_le_bytes().to_vec()));
-    let path = d.join("extra.safetensors");
-    noether::tensor_io::write(&path, &tensors).unwrap();
+    let path = case_data(MLP, &d, "extra.safetensors", None, &["z"]);
     let m = format!("{MLP}/model.safetensors");
-    let o = noether(&["analyze", "--model", &m, "--data", path.to_str().unwrap(), "--loss", "mse"]);
+    let o = noether(&["analyze", "--model", &m, "--data", &path, "--loss", "mse"]);
     assert_error(&o, &["`z`", "exactly `x` and `y`"]);
     let out = d.join("t.safetensors").display().to_string();
     let o = mlp("teleport", &["--precision", "f32", "--tol", "1e-12", "--out", &out]);

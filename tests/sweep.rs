@@ -36,6 +36,14 @@ fn parse(axes: &str) -> noether::Result<SweepSpec> {
     SweepSpec::from_toml(&sweep_text(axes), "t", Path::new("."))
 }
 
+/// Asserts that every sweep `(axes, wants)` of `cases` is an error whose message holds each of `wants`.
+fn assert_errors(cases: &[(&str, &[&str])]) {
+    for (text, wants) in cases {
+        let e = err(text);
+        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
+    }
+}
+
 fn err(axes: &str) -> String {
     match parse(axes).and_then(|s| s.points()) {
         Ok(_) => panic!("accepted: {axes}"),
@@ -590,10 +598,7 @@ fn every_point_gets_the_training_configs_checks_before_anything_runs() {
             &["point 0 (", "optimizer.batch_size does not apply to method = \"gd\""],
         ),
     ];
-    for (text, wants) in cases {
-        let e = err(text);
-        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
-    }
+    assert_errors(cases);
     let e = cli_refuses("sweep-tags", cases[0].0, &[]);
     assert!(e.contains("point 0") && e.contains("schedule.warmup_steps"), "{e}");
     // Defaults the file never wrote are not held against a point: the gradient flow's substeps are only
@@ -667,10 +672,7 @@ fn duplicated_axis_values_are_refused_naming_the_axis_and_value() {
             &["[zip] positions 1 and 3", "lr = 0.01, steps = 40"],
         ),
     ];
-    for (text, wants) in cases {
-        let e = err(text);
-        assert!(wants.iter().all(|w| e.contains(w)), "{text}\n→ {e}\nwanted {wants:?}");
-    }
+    assert_errors(cases);
     // A value repeated in one zip axis is fine while the group's tuples differ.
     assert_eq!(parse("[zip]\nlr = [0.01, 0.01]\nsteps = [40, 60]\n").unwrap().len(), 2);
     let e = cli_refuses("sweep-dup", "[grid]\nseed = [1, 1]\n", &[]);

@@ -62,9 +62,7 @@ impl<'a> HessianOperator<'a> {
     pub fn new(model: &Model<f64>, data: &'a Dataset<f64>, loss: Loss, opts: HvpOptions) -> Result<Self> {
         model.arch.validate()?;
         data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
-        if model.params.len() != model.arch.n_params() {
-            return Err(Error::shape("parameter vector", &[model.arch.n_params()], &[model.params.len()]));
-        }
+        // `Net::from_params` checks the parameter count (same error as the dense chain's).
         let net = Net::from_params(NetArch::from_dense(&model.arch)?, model.params.clone())?;
         let inner = NetHessian::owning(net, data, loss, opts.curvature)?.with_chunk(opts.chunk)?;
         Ok(Self { inner, opts })
