@@ -6,7 +6,7 @@
 use crate::data::{Dataset, Targets};
 use crate::error::Result;
 use crate::loss::Loss;
-use crate::model::{Activation, Architecture, Model, Tape};
+use crate::model::{Activation, Architecture, Model};
 use crate::real::Real;
 use faer::Mat;
 use rand::{Rng, SeedableRng};
@@ -31,14 +31,11 @@ pub fn fd_grad(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, h: f64) -> V
 
 /// Per-sample gradients `g_n` (rows), one backward pass per sample: the brute-force oracle.
 pub fn per_sample_grads<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss) -> Result<Vec<Vec<f64>>> {
-    let mut tape = Tape::new(&model.arch, 1);
+    let mut tape = crate::stats::DenseTape::new(&model.arch, 1, Some(faer::Par::Seq))?;
     let mut g = vec![T::zero(); model.arch.n_params()];
     (0..data.len())
         .map(|n| {
-            tape.load_rows(data, &[n]);
-            tape.forward(model);
-            tape.loss_and_output_grad(loss)?;
-            tape.backward(model, Some(&mut g), T::one());
+            tape.pass(model, data, n..n + 1, loss, Some(&mut g))?;
             Ok(g.iter().map(|v| v.to_f64()).collect())
         })
         .collect()

@@ -83,14 +83,20 @@ struct Run {
 const MAX_SUBSTEPS_PER_STEP: u64 = 500;
 
 /// `(l, min_n rms(z_{l,n}))` for every normalising layer l of the model on the data.
-fn min_rms(model: &crate::Model<f64>, data: &crate::Dataset<f64>) -> Vec<(usize, f64)> {
-    let mut tape = crate::Tape::new(&model.arch, data.len());
-    tape.load_range(data, 0..data.len());
-    tape.forward(model);
-    (0..model.arch.n_layers())
+/// (`rms(z) = √(mean_j z_j²)`, the normalisation's divisor, eps = 0.)
+fn min_rms(model: &crate::Model<f64>, data: &crate::Dataset<f64>) -> Result<Vec<(usize, f64)>> {
+    let mut tape = crate::stats::DenseTape::new(&model.arch, data.len(), None)?;
+    tape.forward(model, data, 0..data.len())?;
+    Ok((0..model.arch.n_layers())
         .filter(|&l| model.arch.layers[l].norm)
-        .map(|l| (l, tape.rms(l).iter().cloned().fold(f64::INFINITY, f64::min)))
-        .collect()
+        .map(|l| {
+            let z = tape.preactivation(l);
+            let rms = |n: usize| {
+                ((0..z.ncols()).map(|j| z[(n, j)] * z[(n, j)]).sum::<f64>() / z.ncols() as f64).sqrt()
+            };
+            (l, (0..z.nrows()).map(rms).fold(f64::INFINITY, f64::min))
+        })
+        .collect())
 }
 
 impl Run {
@@ -114,7 +120,7 @@ fn run(ctx: &Context<'_>, cfg: &TrainConfig, stem: &str) -> Result<Run> {
     let mut tr = member_trainer(cfg, 0)?;
     let nl = tr.model.arch.n_layers();
     let mut norms = vec![tr.model.layer_norms_sq()];
-    let rms_start = min_rms(&tr.model, tr.eval_data());
+    let rms_start = min_rms(&tr.model, tr.eval_data())?;
     let mut stopped_at = None;
     for k in 0..cfg.steps {
         let before = tr.flow_substeps().map_or(0, |s| s.0);
@@ -137,7 +143,7 @@ fn run(ctx: &Context<'_>, cfg: &TrainConfig, stem: &str) -> Result<Run> {
     let opts = crate::curvature::SharpnessOptions { trace: None, seed: cfg.seed, ..Default::default() };
     let sh = crate::curvature::sharpness(&tr.model, tr.eval_data(), tr.loss_fn(), &opts)?;
     let final_sharpness = sh.top_eigenvalues.first().copied().unwrap_or(f64::NAN);
-    let min_rms = [rms_start, min_rms(&tr.model, tr.eval_data())];
+    let min_rms = [rms_start, min_rms(&tr.model, tr.eval_data())?];
     Ok(Run { norms, final_sharpness, substeps: tr.flow_substeps(), stopped_at, min_rms })
 }
 

@@ -6,6 +6,7 @@
 //! [`moments()`] gathers in one chunked pass everything the noise geometry needs: Tr Σ, per-unit incoming and
 //! outgoing noise, element-wise moments of coupled layers and the `d × d` moments of linear pairs.
 
+pub mod dense_pass;
 pub mod moments;
 pub mod net;
 mod verify;
@@ -20,8 +21,9 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::linalg::{gemm, row_sq_norms_into};
 use crate::loss::Loss;
-use crate::model::{Model, Tape};
+use crate::model::Model;
 use crate::real::Real;
+pub use dense_pass::DenseTape;
 use faer::{Mat, MatRef};
 
 /// Per-sample directional derivatives and gradient norms.
@@ -44,16 +46,13 @@ pub fn per_sample_directional<T: Real>(
 ) -> Result<PerSampleDirectional> {
     data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
-    let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
+    let mut tape = DenseTape::new(&model.arch, chunk.min(n), None)?;
     let mut dots = vec![0.0; n];
     let mut norms = vec![0.0; n];
     let mut start = 0;
     while start < n {
         let end = (start + tape.capacity()).min(n);
-        tape.load_range(data, start..end);
-        tape.forward(model);
-        tape.loss_and_output_grad(loss)?;
-        tape.backward(model, None, T::one());
+        tape.pass(model, data, start..end, loss, None)?;
         let b = end - start;
         for l in 0..model.arch.n_layers() {
             let ly = model.arch.layers[l];

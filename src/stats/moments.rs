@@ -13,13 +13,14 @@
 //! the mean gradient ḡ that the same pass accumulates: e.g. `Σ_row j = E[δ_j² s] − ‖ḡ_row j‖²`.
 #![allow(non_snake_case)]
 
+use super::dense_pass::DenseTape;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::{
     add_to_f64, col_sq_sums_accumulate, gemm, gemm_par, row_scaled_into, row_sq_norms_into, squares_into,
 };
 use crate::loss::Loss;
-use crate::model::{Architecture, Model, Tape};
+use crate::model::{Architecture, Model};
 use crate::real::Real;
 use faer::reborrow::ReborrowMut;
 use faer::Par;
@@ -182,10 +183,7 @@ fn lane_moments<T: Real>(
     par: Option<Par>,
 ) -> Result<LaneMoments> {
     let arch = &model.arch;
-    let mut tape = Tape::for_passes(arch, chunk);
-    if let Some(p) = par {
-        tape.set_par(p);
-    }
+    let mut tape = DenseTape::new(arch, chunk, par)?;
     let mut g = vec![T::zero(); arch.n_params()];
     let mut grad = vec![0.0; arch.n_params()];
     let nl = arch.n_layers();
@@ -237,10 +235,7 @@ fn lane_moments<T: Real>(
     while start < range.end {
         let end = (start + chunk).min(range.end);
         let b = end - start;
-        tape.load_range(data, start..end);
-        tape.forward(model);
-        lsum += tape.loss_and_output_grad(loss)? * b as f64;
-        tape.backward(model, Some(&mut g), T::one());
+        lsum += tape.pass(model, data, start..end, loss, Some(&mut g))?;
         for (t, v) in grad.iter_mut().zip(&g) {
             *t += v.to_f64();
         }
@@ -262,7 +257,7 @@ fn lane_moments<T: Real>(
 
 /// Adds one chunk's contribution of layer l. Cost O(B·(d_in + d_out)) plus the optional GEMMs.
 fn layer_chunk<T: Real>(
-    tape: &Tape<T>,
+    tape: &DenseTape<T>,
     l: usize,
     b: usize,
     ws: &mut Workspace<T>,
@@ -453,7 +448,7 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
     let nl = model.arch.n_layers();
-    let mut tape = Tape::for_passes(&model.arch, chunk.min(n).max(1));
+    let mut tape = DenseTape::new(&model.arch, chunk.min(n), None)?;
     let mut out = Mat::<f64>::zeros(n, nl);
     let cap = tape.capacity();
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
@@ -461,10 +456,7 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     while start < n {
         let end = (start + cap).min(n);
         let b = end - start;
-        tape.load_range(data, start..end);
-        tape.forward(model);
-        tape.loss_and_output_grad(loss)?;
-        tape.backward(model, None, T::one());
+        tape.pass(model, data, start..end, loss, None)?;
         for l in 0..nl {
             let one = if model.arch.layers[l].bias { 1.0 } else { 0.0 };
             row_sq_norms_into(tape.input(l), &mut xn[..b]);
@@ -530,7 +522,7 @@ pub fn per_sample_quad<T: Real>(
     data.check_fits(model.arch.d_in(), model.arch.d_out(), loss)?;
     let n = data.len();
     let arch = &model.arch;
-    let mut tape = Tape::for_passes(arch, chunk.min(n).max(1));
+    let mut tape = DenseTape::new(arch, chunk.min(n), None)?;
     let cap = tape.capacity();
     let mut out = vec![0.0; n];
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
@@ -545,10 +537,7 @@ pub fn per_sample_quad<T: Real>(
     while start < n {
         let end = (start + cap).min(n);
         let b = end - start;
-        tape.load_range(data, start..end);
-        tape.forward(model);
-        tape.loss_and_output_grad(loss)?;
-        tape.backward(model, None, T::one());
+        tape.pass(model, data, start..end, loss, None)?;
         let s_of = |l: usize, xn: &mut [T]| {
             row_sq_norms_into(tape.input(l), xn);
             let one = if arch.layers[l].bias { T::one() } else { T::zero() };
