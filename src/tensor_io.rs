@@ -21,6 +21,33 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
+/// The `__metadata__` entry `key` of a safetensors file, from its header alone (the 8-byte little-endian
+/// header length, then the JSON header), without reading the tensors. `None` when the file has no such entry;
+/// the tensors themselves are checked when the file is loaded.
+pub fn header_metadata(path: &Path, key: &str) -> Result<Option<String>> {
+    use std::io::Read;
+    let bad = |reason: String| Error::Safetensors { file: path.display().to_string(), reason };
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+    // A pipe or device has no size to check against; its header is only bounded.
+    let size = meta.is_file().then_some(meta.len());
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|_| bad("too short for a safetensors header (8 bytes)".into()))?;
+    let n = u64::from_le_bytes(len);
+    if n > 100_000_000 || size.is_some_and(|size| n > size - 8) {
+        return Err(bad(format!("header length {n} does not fit the file ({} bytes)", size.unwrap_or(0))));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| bad(format!("header is not valid JSON: {e}")))?;
+    match json.get("__metadata__").and_then(|m| m.get(key)) {
+        None => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(bad(format!("`__metadata__[\"{key}\"]` is not a string"))),
+    }
+}
+
 /// Parses safetensors bytes.
 pub fn parse<'a>(bytes: &'a [u8], path: &Path) -> Result<SafeTensors<'a>> {
     SafeTensors::deserialize(bytes)

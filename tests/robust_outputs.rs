@@ -2,7 +2,8 @@
 //! overwrites an input, `--out` or another export, follows symbolic links and writes devices in place; flags
 //! and files that cannot mean what they say (a Lanczos tolerance ≥ 1, a one-point orbit between two ends,
 //! probes of an exact trace, N = 1 on a tree, an `--arch` that contradicts the file, extra tensors in a data
-//! file, an f32 tolerance below f32's round-off, `reproduce --list` with run flags) are errors naming them.
+//! file, an f32 tolerance below f32's round-off, `reproduce --list` with run flags) are errors naming them;
+//! so is a safetensors header that cannot be one.
 
 use crate::cli::{noether, stderr, tmp};
 use crate::robust::assert_error;
@@ -204,5 +205,30 @@ fn reproduce_list_takes_no_run_flags() {
         let mut a = vec!["reproduce", "--list"];
         a.extend_from_slice(extra);
         assert_error(&noether(&a), &["--list"]);
+    }
+}
+
+#[test]
+fn a_damaged_safetensors_header_is_an_error_naming_the_file() {
+    // The stored architecture is read from the header alone; a header that cannot be one is refused there.
+    let d = tmp("robust-header");
+    let x = format!("{MLP}/data.safetensors");
+    let mut long = 1000u64.to_le_bytes().to_vec();
+    long.extend_from_slice(b"{}");
+    for (name, bytes, culprit) in [
+        ("short.safetensors", b"abc".to_vec(), "too short"),
+        ("long.safetensors", long, "header length 1000"),
+        ("json.safetensors", [&2u64.to_le_bytes()[..], b"{x"].concat(), "not valid JSON"),
+    ] {
+        let m = d.join(name);
+        std::fs::write(&m, bytes).unwrap();
+        let m = m.display().to_string();
+        for cmd in ["symmetries", "analyze"] {
+            let o = noether(
+                &[cmd, "--model", &m, "--data", &x, "--loss", "mse"]
+                    [..if cmd == "symmetries" { 3 } else { 7 }],
+            );
+            assert_error(&o, &[&m, culprit]);
+        }
     }
 }

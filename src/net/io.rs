@@ -16,13 +16,10 @@ pub const ARCH_METADATA_KEY: &str = "noether.arch";
 /// The architecture a safetensors file carries in `__metadata__["noether.arch"]`, if any (an unreadable file
 /// or a stored architecture that does not parse is an error naming the file).
 pub fn stored_arch(path: &Path) -> Result<Option<NetArch>> {
-    let bytes = tensor_io::read_file(path)?;
     let file = path.display().to_string();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| Error::Safetensors { file: file.clone(), reason: e.to_string() })?;
-    match meta.metadata().as_ref().and_then(|m| m.get(ARCH_METADATA_KEY)) {
+    match tensor_io::header_metadata(path, ARCH_METADATA_KEY)? {
         None => Ok(None),
-        Some(text) => NetArch::parse(text)
+        Some(text) => NetArch::parse(&text)
             .map(Some)
             .map_err(|e| Error::Config(format!("architecture stored in {file}: {e}"))),
     }
