@@ -876,3 +876,16 @@ fn a_point_resolves_like_train_on_the_same_text() {
     assert_eq!(pts.len(), 2);
     assert!(format!("{:?}", pts[1].config.optimizer).contains("Sde"), "{:?}", pts[1].config.optimizer);
 }
+
+#[test]
+fn an_axis_value_valid_only_beside_another_axis_is_accepted() {
+    // Alone on the base (two layers), three activations do not fit; beside the three-layer dims they do.
+    let zip = "[zip]\n\"model.dims\" = [[3, 5, 5, 2], [3, 4, 2]]\n\
+               \"model.activations\" = [[\"relu\", \"relu\", \"identity\"], [\"tanh\", \"identity\"]]\n";
+    let points = parse(zip).and_then(|s| s.points()).expect("every point is valid");
+    assert_eq!(points.len(), 2);
+    // Each value fits the base alone but not the other: the error names the point and its values.
+    let bad = "[zip]\n\"model.dims\" = [[3, 5, 5, 2]]\n\"model.activations\" = [[\"relu\", \"identity\"]]\n";
+    let e = err(bad);
+    assert!(e.contains("point 0") && e.contains("activations"), "{e}");
+}

@@ -527,19 +527,25 @@ impl SweepSpec {
         Ok(Point { index, name: self.name_of(index), values, config })
     }
 
-    /// Every point, each checked: first every axis alone against the base (so an error names the axis), then
-    /// every combination. Nothing runs before this succeeds.
+    /// Every point, each checked. Nothing runs before this succeeds. A point that fails is reported by the
+    /// axis value that fails on the base alone, when one of its values does (the error then names the
+    /// axis), else as the point; a value valid only beside another axis's value is accepted.
     pub fn points(&self) -> Result<Vec<Point>> {
         let base = self.base_value()?;
-        for a in self.grid.iter().chain(&self.zip) {
-            for value in &a.values {
-                let mut v = base.clone();
-                set_dotted(&mut v, &a.key, value.clone())?;
-                parse_config(v)
-                    .map_err(|e| cfg(format!("axis `{}` = {value}: {}", a.key, strip_config(&e))))?;
+        (0..self.len())
+            .map(|i| self.point_from(&base, i).map_err(|e| self.axis_alone_error(&base, i).unwrap_or(e)))
+            .collect()
+    }
+
+    /// The first value of point `index` that fails when set alone on the base, as an error naming its axis.
+    fn axis_alone_error(&self, base: &toml::Value, index: usize) -> Option<Error> {
+        self.values_of(index).into_iter().find_map(|(key, value)| {
+            let mut v = base.clone();
+            if let Err(e) = set_dotted(&mut v, &key, value.clone()) {
+                return Some(e);
             }
-        }
-        (0..self.len()).map(|i| self.point_from(&base, i)).collect()
+            parse_config(v).err().map(|e| cfg(format!("axis `{key}` = {value}: {}", strip_config(&e))))
+        })
     }
 
     /// Checks that every collected metric is a `metrics.csv` column of at least one point (columns depend on
