@@ -31,7 +31,7 @@ pub fn fd_grad(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, h: f64) -> V
 
 /// Per-sample gradients `g_n` (rows), one backward pass per sample: the brute-force oracle.
 pub fn per_sample_grads<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss) -> Result<Vec<Vec<f64>>> {
-    let mut tape = crate::stats::DenseTape::new(&model.arch, 1, Some(faer::Par::Seq))?;
+    let mut tape = crate::net::DenseTape::new(&model.arch, 1, Some(faer::Par::Seq))?;
     let mut g = vec![T::zero(); model.arch.n_params()];
     (0..data.len())
         .map(|n| {

@@ -85,7 +85,7 @@ const MAX_SUBSTEPS_PER_STEP: u64 = 500;
 /// `(l, min_n rms(z_{l,n}))` for every normalising layer l of the model on the data.
 /// (`rms(z) = √(mean_j z_j²)`, the normalisation's divisor, eps = 0.)
 fn min_rms(model: &crate::Model<f64>, data: &crate::Dataset<f64>) -> Result<Vec<(usize, f64)>> {
-    let mut tape = crate::stats::DenseTape::new(&model.arch, data.len(), None)?;
+    let mut tape = crate::net::DenseTape::new(&model.arch, data.len(), None)?;
     tape.forward(model, data, 0..data.len())?;
     Ok((0..model.arch.n_layers())
         .filter(|&l| model.arch.layers[l].norm)

@@ -8,17 +8,21 @@
 //!   Gauss–Newton products).
 //! - [`pass`]: the chunked pass driver over a data set in lanes (loss, gradient, per-sample losses; the
 //!   curvature operator built on it is `curvature::NetHessian`).
+//! - [`dense`]: a dense chain ([`crate::Model`]) on the tape of its tree: each layer's `X_l` and `Δ_l`, and
+//!   the model's whole-data passes (loss, gradient, per-sample losses, outputs).
 //! - [`io`]: state_dict files (strict loading by name, the architecture in `__metadata__["noether.arch"]`).
 //!
 //! θ is the state_dict: every parameterised module's `weight` then `bias`, depth first. Batches are
 //! channel-major (`[C, B, H·W]`; a vector batch is `[d, B]`) so that every linear and conv product is one GEMM.
 
+pub mod dense;
 pub mod io;
 pub mod modules;
 pub mod pass;
 pub mod spec;
 pub mod tape;
 
+pub use dense::DenseTape;
 pub use io::{
     dense_metadata, load_dense_described, load_net, save_dense, save_net, stored_arch, ARCH_METADATA_KEY,
 };

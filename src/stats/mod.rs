@@ -6,7 +6,6 @@
 //! [`moments()`] gathers in one chunked pass everything the noise geometry needs: Tr Σ, per-unit incoming and
 //! outgoing noise, element-wise moments of coupled layers and the `d × d` moments of linear pairs.
 
-pub mod dense_pass;
 pub mod moments;
 pub mod net;
 mod verify;
@@ -22,8 +21,8 @@ use crate::error::Result;
 use crate::linalg::{gemm, row_sq_norms_into};
 use crate::loss::Loss;
 use crate::model::Model;
+use crate::net::DenseTape;
 use crate::real::Real;
-pub use dense_pass::DenseTape;
 use faer::{Mat, MatRef};
 
 /// Per-sample directional derivatives and gradient norms.

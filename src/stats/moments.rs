@@ -13,7 +13,6 @@
 //! the mean gradient ḡ that the same pass accumulates: e.g. `Σ_row j = E[δ_j² s] − ‖ḡ_row j‖²`.
 #![allow(non_snake_case)]
 
-use super::dense_pass::DenseTape;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::linalg::{
@@ -21,6 +20,7 @@ use crate::linalg::{
 };
 use crate::loss::Loss;
 use crate::model::{Architecture, Model};
+use crate::net::DenseTape;
 use crate::real::Real;
 use faer::reborrow::ReborrowMut;
 use faer::Par;
