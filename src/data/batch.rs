@@ -96,8 +96,8 @@ mod tests {
     }
 }
 
-/// Where the next minibatch comes from: what [`crate::Tape::load_batch`] and the trainer's step kernels read,
-/// each through [`Batch::copy_into`] into its own layout.
+/// Where the next minibatch comes from: what [`crate::net::Tape::load_batch`] and the trainer's step kernels
+/// read, each through [`Batch::copy_into`] into its own layout.
 #[derive(Clone, Copy, Debug)]
 pub enum Batch<'a, T> {
     /// The samples `rows` of a (column-major) data set.
@@ -122,9 +122,30 @@ impl<T: crate::real::Real> Batch<'_, T> {
     }
     /// Whether the targets are class labels.
     pub fn has_labels(&self) -> bool {
+        self.target_width().is_none()
+    }
+    /// Input width (features per sample) of the data the batch is drawn from.
+    pub fn d_in(&self) -> usize {
         match self {
-            Batch::Rows(d, _) | Batch::First(d, _) => matches!(d.y, super::Targets::Classes(_)),
-            Batch::SampleMajorRows(d, _) => d.has_labels(),
+            Batch::Rows(d, _) | Batch::First(d, _) => d.d_in(),
+            Batch::SampleMajorRows(d, _) => d.d_in(),
+        }
+    }
+    /// Width of the float targets (`None` for class labels).
+    pub fn target_width(&self) -> Option<usize> {
+        match self {
+            Batch::Rows(d, _) | Batch::First(d, _) => match &d.y {
+                super::Targets::Dense(y) => Some(y.ncols()),
+                super::Targets::Classes(_) => None,
+            },
+            Batch::SampleMajorRows(d, _) => d.target_width(),
+        }
+    }
+    /// The index in its data set of the batch's `r`-th sample.
+    pub fn sample(&self, r: usize) -> usize {
+        match self {
+            Batch::Rows(_, rows) | Batch::SampleMajorRows(_, rows) => rows[r],
+            Batch::First(..) => r,
         }
     }
 

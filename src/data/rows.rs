@@ -63,6 +63,14 @@ impl<T: Real> SampleMajor<T> {
     pub fn has_labels(&self) -> bool {
         self.d_out == 0
     }
+    /// Input width (features per sample).
+    pub fn d_in(&self) -> usize {
+        self.d_in
+    }
+    /// Width of the float targets (`None` for class labels).
+    pub fn target_width(&self) -> Option<usize> {
+        (!self.has_labels()).then_some(self.d_out)
+    }
 
     /// `dst[(r, j)] = x[rows[r], j]`: the inputs of the samples `rows` into a `[B, d_in]` matrix of any layout.
     pub fn gather_x(&self, rows: &[usize], dst: MatMut<'_, T>) {

@@ -11,7 +11,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::model::Model;
-use crate::net::{Net, Rows};
+use crate::net::{Net, NetArch, Rows};
 use crate::real::Real;
 use rand::Rng;
 use std::ops::Range;
@@ -40,7 +40,7 @@ pub trait Trainable<T: Real>: Sized {
     fn check_data(&self, data: &Dataset<T>, loss: Loss) -> Result<()>;
 
     /// A tape for batches of up to `capacity` samples.
-    fn tape(&self, capacity: usize) -> Self::Tape;
+    fn tape(&self, capacity: usize) -> Result<Self::Tape>;
     /// The capacity of `tape`.
     fn capacity(tape: &Self::Tape) -> usize;
     /// Samples per chunk of a whole-data pass.
@@ -86,7 +86,8 @@ pub trait Trainable<T: Real>: Sized {
 }
 
 impl<T: Real> Trainable<T> for Model<T> {
-    type Tape = crate::model::Tape<T>;
+    /// The module-tree tape of [`NetArch::from_dense`] (θ in the same layout), as for a [`Net`].
+    type Tape = crate::net::Tape<T>;
 
     fn from_config<R: Rng>(config: &TrainConfig, rng: &mut R) -> Result<Self> {
         config.build_model(rng)
@@ -109,12 +110,11 @@ impl<T: Real> Trainable<T> for Model<T> {
     fn check_data(&self, data: &Dataset<T>, loss: Loss) -> Result<()> {
         data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)
     }
-    fn tape(&self, capacity: usize) -> Self::Tape {
+    fn tape(&self, capacity: usize) -> Result<Self::Tape> {
         // Large models run their GEMMs on every core; the choice is by the flops of one pass over the tape.
-        let mut tape = crate::model::Tape::new(&self.arch, capacity);
         let flops = self.arch.train_flops(capacity);
-        tape.set_par(crate::linalg::par_for_flops(flops, crate::linalg::STEP_PAR_MIN_FLOPS));
-        tape
+        let par = crate::linalg::par_for_flops(flops, crate::linalg::STEP_PAR_MIN_FLOPS);
+        Ok(crate::net::Tape::new(&NetArch::from_dense(&self.arch)?, capacity).with_par(par))
     }
     fn capacity(tape: &Self::Tape) -> usize {
         tape.capacity()
@@ -129,12 +129,7 @@ impl<T: Real> Trainable<T> for Model<T> {
         loss: Loss,
         grad: &mut [T],
     ) -> Result<f64> {
-        let s = batch.len();
-        tape.load_batch(batch);
-        tape.forward(self);
-        let l = tape.loss_and_output_grad(loss)?;
-        tape.backward(self, Some(grad), T::from_f64(1.0 / s as f64));
-        Ok(l)
+        tape_batch_grad(tape, &self.params, batch, loss, grad)
     }
     fn chunk_grad_accumulate(
         &self,
@@ -146,17 +141,12 @@ impl<T: Real> Trainable<T> for Model<T> {
         grad: &mut [T],
         scale: T,
     ) -> Result<f64> {
-        tape.load_range(data, range);
-        tape.forward(self);
-        let l = tape.loss_and_output_grad(loss)?;
-        if let Some(w) = weights {
-            tape.weight_output_grad(w);
-        }
-        tape.backward_accumulate(self, grad, scale);
-        Ok(l)
+        tape_chunk_grad(tape, &self.params, data, range, loss, weights, grad, scale)
     }
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64> {
-        self.loss(data, loss, 4096)
+        // The net's pass over a copy of θ (one copy per logged row, against a forward pass over the data).
+        self.check_data(data, loss)?;
+        Net::from_params(NetArch::from_dense(&self.arch)?, self.params.clone())?.mean_loss(data, loss)
     }
     fn norm_columns(&self) -> Vec<String> {
         (0..self.arch.n_layers()).map(|l| format!("norm_sq_l{l}")).collect()
@@ -219,8 +209,8 @@ impl<T: Real> Trainable<T> for Net<T> {
     fn check_data(&self, data: &Dataset<T>, loss: Loss) -> Result<()> {
         Net::check_data(self, data, None, loss)
     }
-    fn tape(&self, capacity: usize) -> Self::Tape {
-        crate::net::Tape::new(&self.arch, capacity)
+    fn tape(&self, capacity: usize) -> Result<Self::Tape> {
+        Ok(crate::net::Tape::new(&self.arch, capacity))
     }
     fn capacity(tape: &Self::Tape) -> usize {
         tape.capacity()
@@ -235,19 +225,7 @@ impl<T: Real> Trainable<T> for Net<T> {
         loss: Loss,
         grad: &mut [T],
     ) -> Result<f64> {
-        let s = batch.len();
-        match batch {
-            Batch::Rows(d, rows) => tape.load(d, Rows::Index(rows))?,
-            Batch::First(d, n) => tape.load(d, Rows::Range(0..n))?,
-            Batch::SampleMajorRows(..) => {
-                unreachable!("the trainer makes a sample-major copy for dense chains only")
-            }
-        }
-        tape.forward(&self.params);
-        let total = tape.loss_grad(loss);
-        grad.iter_mut().for_each(|g| *g = T::zero());
-        tape.backward(&self.params, Some((grad, T::from_f64(1.0 / s as f64))));
-        Ok(total / s as f64)
+        tape_batch_grad(tape, &self.params, batch, loss, grad)
     }
     fn chunk_grad_accumulate(
         &self,
@@ -259,15 +237,7 @@ impl<T: Real> Trainable<T> for Net<T> {
         grad: &mut [T],
         scale: T,
     ) -> Result<f64> {
-        let b = range.len();
-        tape.load(data, Rows::Range(range))?;
-        tape.forward(&self.params);
-        let total = tape.loss_grad(loss);
-        if let Some(w) = weights {
-            tape.weight_output_grad(w);
-        }
-        tape.backward(&self.params, Some((grad, scale)));
-        Ok(total / b as f64)
+        tape_chunk_grad(tape, &self.params, data, range, loss, weights, grad, scale)
     }
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64> {
         let l = crate::net::per_sample_losses(self, data, loss)?;
@@ -305,6 +275,50 @@ impl<T: Real> Trainable<T> for Net<T> {
     fn save_data(&self, data: &Dataset<T>, path: &Path) -> Result<()> {
         crate::data::save_dataset_shaped(data, &self.arch.input, path)
     }
+}
+
+/// [`Trainable::batch_grad_into`] on a module-tree tape (θ in its layout): loads `batch`, runs forward, the
+/// loss gradient `∂ℓ_n/∂f` and backward, and writes `grad = (1/B) Σ_n ∇ℓ_n`; returns the mean loss
+/// `(1/B) Σ_n ℓ_n` ([`crate::net::Tape::loss_grad`] gives the sum).
+fn tape_batch_grad<T: Real>(
+    tape: &mut crate::net::Tape<T>,
+    theta: &[T],
+    batch: Batch<'_, T>,
+    loss: Loss,
+    grad: &mut [T],
+) -> Result<f64> {
+    let s = batch.len();
+    tape.load_batch(batch)?;
+    tape.forward(theta);
+    let total = tape.loss_grad(loss);
+    grad.iter_mut().for_each(|g| *g = T::zero());
+    tape.backward(theta, Some((grad, T::from_f64(1.0 / s as f64))));
+    Ok(total / s as f64)
+}
+
+/// [`Trainable::chunk_grad_accumulate`] on a module-tree tape: `grad += scale · Σ_n w_n ∇ℓ_n` over the
+/// samples `range` (the output gradients weighted by [`crate::net::Tape::weight_output_grad`]); returns the
+/// chunk's mean loss.
+#[allow(clippy::too_many_arguments)]
+fn tape_chunk_grad<T: Real>(
+    tape: &mut crate::net::Tape<T>,
+    theta: &[T],
+    data: &Dataset<T>,
+    range: Range<usize>,
+    loss: Loss,
+    weights: Option<&[T]>,
+    grad: &mut [T],
+    scale: T,
+) -> Result<f64> {
+    let b = range.len();
+    tape.load(data, Rows::Range(range))?;
+    tape.forward(theta);
+    let total = tape.loss_grad(loss);
+    if let Some(w) = weights {
+        tape.weight_output_grad(w);
+    }
+    tape.backward(theta, Some((grad, scale)));
+    Ok(total / b as f64)
 }
 
 /// Every parameterised module of a net (state_dict prefix, its blocks' ranges), in state_dict order.

@@ -106,7 +106,7 @@ impl<T: Real, M: Trainable<T>> Trainer<T, M> {
         };
         let xi = if matches!(config.optimizer, Method::Sde { .. }) { vec![T::zero(); n] } else { Vec::new() };
         let rk = matches!(config.optimizer, Method::GradientFlow { .. });
-        let tape = model.tape(tape_cap);
+        let tape = model.tape(tape_cap)?;
         // The dense chain's specialised SGD steps and its sample-major copy of the data.
         let dense = model.dense();
         let fused = match (&config.optimizer, dense) {

@@ -12,7 +12,7 @@
 
 use super::modules::{flatten, pointwise};
 use super::spec::{Kind, NetArch, Node};
-use crate::data::{Dataset, Targets};
+use crate::data::{Batch, Dataset, Targets};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::real::Real;
@@ -309,21 +309,13 @@ impl<T: Real> Tape<T> {
     /// Loads the samples `rows` of `data` (inputs flattened per sample in PyTorch order, `C·H·W` features).
     pub fn load(&mut self, data: &Dataset<T>, rows: Rows<'_>) -> Result<()> {
         let b = rows.len();
-        if b > self.cap {
-            return Err(Error::Config(format!(
-                "a chunk of {b} samples exceeds the tape's capacity {}",
-                self.cap
-            )));
-        }
-        let buf = self.prog.bufs[0];
-        if data.d_in() != buf.len() {
-            return Err(Error::shape(
-                "input features of the data (x per sample)",
-                &[buf.len()],
-                &[data.d_in()],
-            ));
-        }
+        let target_width = match &data.y {
+            Targets::Dense(y) => Some(y.ncols()),
+            Targets::Classes(_) => None,
+        };
+        self.check_batch(b, data.d_in(), target_width)?;
         self.batch = b;
+        let buf = self.prog.bufs[0];
         let x0 = &mut self.acts[0];
         for c in 0..buf.c {
             for p in 0..buf.hw {
@@ -333,17 +325,9 @@ impl<T: Real> Tape<T> {
                 }
             }
         }
-        let d_out = self.prog.bufs[self.prog.output].len();
         match &data.y {
             Targets::Dense(y) => {
-                if y.ncols() != d_out {
-                    return Err(Error::shape(
-                        "targets `y` per sample (the network output)",
-                        &[d_out],
-                        &[y.ncols()],
-                    ));
-                }
-                for j in 0..d_out {
+                for j in 0..y.ncols() {
                     for n in 0..b {
                         self.y[(n, j)] = y[(rows.get(n), j)];
                     }
@@ -351,19 +335,76 @@ impl<T: Real> Tape<T> {
             }
             Targets::Classes(c) => {
                 for n in 0..b {
-                    let l = c[rows.get(n)];
-                    if l >= d_out {
-                        return Err(Error::Data(format!(
-                            "label {l} of sample {} is out of range for {d_out} outputs (labels 0–{})",
-                            rows.get(n),
-                            d_out - 1
-                        )));
-                    }
-                    self.labels[n] = l;
+                    self.labels[n] = c[rows.get(n)];
                 }
             }
         }
-        Ok(())
+        self.check_labels(target_width, |n| rows.get(n))
+    }
+
+    /// Loads the minibatch `batch` (allocation-free). Vector inputs go through [`Batch::copy_into`] into
+    /// buffer 0 viewed as `[B, d]` column-major, which is its row-major `[d, B]` layout (one column per
+    /// sample; a [`Batch::SampleMajorRows`] copy is read one contiguous row per sample); the float targets
+    /// into the `[B, d_out]` targets, class labels beside. Image inputs (`[C, H, W]`, buffer `[C, B, H·W]`)
+    /// load as [`Tape::load`] does; a sample-major batch of images is an error.
+    pub fn load_batch(&mut self, batch: Batch<'_, T>) -> Result<()> {
+        let buf = self.prog.bufs[0];
+        if buf.hw != 1 {
+            return match batch {
+                Batch::Rows(data, rows) => self.load(data, Rows::Index(rows)),
+                Batch::First(data, n) => self.load(data, Rows::Range(0..n)),
+                Batch::SampleMajorRows(..) => Err(Error::Config(
+                    "a sample-major batch loads vector inputs only, and this net's input is an image".into(),
+                )),
+            };
+        }
+        let b = batch.len();
+        let target_width = batch.target_width();
+        self.check_batch(b, batch.d_in(), target_width)?;
+        self.batch = b;
+        let x = MatMut::from_column_major_slice_mut(&mut self.acts[0][..buf.c * b], b, buf.c);
+        batch.copy_into(x, self.y.as_mut(), &mut self.labels);
+        self.check_labels(target_width, |n| batch.sample(n))
+    }
+
+    /// Errors unless a batch of `b` samples of `d_in` features and targets `target_width` wide (`None`:
+    /// class labels) fits the tape.
+    fn check_batch(&self, b: usize, d_in: usize, target_width: Option<usize>) -> Result<()> {
+        if b > self.cap {
+            return Err(Error::Config(format!(
+                "a chunk of {b} samples exceeds the tape's capacity {}",
+                self.cap
+            )));
+        }
+        let input = self.prog.bufs[0].len();
+        if d_in != input {
+            return Err(Error::shape("input features of the data (x per sample)", &[input], &[d_in]));
+        }
+        let d_out = self.prog.bufs[self.prog.output].len();
+        match target_width {
+            Some(w) if w != d_out => {
+                Err(Error::shape("targets `y` per sample (the network output)", &[d_out], &[w]))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Errors when a loaded class label is out of range for the outputs (`sample(n)`: the data set's index
+    /// of the batch's n-th sample, for the message); nothing to check for float targets.
+    fn check_labels(&self, target_width: Option<usize>, sample: impl Fn(usize) -> usize) -> Result<()> {
+        if target_width.is_some() {
+            return Ok(());
+        }
+        let d_out = self.prog.bufs[self.prog.output].len();
+        match self.labels[..self.batch].iter().position(|&l| l >= d_out) {
+            Some(n) => Err(Error::Data(format!(
+                "label {} of sample {} is out of range for {d_out} outputs (labels 0–{})",
+                self.labels[n],
+                sample(n),
+                d_out - 1
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The forward pass over the loaded batch.
