@@ -291,8 +291,7 @@ fn tape_batch_grad<T: Real>(
     tape.load_batch(batch)?;
     tape.forward(theta);
     let total = tape.loss_grad(loss);
-    grad.iter_mut().for_each(|g| *g = T::zero());
-    tape.backward(theta, Some((grad, T::from_f64(1.0 / s as f64))));
+    tape.backward_into(theta, grad, T::from_f64(1.0 / s as f64));
     Ok(total / s as f64)
 }
 

@@ -84,8 +84,7 @@ pub fn loss_and_grad<T: Real>(net: &Net<T>, data: &Dataset<T>, loss: Loss) -> Re
         |t, _, (total, chunk_grad, g64)| {
             t.forward(&net.params);
             *total += t.loss_grad(loss);
-            chunk_grad.iter_mut().for_each(|v| *v = T::zero());
-            t.backward(&net.params, Some((chunk_grad, T::one())));
+            t.backward_into(&net.params, chunk_grad, T::one());
             for (a, &v) in g64.iter_mut().zip(chunk_grad.iter()) {
                 *a += v.to_f64();
             }

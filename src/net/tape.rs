@@ -486,14 +486,30 @@ impl<T: Real> Tape<T> {
 
     /// The backward pass from the output gradient [`Tape::loss_grad`] wrote: every buffer's gradient, and
     /// `grad += α Σ_n ∇_θ ℓ_n` when `grad` is given (θ-shaped).
-    pub fn backward(&mut self, theta: &[T], mut grad: Option<(&mut [T], T)>) {
+    pub fn backward(&mut self, theta: &[T], grad: Option<(&mut [T], T)>) {
+        self.backward_impl(theta, grad.map(|(g, alpha)| (g, alpha, true)))
+    }
+
+    /// [`Tape::backward`] writing `grad = α Σ_n ∇_θ ℓ_n` (no zeroing pass, no read of the old values: each
+    /// parameterised step overwrites its blocks, and the blocks tile θ).
+    pub fn backward_into(&mut self, theta: &[T], grad: &mut [T], alpha: T) {
+        debug_assert_eq!(
+            self.prog.ops.iter().filter_map(|op| op.step.param_range()).map(|r| r.len()).sum::<usize>(),
+            grad.len(),
+            "the parameterised steps' blocks tile θ"
+        );
+        self.backward_impl(theta, Some((grad, alpha, false)))
+    }
+
+    /// Backward with the parameter gradient as `(grad, α, accumulate)`.
+    fn backward_impl(&mut self, theta: &[T], mut grad: Option<(&mut [T], T, bool)>) {
         let b = self.batch;
         let par = self.par;
         for k in (0..self.prog.ops.len()).rev() {
             let op = &self.prog.ops[k];
             let (bx, by) = (self.prog.bufs[op.x], self.prog.bufs[op.y]);
             let need_dx = op.x != 0;
-            let g = grad.as_mut().map(|(g, a)| (&mut **g, *a));
+            let g = grad.as_mut().map(|(g, a, acc)| (&mut **g, *a, *acc));
             match &op.step {
                 Step::Add { skip } => add_backward(&mut self.grads, op, *skip, by.len() * b),
                 Step::Module(kind) => {

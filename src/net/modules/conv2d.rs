@@ -6,7 +6,7 @@
 //! `∂W = α Δ Colᵀ`, `∂Col = WᵀΔ` (folded back by col2im); the per-sample gradient is `Δ_n Col_nᵀ`, the
 //! sum over positions of `δ_p x_pᵀ`.
 
-use super::linear::{add_bias_rows, add_row_sums, rm, rm_mut};
+use super::linear::{add_bias_rows, rm, rm_mut, row_sums_into};
 use crate::linalg::gemm_par;
 use crate::real::Real;
 use faer::Par;
@@ -139,25 +139,26 @@ impl Conv2d {
         }
     }
 
-    /// `∂W += αΔColᵀ`, `∂b += αΔ1` into `grad`, and `∂X (+)= col2im(WᵀΔ)` when `dx` is given (`dcol` is
-    /// scratch of the size of `col`).
+    /// `∂W (+)= αΔColᵀ`, `∂b (+)= αΔ1` into `grad` (given as `(grad, α, accumulate)`: add, else overwrite
+    /// this module's blocks), and `∂X (+)= col2im(WᵀΔ)` when `dx` is given (`dcol` is scratch of the size of
+    /// `col`).
     pub fn backward<T: Real>(
         &self,
         theta: &[T],
         col: &[T],
         dy: &[T],
         dx: Option<(&mut [T], bool, &mut [T])>,
-        grad: Option<(&mut [T], T)>,
+        grad: Option<(&mut [T], T, bool)>,
         b: usize,
         par: Par,
     ) {
         let bt = b * self.positions();
         let d = rm(dy, self.c_out, bt);
-        if let Some((g, alpha)) = grad {
+        if let Some((g, alpha, acc)) = grad {
             let gw = rm_mut(&mut g[self.weight.clone()], self.c_out, self.col_rows());
-            gemm_par(gw, true, d, rm(col, self.col_rows(), bt).transpose(), alpha, par);
+            gemm_par(gw, acc, d, rm(col, self.col_rows(), bt).transpose(), alpha, par);
             if let Some(br) = &self.bias {
-                add_row_sums(dy, self.c_out, bt, alpha, &mut g[br.clone()]);
+                row_sums_into(dy, self.c_out, bt, alpha, acc, &mut g[br.clone()]);
             }
         }
         if let Some((dx, acc, dcol)) = dx {
@@ -232,7 +233,7 @@ impl Conv2d {
             gemm_par(gw, true, d, rm(rc, self.col_rows(), bt).transpose(), alpha, par);
         }
         if let Some(br) = &self.bias {
-            add_row_sums(rdy, self.c_out, bt, alpha, &mut rg[br.clone()]);
+            row_sums_into(rdy, self.c_out, bt, alpha, true, &mut rg[br.clone()]);
         }
         if let Some((rdx, acc, dcol)) = rdx {
             let m = rm_mut(dcol, self.col_rows(), bt);

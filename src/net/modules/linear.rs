@@ -29,12 +29,12 @@ pub(crate) fn rm_mut<T>(s: &mut [T], r: usize, c: usize) -> MatMut<'_, T> {
     MatMut::from_row_major_slice_mut(&mut s[..r * c], r, c)
 }
 
-/// Adds `α·(row sums of m)` (`m` `[rows, cols]` row-major) to `out`.
-pub(crate) fn add_row_sums<T: Real>(m: &[T], rows: usize, cols: usize, alpha: T, out: &mut [T]) {
-    for (j, o) in out.iter_mut().enumerate().take(rows) {
-        let s = m[j * cols..(j + 1) * cols].iter().fold(T::zero(), |a, &v| a + v);
-        *o += alpha * s;
-    }
+/// `out (+)= α·(row sums of m)` (`m` `[rows, cols]` row-major; `acc`: add, else overwrite), by
+/// [`crate::linalg::col_sums_into`] on the same memory read as a `[cols, rows]` column-major matrix (lane-wise
+/// sums: vectorised, unlike one running sum per row).
+pub(crate) fn row_sums_into<T: Real>(m: &[T], rows: usize, cols: usize, alpha: T, acc: bool, out: &mut [T]) {
+    let a = MatRef::from_column_major_slice(&m[..rows * cols], cols, rows);
+    crate::linalg::col_sums_into(a, alpha, acc, &mut out[..rows]);
 }
 
 /// Adds `b_j` to row j of `y` `[rows, cols]` row-major.
@@ -57,23 +57,24 @@ impl Linear {
         }
     }
 
-    /// `∂X (+)= WᵀΔ` when `dx` is given (`acc`: add), and `∂W += αΔXᵀ`, `∂b += αΔ1` into the θ-shaped `grad`.
+    /// `∂X (+)= WᵀΔ` when `dx` is given (`acc`: add), and `∂W (+)= αΔXᵀ`, `∂b (+)= αΔ1` into the θ-shaped
+    /// `grad` (given as `(grad, α, accumulate)`: add, else overwrite this module's blocks).
     pub fn backward<T: Real>(
         &self,
         theta: &[T],
         x: &[T],
         dy: &[T],
         dx: Option<(&mut [T], bool)>,
-        grad: Option<(&mut [T], T)>,
+        grad: Option<(&mut [T], T, bool)>,
         b: usize,
         par: Par,
     ) {
         let d = rm(dy, self.d_out, b);
-        if let Some((g, alpha)) = grad {
+        if let Some((g, alpha, acc)) = grad {
             let gw = rm_mut(&mut g[self.weight.clone()], self.d_out, self.d_in);
-            gemm_par(gw, true, d, rm(x, self.d_in, b).transpose(), alpha, par);
+            gemm_par(gw, acc, d, rm(x, self.d_in, b).transpose(), alpha, par);
             if let Some(br) = &self.bias {
-                add_row_sums(dy, self.d_out, b, alpha, &mut g[br.clone()]);
+                row_sums_into(dy, self.d_out, b, alpha, acc, &mut g[br.clone()]);
             }
         }
         if let Some((dx, acc)) = dx {
@@ -124,7 +125,7 @@ impl Linear {
             gemm_par(gw, true, d, rm(rx, self.d_in, b).transpose(), alpha, par);
         }
         if let Some(br) = &self.bias {
-            add_row_sums(rdy, self.d_out, b, alpha, &mut rg[br.clone()]);
+            row_sums_into(rdy, self.d_out, b, alpha, true, &mut rg[br.clone()]);
         }
         if let Some((rdx, acc)) = rdx {
             let vw = rm(&v[self.weight.clone()], self.d_out, self.d_in);

