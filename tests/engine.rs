@@ -72,26 +72,26 @@ fn f32_engine_agrees_with_f64() {
     assert!(max_rel_vec(&g32, &g64) < 1e-4);
 }
 
-/// One step of the fused small-batch SGD path against the batched tape (forward, backward, then
-/// `sgd_update_in_place`) for every activation, both losses, with and without bias, B = 1..4, widths that
-/// leave vector tails (7, 9, 5), f64 and f32: same θ and same ĝ up to round-off; without recording ĝ the
-/// update is bit-identical to the recorded one.
-/// The tape's mean loss and mean gradient ĝ over the samples `rows` (the reference for the SGD step kernels).
+/// The generic SGD path's mean loss and mean gradient ĝ over the samples `rows`: the trainer's
+/// [`noether::dynamics::Trainable`] batch gradient of a dense chain, on the module-tree tape of
+/// `NetArch::from_dense` (the reference for the specialised step kernels).
 fn tape_batch_gradient<T: noether::Real>(
     model: &noether::Model<T>,
     data: &noether::data::Dataset<T>,
     rows: &[usize],
     loss: Loss,
 ) -> (f64, Vec<T>) {
-    let mut tape = noether::model::Tape::new(&model.arch, rows.len());
-    tape.load_rows(data, rows);
-    tape.forward(model);
-    let l = tape.loss_and_output_grad(loss).unwrap();
-    let mut g = vec![T::zero(); model.arch.n_params()];
-    tape.backward(model, Some(&mut g), T::from_f64(1.0 / rows.len() as f64));
+    use noether::dynamics::Trainable;
+    let mut tape = model.tape(rows.len()).unwrap();
+    let mut g = vec![T::from_f64(f64::NAN); model.arch.n_params()];
+    let l = model.batch_grad_into(&mut tape, noether::data::Batch::Rows(data, rows), loss, &mut g).unwrap();
     (l, g)
 }
 
+/// One step of the fused small-batch SGD path against the generic one on the net tape (forward, backward,
+/// then `sgd_update_in_place`) for every activation, both losses, with and without bias, B = 1 to
+/// `FUSED_MAX_BATCH`, widths that leave vector tails (7, 9, 5), f64 and f32: same θ and same ĝ up to
+/// round-off; without recording ĝ the update is bit-identical to the recorded one.
 #[test]
 fn fused_small_batch_step_matches_the_tape() {
     use noether::linalg::sgd_update_in_place;
@@ -139,8 +139,9 @@ fn fused_small_batch_step_matches_the_tape() {
     one::<f32>(1e-5);
 }
 
-/// The Gram-form step of bias-free linear chains gives the tape's ĝ and loss, for depths 2–4, both losses,
-/// f64 and f32, and every batch source (rows of the data set, of its sample-major copy, an online batch).
+/// The Gram-form step of bias-free linear chains gives the generic net-tape path's ĝ and loss, for depths
+/// 2–4, both losses, f64 and f32, and every batch source (rows of the data set, of its sample-major copy, an
+/// online batch).
 #[test]
 fn linear_chain_step_matches_the_tape() {
     use noether::data::{Batch, SampleMajor};
@@ -294,6 +295,62 @@ fn sample_major_gather_matches_the_data_set() {
     }
 }
 
+/// The net tape of a dense chain (what SGD trains on) loads a minibatch alike from every source: `load` by
+/// index, and `load_batch` of data-set rows, of the sample-major copy and of an online batch's first samples
+/// give the same inputs and, after forward, the same per-sample losses, bit for bit, and those agree with
+/// the dense tape's. A batch over the capacity, a label out of range, targets of the wrong width and a
+/// sample-major batch for an image input are typed errors.
+#[test]
+fn net_tape_loads_every_batch_source_alike() {
+    use noether::data::{Batch, Dataset, SampleMajor, Targets};
+    use noether::net::{NetArch, Rows, Tape};
+    use noether::Error;
+    let acts = [Activation::Relu, Activation::Identity];
+    for loss in [Loss::Mse, Loss::CrossEntropy] {
+        let (model, data) = random_case(&[5, 7, 3], &acts, true, &[false; 2], loss, 30, 9);
+        let arch = NetArch::from_dense(&model.arch).unwrap();
+        let rows: Vec<usize> = (0..11).map(|i| (i * 13 + 4) % 30).collect();
+        let (sm, first) = (SampleMajor::new(&data), data.select(&rows));
+        let run = |load: &dyn Fn(&mut Tape<f64>) -> noether::Result<()>| {
+            let mut tape = Tape::new(&arch, 16);
+            load(&mut tape).unwrap();
+            assert_eq!(tape.batch(), 11);
+            tape.forward(&model.params);
+            let mut l = vec![0.0; 11];
+            tape.losses_into(loss, &mut l);
+            (tape.act(0).to_vec(), l)
+        };
+        let want = run(&|t| t.load(&data, Rows::Index(&rows)));
+        for (src, batch) in [
+            ("rows", Batch::Rows(&data, &rows)),
+            ("sample-major", Batch::SampleMajorRows(&sm, &rows)),
+            ("first", Batch::First(&first, 11)),
+        ] {
+            assert_eq!(run(&|t| t.load_batch(batch)), want, "{loss:?} {src}");
+        }
+        let dense = model.per_sample_losses(&first, loss, 16).unwrap();
+        assert!(max_rel_vec(&want.1, &dense) < 1e-14, "{loss:?}: net tape against the dense tape");
+
+        let mut tape = Tape::new(&arch, 4);
+        let e = tape.load_batch(Batch::SampleMajorRows(&sm, &rows)).unwrap_err();
+        assert!(matches!(e, Error::Config(_)) && e.to_string().contains("capacity"), "{e}");
+    }
+    let (model, data) = random_case(&[5, 7, 3], &acts, true, &[false; 2], Loss::CrossEntropy, 30, 9);
+    let arch = NetArch::from_dense(&model.arch).unwrap();
+    let mut tape = Tape::<f64>::new(&arch, 16);
+    let bad = Dataset::new(data.x.clone(), Targets::Classes((0..30).map(|n| n % 4).collect())).unwrap();
+    let e = tape.load_batch(Batch::SampleMajorRows(&SampleMajor::new(&bad), &[0, 3])).unwrap_err();
+    assert!(matches!(e, Error::Data(_)) && e.to_string().contains("label 3 of sample 3"), "{e}");
+    let wide = Dataset::new(data.x.clone(), Targets::Dense(faer::Mat::zeros(30, 4))).unwrap();
+    assert!(tape.load_batch(Batch::Rows(&wide, &[0, 1])).is_err(), "targets 4 wide for 3 outputs");
+    let net = crate::net::net_for(crate::net::KINDS_ARCH, 1);
+    let images = crate::net::data_for(&net.arch, 8, Loss::CrossEntropy, 2);
+    let mut tape = Tape::<f64>::new(&net.arch, 8);
+    let e = tape.load_batch(Batch::SampleMajorRows(&SampleMajor::new(&images), &[0, 1])).unwrap_err();
+    assert!(matches!(e, Error::Config(_)) && e.to_string().contains("image"), "{e}");
+    tape.load_batch(Batch::Rows(&images, &[0, 1])).unwrap();
+}
+
 /// faer's parallel GEMM splits the output, not the inner sum: a pass on two threads gives bit-identical
 /// gradients to the sequential pass (so results of the analysis passes do not depend on the core count).
 #[test]
@@ -315,4 +372,19 @@ fn parallel_passes_are_bit_identical_to_sequential() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let par = pool.install(|| grad_with(faer::Par::rayon(2)));
     assert_eq!(par, grad_with(faer::Par::Seq));
+    // The same for the net tape that SGD trains large chains on (with two threads above
+    // `linalg::STEP_PAR_MIN_FLOPS`).
+    let arch = noether::net::NetArch::from_dense(&model.arch).unwrap();
+    let net_grad_with = |par: faer::Par| {
+        let mut tape = noether::net::Tape::new(&arch, 300).with_par(par);
+        tape.load(&data, noether::net::Rows::Range(0..300)).unwrap();
+        tape.forward(&model.params);
+        tape.loss_grad(Loss::CrossEntropy);
+        let mut g = vec![f64::NAN; model.arch.n_params()];
+        tape.backward_into(&model.params, &mut g, 1.0);
+        g
+    };
+    let net_par = pool.install(|| net_grad_with(faer::Par::rayon(2)));
+    assert_eq!(net_par, net_grad_with(faer::Par::Seq));
+    assert!(max_rel_vec(&net_par, &par) < 1e-12, "net tape against the dense tape");
 }

@@ -144,9 +144,7 @@ impl<T: Real> Trainable<T> for Model<T> {
         tape_chunk_grad(tape, &self.params, data, range, loss, weights, grad, scale)
     }
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64> {
-        // The net's pass over a copy of θ (one copy per logged row, against a forward pass over the data).
-        self.check_data(data, loss)?;
-        Net::from_params(NetArch::from_dense(&self.arch)?, self.params.clone())?.mean_loss(data, loss)
+        self.loss(data, loss, 4096)
     }
     fn norm_columns(&self) -> Vec<String> {
         (0..self.arch.n_layers()).map(|l| format!("norm_sq_l{l}")).collect()

@@ -10,10 +10,11 @@
 //! - `ĝ_l = (1/B) Σ_n δ_{l,n} x_{l,n}ᵀ` written to `grad` row by row, and each row updated at once,
 //!   `θ ← θ − η(ĝ + γθ)`, while it is in cache.
 //!
-//! The result equals [`crate::Tape`]'s forward and backward followed by [`crate::linalg::sgd_update_in_place`]
-//! up to round-off (sums run in a different order), and `grad` holds the same ĝ when it is recorded, so the exact identity
-//! `C_{t+1} − C_t = η²ĝᵀAĝ` holds to round-off against it. Layers with normalisation are not supported
-//! (see [`SmallBatchStep::supports`]); the trainer uses the tape for those.
+//! The result equals the generic step (the module-tree tape [`crate::net::Tape`] on
+//! [`crate::net::NetArch::from_dense`], forward and backward, then [`crate::linalg::sgd_update_in_place`]) up
+//! to round-off (sums run in a different order), and `grad` holds the same ĝ when it is recorded, so the exact
+//! identity `C_{t+1} − C_t = η²ĝᵀAĝ` holds to round-off against it. Layers with normalisation are not
+//! supported (see [`SmallBatchStep::supports`]); the trainer uses the tape for those.
 
 use super::Architecture;
 use crate::data::{Batch, Dataset};

@@ -12,7 +12,8 @@
 //! layer-by-layer backward needs `B·Σ_l d_l d_{l+1}` three times (forward, `ΔᵀX`, `ΔW`); the rest is products
 //! of weight-sized matrices, independent of B. For the paper's 30-40-30 net at B = 64 that is 223k
 //! multiply-adds against 384k. [`LinearChainStep::supports`] takes the form only when it needs fewer
-//! multiply-adds. Same ĝ as [`crate::Tape`] up to round-off (the sums are associated differently).
+//! multiply-adds. Same ĝ as the generic step on the module-tree tape ([`crate::net::Tape`] on
+//! [`crate::net::NetArch::from_dense`]) up to round-off (the sums are associated differently).
 
 use super::Architecture;
 use crate::data::Batch;
@@ -23,7 +24,7 @@ use faer::reborrow::{Reborrow, ReborrowMut};
 use faer::{MatMut, MatRef};
 
 /// Buffers of the Gram-form step for batches of exactly `batch` samples. Batch matrices are row-major
-/// `[B, d]` (one contiguous row per sample, unlike [`crate::Tape`]'s column-major ones): a minibatch is then
+/// `[B, d]` (one contiguous row per sample, unlike the tapes' `[d, B]` ones): a minibatch is then
 /// gathered by copying each sample's row, not scattered element by element across B-strided columns, and
 /// both batch products run as column-axpy products (see [`LinearChainStep::gradient`]).
 #[derive(Clone, Debug)]
