@@ -1,5 +1,6 @@
 use noether::linalg::sgd_update_in_place;
-use noether::model::{SmallBatchStep, Tape};
+use noether::model::SmallBatchStep;
+use noether::net::{NetArch, Rows, Tape};
 use noether::testutil::random_case;
 use noether::{Activation, Loss};
 fn main() {
@@ -19,14 +20,14 @@ fn main() {
             fused.step(&mut theta, &mut g, false, Loss::Mse, 1e-4, 0.0);
         }
         let tf = t0.elapsed().as_secs_f64() / reps as f64 * 1e6;
-        let mut tape = Tape::<f64>::new(&model.arch, b);
+        let mut tape = Tape::<f64>::new(&NetArch::from_dense(&model.arch).unwrap(), b);
         let mut m2 = model.clone();
         let t0 = std::time::Instant::now();
         for r in 0..reps {
-            tape.load_rows(&data, &rows[r % 64]);
-            tape.forward(&m2);
-            tape.loss_and_output_grad(Loss::Mse).unwrap();
-            tape.backward(&m2, Some(&mut g), 1.0 / b as f64);
+            tape.load(&data, Rows::Index(&rows[r % 64])).unwrap();
+            tape.forward(&m2.params);
+            tape.loss_grad(Loss::Mse);
+            tape.backward_into(&m2.params, &mut g, 1.0 / b as f64);
             sgd_update_in_place(&mut m2.params, &g, 1e-4, 0.0);
         }
         let tt = t0.elapsed().as_secs_f64() / reps as f64 * 1e6;

@@ -1,6 +1,6 @@
-//! Sequential against two-thread GEMMs for one SGD pass of 784-512-512-10 relu at several batch sizes
+//! Sequential against two-thread GEMMs for one SGD pass (the module-tree tape of the chain) of 784-512-512-10 relu at several batch sizes
 //! (`linalg::PAR_MIN_FLOPS` is chosen from this).
-use noether::model::Tape;
+use noether::net::{NetArch, Rows, Tape};
 use noether::testutil::random_case;
 use noether::{Activation, Loss};
 fn main() {
@@ -9,15 +9,14 @@ fn main() {
     let mut g = vec![0.0f64; model.arch.n_params()];
     for b in [8usize, 16, 32, 64, 128] {
         let time = |par: faer::Par, g: &mut Vec<f64>| {
-            let mut tape = Tape::new(&model.arch, b);
-            tape.set_par(par);
+            let mut tape = Tape::new(&NetArch::from_dense(&model.arch).unwrap(), b).with_par(par);
             let reps = 4000 / b;
             let t0 = std::time::Instant::now();
             for r in 0..reps {
-                tape.load_range(&data, (r * b) % 256..(r * b) % 256 + b);
-                tape.forward(&model);
-                tape.loss_and_output_grad(Loss::Mse).unwrap();
-                tape.backward(&model, Some(g), 1.0);
+                tape.load(&data, Rows::Range((r * b) % 256..(r * b) % 256 + b)).unwrap();
+                tape.forward(&model.params);
+                tape.loss_grad(Loss::Mse);
+                tape.backward_into(&model.params, g, 1.0);
             }
             t0.elapsed().as_secs_f64() / reps as f64 * 1e3
         };

@@ -45,7 +45,7 @@ pub mod testutil;
 pub use data::{Dataset, Targets};
 pub use error::{Error, Result};
 pub use loss::Loss;
-pub use model::{Activation, Architecture, Layer, Model, Tape};
+pub use model::{Activation, Architecture, Layer, Model};
 pub use real::Real;
 
 /// The README's Rust example, compiled and run as a doc test so that it cannot drift from the API.

@@ -1139,7 +1139,7 @@ pub fn pass_lanes(n: usize, chunk: usize, flops: f64) -> Vec<(std::ops::Range<us
 
 /// The parallelism for a pass of `flops` floating-point operations: `Par::rayon(0)` (all cores) from
 /// `threshold` flops on ([`PAR_MIN_FLOPS`] for analysis passes, [`STEP_PAR_MIN_FLOPS`] for training steps),
-/// `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::Tape::set_par`]).
+/// `Par::Seq` below. Callers pass the result on explicitly (e.g. [`crate::net::Tape::with_par`]).
 pub fn par_for_flops(flops: f64, threshold: f64) -> Par {
     if flops >= threshold && rayon::current_num_threads() > 1 {
         Par::rayon(0)

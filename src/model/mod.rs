@@ -10,7 +10,6 @@ mod init;
 mod io;
 mod linear_chain;
 mod spec;
-mod tape;
 
 pub use activation::Activation;
 pub use fused::{SmallBatchStep, FUSED_MAX_BATCH};
@@ -18,7 +17,6 @@ pub use init::Init;
 pub use io::{load_params_into, load_safetensors, tensors_to_safetensors_bytes};
 pub use linear_chain::{gram_step_fmas, layered_step_fmas, LinearChainStep};
 pub use spec::{Flags, ModelSpec};
-pub use tape::Tape;
 
 use crate::error::{Error, Result};
 use crate::real::Real;
