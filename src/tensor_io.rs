@@ -88,7 +88,7 @@ pub fn to_f64(view: &TensorView<'_>, name: &str, path: &Path) -> Result<Tensor> 
 }
 
 /// A tensor `[n, *rest]` (row-major in the file) as a column-major `[n, d]` matrix in `T`, `d` = the product
-/// of the other axes, converted straight from the file's bytes in blocks of [`ROW_BLOCK`] rows, so that the
+/// of the other axes, converted straight from the file's bytes in blocks of `ROW_BLOCK` rows, so that the
 /// block's source rows and its destination column segments both stay in cache (an element-by-element
 /// transposing copy strides through the whole tensor once per column). Float and integer dtypes.
 pub fn matrix<T: Real>(view: &TensorView<'_>, name: &str, path: &Path) -> Result<faer::Mat<T>> {
@@ -157,7 +157,7 @@ pub fn write(path: &Path, tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)]) -> R
     write_with_metadata(path, tensors, None)
 }
 
-/// As [`write`], with string pairs in the file's `__metadata__` (for example `noether.arch`).
+/// As [`write()`], with string pairs in the file's `__metadata__` (for example `noether.arch`).
 pub fn write_with_metadata(
     path: &Path,
     tensors: &[(String, Dtype, Vec<usize>, Vec<u8>)],

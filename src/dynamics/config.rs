@@ -25,7 +25,7 @@ pub enum DataSpec {
         /// Finite data-set size; absent for online sampling.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         n: Option<usize>,
-        /// Held-out samples for the logged loss of online runs (absent: [`DEFAULT_EVAL_N`]); given with `n`, an
+        /// Held-out samples for the logged loss of online runs (absent: `DEFAULT_EVAL_N`, 1000); given with `n`, an
         /// error (it would be ignored).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         eval_n: Option<usize>,

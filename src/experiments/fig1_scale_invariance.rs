@@ -5,7 +5,7 @@
 //! order in ηγ), `E‖ĝ(θ̂)‖² = Tr Σ/S + ‖∇L‖²` at the unit-norm θ̂.
 //!
 //! The equilibrium radius is a continuous-time statement; its η → 0 limit is measured by an η sweep of the
-//! weight-decay run started on the predicted circle ([`wd_limit_point`], docs/finite_step.md). For this block
+//! weight-decay run started on the predicted circle (`wd_limit_point`, docs/finite_step.md). For this block
 //! the dynamics depend on (η, γ) only through ηγ: with θ = sφ, SGD on θ at (η, γ) is SGD on φ at (η/s², γs²).
 //!
 //! The model is a single normalised layer `f(x) = √2·sign(x)·θ̂` (dims 1 → 2, no bias, RMS normalisation of the

@@ -58,7 +58,7 @@ impl Pool {
         }
     }
 
-    /// Gathers `src` at the recorded argmax (forward of a direction: R{y} = R{x}[argmax]).
+    /// Gathers `src` at the recorded argmax (forward of a direction: R{y} = R{x}\[argmax\]).
     pub fn max_gather<T: Real>(&self, src: &[T], argmax: &[u32], y: &mut [T], b: usize) {
         let (hw, ohw) = (self.h * self.w, self.h_out * self.w_out);
         for pl in 0..self.planes(b) {
