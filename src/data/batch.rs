@@ -134,10 +134,7 @@ impl<T: crate::real::Real> Batch<'_, T> {
     /// Width of the float targets (`None` for class labels).
     pub fn target_width(&self) -> Option<usize> {
         match self {
-            Batch::Rows(d, _) | Batch::First(d, _) => match &d.y {
-                super::Targets::Dense(y) => Some(y.ncols()),
-                super::Targets::Classes(_) => None,
-            },
+            Batch::Rows(d, _) | Batch::First(d, _) => d.target_width(),
             Batch::SampleMajorRows(d, _) => d.target_width(),
         }
     }

@@ -65,6 +65,14 @@ impl<T: Real> Dataset<T> {
         self.x.ncols()
     }
 
+    /// Width of the float targets per sample (`None` for class labels).
+    pub fn target_width(&self) -> Option<usize> {
+        match &self.y {
+            Targets::Dense(y) => Some(y.ncols()),
+            Targets::Classes(_) => None,
+        }
+    }
+
     /// Errors on the first NaN or infinite value in `x` or `y`.
     pub fn check_finite(&self) -> Result<()> {
         let check = |m: &Mat<T>, what: &str| -> Result<()> {

@@ -73,11 +73,10 @@ impl<T: Real> DenseTape<T> {
     ) -> Result<f64> {
         self.forward(model, data, range)?;
         let total = self.tape.loss_grad(loss);
-        let grad = grad.map(|g| {
-            g.iter_mut().for_each(|v| *v = T::zero());
-            (g, T::one())
-        });
-        self.tape.backward(&model.params, grad);
+        match grad {
+            Some(g) => self.tape.backward_into(&model.params, g, T::one()),
+            None => self.tape.backward(&model.params, None),
+        }
         Ok(total)
     }
 

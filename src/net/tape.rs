@@ -309,10 +309,7 @@ impl<T: Real> Tape<T> {
     /// Loads the samples `rows` of `data` (inputs flattened per sample in PyTorch order, `C·H·W` features).
     pub fn load(&mut self, data: &Dataset<T>, rows: Rows<'_>) -> Result<()> {
         let b = rows.len();
-        let target_width = match &data.y {
-            Targets::Dense(y) => Some(y.ncols()),
-            Targets::Classes(_) => None,
-        };
+        let target_width = data.target_width();
         self.check_batch(b, data.d_in(), target_width)?;
         self.batch = b;
         let buf = self.prog.bufs[0];
