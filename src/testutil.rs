@@ -33,12 +33,13 @@ pub fn fd_grad(model: &Model<f64>, data: &Dataset<f64>, loss: Loss, h: f64) -> V
 pub fn per_sample_grads<T: Real>(model: &Model<T>, data: &Dataset<T>, loss: Loss) -> Result<Vec<Vec<f64>>> {
     let mut tape = crate::net::DenseTape::new(&model.arch, 1, Some(faer::Par::Seq))?;
     let mut g = vec![T::zero(); model.arch.n_params()];
-    (0..data.len())
-        .map(|n| {
-            tape.pass(model, data, n..n + 1, loss, Some(&mut g))?;
-            Ok(g.iter().map(|v| v.to_f64()).collect())
-        })
-        .collect()
+    let mut out = Vec::with_capacity(data.len());
+    crate::net::for_each_chunk(&mut tape, data, |t, _| {
+        t.pass(model, loss, Some(&mut g));
+        out.push(g.iter().map(|v| v.to_f64()).collect());
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Centred covariance `Σ = (1/N)Σ g_n g_nᵀ − ḡḡᵀ` (P × P) from explicit per-sample gradients.

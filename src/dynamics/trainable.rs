@@ -11,7 +11,7 @@ use crate::data::{Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::loss::Loss;
 use crate::model::Model;
-use crate::net::{Net, NetArch, Rows};
+use crate::net::{ChunkTape, Net, NetArch};
 use crate::real::Real;
 use rand::Rng;
 use std::ops::Range;
@@ -20,8 +20,9 @@ use std::path::Path;
 /// A model the [`super::Trainer`] can train: θ, its gradient passes and what a run logs and writes of it.
 /// Every pass writes into caller-owned buffers through its [`Trainable::Tape`], so a step allocates nothing.
 pub trait Trainable<T: Real>: Sized {
-    /// The forward/backward workspace of a batch (capacity fixed when made).
-    type Tape;
+    /// The forward/backward workspace of a batch (capacity fixed when made); whole-data passes step through
+    /// their chunks with [`crate::net::for_each_chunk_in`].
+    type Tape: ChunkTape<T>;
 
     /// Builds and initialises the model of `config` (drawing from the seeded `rng`).
     fn from_config<R: Rng>(config: &TrainConfig, rng: &mut R) -> Result<Self>;
@@ -41,8 +42,6 @@ pub trait Trainable<T: Real>: Sized {
 
     /// A tape for batches of up to `capacity` samples.
     fn tape(&self, capacity: usize) -> Result<Self::Tape>;
-    /// The capacity of `tape`.
-    fn capacity(tape: &Self::Tape) -> usize;
     /// Samples per chunk of a whole-data pass.
     fn chunk() -> usize;
 
@@ -54,19 +53,16 @@ pub trait Trainable<T: Real>: Sized {
         loss: Loss,
         grad: &mut [T],
     ) -> Result<f64>;
-    /// Mean loss of the samples `range` of `data`, with `grad += scale · Σ_n w_n ∇ℓ_n` (`w_n = 1` without
-    /// `weights`, else `weights[n − range.start]`).
-    #[allow(clippy::too_many_arguments)]
+    /// Mean loss of the chunk loaded into `tape` ([`ChunkTape::load_range`]), with
+    /// `grad += scale · Σ_n w_n ∇ℓ_n` (`w_n = 1` without `weights`, else the chunk's n-th weight).
     fn chunk_grad_accumulate(
         &self,
         tape: &mut Self::Tape,
-        data: &Dataset<T>,
-        range: Range<usize>,
         loss: Loss,
         weights: Option<&[T]>,
         grad: &mut [T],
         scale: T,
-    ) -> Result<f64>;
+    ) -> f64;
     /// Mean loss over `data` (for logging; may allocate).
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64>;
 
@@ -116,9 +112,6 @@ impl<T: Real> Trainable<T> for Model<T> {
         let par = crate::linalg::par_for_flops(flops, crate::linalg::STEP_PAR_MIN_FLOPS);
         Ok(crate::net::Tape::new(&NetArch::from_dense(&self.arch)?, capacity).with_par(par))
     }
-    fn capacity(tape: &Self::Tape) -> usize {
-        tape.capacity()
-    }
     fn chunk() -> usize {
         super::trainer::CHUNK
     }
@@ -134,14 +127,12 @@ impl<T: Real> Trainable<T> for Model<T> {
     fn chunk_grad_accumulate(
         &self,
         tape: &mut Self::Tape,
-        data: &Dataset<T>,
-        range: Range<usize>,
         loss: Loss,
         weights: Option<&[T]>,
         grad: &mut [T],
         scale: T,
-    ) -> Result<f64> {
-        tape_chunk_grad(tape, &self.params, data, range, loss, weights, grad, scale)
+    ) -> f64 {
+        tape_chunk_grad(tape, &self.params, loss, weights, grad, scale)
     }
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64> {
         self.loss(data, loss, 4096)
@@ -210,9 +201,6 @@ impl<T: Real> Trainable<T> for Net<T> {
     fn tape(&self, capacity: usize) -> Result<Self::Tape> {
         Ok(crate::net::Tape::new(&self.arch, capacity))
     }
-    fn capacity(tape: &Self::Tape) -> usize {
-        tape.capacity()
-    }
     fn chunk() -> usize {
         crate::net::CHUNK
     }
@@ -228,14 +216,12 @@ impl<T: Real> Trainable<T> for Net<T> {
     fn chunk_grad_accumulate(
         &self,
         tape: &mut Self::Tape,
-        data: &Dataset<T>,
-        range: Range<usize>,
         loss: Loss,
         weights: Option<&[T]>,
         grad: &mut [T],
         scale: T,
-    ) -> Result<f64> {
-        tape_chunk_grad(tape, &self.params, data, range, loss, weights, grad, scale)
+    ) -> f64 {
+        tape_chunk_grad(tape, &self.params, loss, weights, grad, scale)
     }
     fn mean_loss(&self, data: &Dataset<T>, loss: Loss) -> Result<f64> {
         let l = crate::net::per_sample_losses(self, data, loss)?;
@@ -293,29 +279,25 @@ fn tape_batch_grad<T: Real>(
     Ok(total / s as f64)
 }
 
-/// [`Trainable::chunk_grad_accumulate`] on a module-tree tape: `grad += scale · Σ_n w_n ∇ℓ_n` over the
-/// samples `range` (the output gradients weighted by [`crate::net::Tape::weight_output_grad`]); returns the
-/// chunk's mean loss.
-#[allow(clippy::too_many_arguments)]
+/// [`Trainable::chunk_grad_accumulate`] on a module-tree tape: `grad += scale · Σ_n w_n ∇ℓ_n` over the loaded
+/// chunk (the output gradients weighted by [`crate::net::Tape::weight_output_grad`]); returns the chunk's mean
+/// loss.
 fn tape_chunk_grad<T: Real>(
     tape: &mut crate::net::Tape<T>,
     theta: &[T],
-    data: &Dataset<T>,
-    range: Range<usize>,
     loss: Loss,
     weights: Option<&[T]>,
     grad: &mut [T],
     scale: T,
-) -> Result<f64> {
-    let b = range.len();
-    tape.load(data, Rows::Range(range))?;
+) -> f64 {
+    let b = tape.batch();
     tape.forward(theta);
     let total = tape.loss_grad(loss);
     if let Some(w) = weights {
         tape.weight_output_grad(w);
     }
     tape.backward(theta, Some((grad, scale)));
-    Ok(total / b as f64)
+    total / b as f64
 }
 
 /// Every parameterised module of a net (state_dict prefix, its blocks' ranges), in state_dict order.

@@ -231,13 +231,10 @@ impl<T: Real, M: Trainable<T>> Trainer<T, M> {
         let inv = T::from_f64(1.0 / n as f64);
         grad.iter_mut().for_each(|g| *g = T::zero());
         let mut total = 0.0;
-        let mut start = 0;
-        while start < n {
-            let end = (start + M::capacity(tape)).min(n);
-            total += model.chunk_grad_accumulate(tape, data, start..end, loss, None, grad, inv)?
-                * (end - start) as f64;
-            start = end;
-        }
+        crate::net::for_each_chunk(tape, data, |t, r| {
+            total += model.chunk_grad_accumulate(t, loss, None, grad, inv) * r.len() as f64;
+            Ok(())
+        })?;
         Ok(total / n as f64)
     }
 
@@ -348,21 +345,12 @@ impl<T: Real, M: Trainable<T>> Trainer<T, M> {
         }
         self.grad.iter_mut().for_each(|g| *g = T::zero());
         let mut total = 0.0;
-        let mut start = 0;
-        while start < n {
-            let end = (start + M::capacity(&self.tape)).min(n);
-            let w = Some(&self.xi[start..end]);
-            total += self.model.chunk_grad_accumulate(
-                &mut self.tape,
-                d,
-                start..end,
-                self.loss,
-                w,
-                &mut self.grad,
-                T::one(),
-            )? * (end - start) as f64;
-            start = end;
-        }
+        let (model, loss, xi, grad) = (&self.model, self.loss, &self.xi, &mut self.grad);
+        crate::net::for_each_chunk(&mut self.tape, d, |t, r| {
+            let w = Some(&xi[r.clone()]);
+            total += model.chunk_grad_accumulate(t, loss, w, grad, T::one()) * r.len() as f64;
+            Ok(())
+        })?;
         Ok(total / n as f64)
     }
 

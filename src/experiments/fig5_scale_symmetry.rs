@@ -86,7 +86,8 @@ const MAX_SUBSTEPS_PER_STEP: u64 = 500;
 /// (`rms(z) = √(mean_j z_j²)`, the normalisation's divisor, eps = 0.)
 fn min_rms(model: &crate::Model<f64>, data: &crate::Dataset<f64>) -> Result<Vec<(usize, f64)>> {
     let mut tape = crate::net::DenseTape::new(&model.arch, data.len(), None)?;
-    tape.forward(model, data, 0..data.len())?;
+    crate::net::ChunkTape::load_range(&mut tape, data, 0..data.len())?;
+    tape.forward(model);
     Ok((0..model.arch.n_layers())
         .filter(|&l| model.arch.layers[l].norm)
         .map(|l| {

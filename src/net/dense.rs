@@ -3,7 +3,7 @@
 //! `X_l` (the step's input, `[B, d_in]`) and `Δ_l = ∂ℓ_n/∂z_l` (its output gradient, `[B, d_out]`, per sample,
 //! not divided by B) as views of the tape's channel-major buffers.
 
-use super::{Kind, NetArch, Rows, Step, Tape};
+use super::{for_each_chunk, lanes_map_with, ChunkTape, Kind, NetArch, Rows, Step, Tape};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
@@ -44,40 +44,26 @@ impl<T: Real> DenseTape<T> {
         Ok(Self { tape, layers, par })
     }
 
-    /// The capacity in samples.
-    pub fn capacity(&self) -> usize {
-        self.tape.capacity()
-    }
-
     /// The GEMM parallelism of the passes.
     pub fn par(&self) -> Par {
         self.par
     }
 
-    /// Loads the samples `range` of `data` and runs the forward pass.
-    pub fn forward(&mut self, model: &Model<T>, data: &Dataset<T>, range: Range<usize>) -> Result<()> {
-        self.tape.load(data, Rows::Range(range))?;
+    /// Runs the forward pass on the loaded samples ([`ChunkTape::load_range`]).
+    pub fn forward(&mut self, model: &Model<T>) {
         self.tape.forward(&model.params);
-        Ok(())
     }
 
-    /// Loads the samples `range` of `data`, runs forward and backward, and returns `Σ_n ℓ_n` over them. With
-    /// `grad`, it is overwritten by `Σ_n ∇_θ ℓ_n` (θ-shaped).
-    pub fn pass(
-        &mut self,
-        model: &Model<T>,
-        data: &Dataset<T>,
-        range: Range<usize>,
-        loss: Loss,
-        grad: Option<&mut [T]>,
-    ) -> Result<f64> {
-        self.forward(model, data, range)?;
+    /// Runs forward and backward on the loaded samples and returns `Σ_n ℓ_n` over them. With `grad`, it is
+    /// overwritten by `Σ_n ∇_θ ℓ_n` (θ-shaped).
+    pub fn pass(&mut self, model: &Model<T>, loss: Loss, grad: Option<&mut [T]>) -> f64 {
+        self.forward(model);
         let total = self.tape.loss_grad(loss);
         match grad {
             Some(g) => self.tape.backward_into(&model.params, g, T::one()),
             None => self.tape.backward(&model.params, None),
         }
-        Ok(total)
+        total
     }
 
     /// `X_l`, the input of layer l, as a `[B, d_in]` view.
@@ -96,6 +82,15 @@ impl<T: Real> DenseTape<T> {
     pub fn delta(&self, l: usize) -> MatRef<'_, T> {
         let (_, y, _, d_out) = self.layers[l];
         MatRef::from_row_major_slice(self.tape.grad(y), d_out, self.tape.batch()).transpose()
+    }
+}
+
+impl<T: Real> ChunkTape<T> for DenseTape<T> {
+    fn capacity(&self) -> usize {
+        self.tape.capacity()
+    }
+    fn load_range(&mut self, data: &Dataset<T>, range: Range<usize>) -> Result<()> {
+        self.tape.load(data, Rows::Range(range))
     }
 }
 
@@ -123,44 +118,26 @@ impl<T: Real> Model<T> {
         let n = data.len();
         let chunk = chunk.min(n).max(1);
         let lanes = crate::linalg::pass_lanes(n, chunk, self.arch.train_flops(n));
-        let parts: Vec<Result<(f64, Vec<f64>)>> = {
-            use rayon::prelude::*;
-            lanes
-                .into_par_iter()
-                .map(|(range, par)| self.lane_loss_and_grad(data, loss, chunk, range, par))
-                .collect()
-        };
-        let mut parts = parts.into_iter();
-        let (mut lsum, mut total) = parts.next().expect("at least one lane")?;
-        for part in parts {
-            let (l, g) = part?;
+        let p = self.arch.n_params();
+        let parts = lanes_map_with(
+            data,
+            &lanes,
+            |par| DenseTape::new(&self.arch, chunk, *par),
+            || (0.0, vec![T::zero(); p], vec![0.0; p]),
+            |t, _, (lsum, g, total)| {
+                *lsum += t.pass(self, loss, Some(g));
+                total.iter_mut().zip(g.iter()).for_each(|(a, v)| *a += v.to_f64());
+                Ok(())
+            },
+        )?;
+        let (mut lsum, mut total) = (0.0, vec![0.0; p]);
+        for (l, _, g) in parts {
             lsum += l;
             total.iter_mut().zip(&g).for_each(|(t, v)| *t += v);
         }
         let inv = 1.0 / n as f64;
         total.iter_mut().for_each(|v| *v *= inv);
         Ok((lsum * inv, total))
-    }
-
-    /// The sums `(Σ_n ℓ_n, Σ_n ∇ℓ_n)` of [`Model::loss_and_grad`] over `range`; `par` overrides the choice of
-    /// GEMM parallelism.
-    fn lane_loss_and_grad(
-        &self,
-        data: &Dataset<T>,
-        loss: Loss,
-        chunk: usize,
-        range: Range<usize>,
-        par: Option<Par>,
-    ) -> Result<(f64, Vec<f64>)> {
-        let mut tape = DenseTape::new(&self.arch, chunk, par)?;
-        let mut g = vec![T::zero(); self.arch.n_params()];
-        let mut total = vec![0.0; self.arch.n_params()];
-        let mut lsum = 0.0;
-        for r in chunks(range, tape.capacity()) {
-            lsum += tape.pass(self, data, r, loss, Some(&mut g))?;
-            total.iter_mut().zip(&g).for_each(|(t, v)| *t += v.to_f64());
-        }
-        Ok((lsum, total))
     }
 
     /// Mean loss over a data set (forward passes only).
@@ -173,10 +150,11 @@ impl<T: Real> Model<T> {
         data.check_fits(self.arch.d_in(), self.arch.d_out(), loss)?;
         let mut tape = DenseTape::new(&self.arch, chunk.min(data.len()), None)?;
         let mut out = vec![0.0; data.len()];
-        for r in chunks(0..data.len(), tape.capacity()) {
-            tape.forward(self, data, r.clone())?;
-            tape.losses_into(loss, &mut out[r]);
-        }
+        for_each_chunk(&mut tape, data, |t, r| {
+            t.forward(self);
+            t.losses_into(loss, &mut out[r]);
+            Ok(())
+        })?;
         Ok(out)
     }
 
@@ -185,16 +163,11 @@ impl<T: Real> Model<T> {
         data.check_input_width(self.arch.d_in())?;
         let mut tape = DenseTape::new(&self.arch, chunk.min(data.len()), None)?;
         let mut out = Mat::zeros(data.len(), self.arch.d_out());
-        for r in chunks(0..data.len(), tape.capacity()) {
-            tape.forward(self, data, r.clone())?;
-            out.as_mut().subrows_mut(r.start, r.len()).copy_from(tape.output());
-        }
+        for_each_chunk(&mut tape, data, |t, r| {
+            t.forward(self);
+            out.as_mut().subrows_mut(r.start, r.len()).copy_from(t.output());
+            Ok(())
+        })?;
         Ok(out)
     }
-}
-
-/// Consecutive sub-ranges of `range` of at most `step` samples.
-fn chunks(range: Range<usize>, step: usize) -> impl Iterator<Item = Range<usize>> {
-    let end = range.end;
-    range.step_by(step.max(1)).map(move |s| s..(s + step).min(end))
 }

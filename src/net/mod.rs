@@ -27,7 +27,8 @@ pub use io::{
     dense_metadata, load_dense_described, load_net, save_dense, save_net, stored_arch, ARCH_METADATA_KEY,
 };
 pub use pass::{
-    for_each_chunk, for_each_chunk_in, lane_ranges, loss_and_grad, per_sample_losses, CHUNK, LANES,
+    for_each_chunk, for_each_chunk_in, lane_ranges, lanes_map_with, loss_and_grad, per_sample_losses,
+    ChunkTape, CHUNK, LANES,
 };
 pub use spec::{Block, Kind, NetArch, Node, KINDS};
 pub use tape::{Op, Program, Rows, Step, Tape};

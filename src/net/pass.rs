@@ -10,31 +10,52 @@ use crate::data::Dataset;
 use crate::error::Result;
 use crate::loss::Loss;
 use crate::real::Real;
+use std::ops::Range;
 
 /// Samples per chunk of a whole-data pass.
 pub const CHUNK: usize = 256;
 
+/// A tape a chunked pass can fill: a capacity in samples, and the loading of a range of a data set's samples
+/// (the batch the next forward pass runs on). [`Tape`] and [`super::DenseTape`] are both chunk tapes, so one
+/// driver, [`for_each_chunk_in`], steps every whole-data pass through its chunks.
+pub trait ChunkTape<T: Real> {
+    /// The most samples one load holds.
+    fn capacity(&self) -> usize;
+    /// Loads the samples `range` of `data` (`range.len() ≤ capacity`); errors on shape and label problems.
+    fn load_range(&mut self, data: &Dataset<T>, range: Range<usize>) -> Result<()>;
+}
+
+impl<T: Real> ChunkTape<T> for Tape<T> {
+    fn capacity(&self) -> usize {
+        Tape::capacity(self)
+    }
+    fn load_range(&mut self, data: &Dataset<T>, range: Range<usize>) -> Result<()> {
+        self.load(data, Rows::Range(range))
+    }
+}
+
 /// Runs `f(tape, range)` for consecutive chunks of `data`, the chunk's samples loaded into `tape`.
-pub fn for_each_chunk<T: Real>(
-    tape: &mut Tape<T>,
+pub fn for_each_chunk<T: Real, C: ChunkTape<T>>(
+    tape: &mut C,
     data: &Dataset<T>,
-    f: impl FnMut(&mut Tape<T>, std::ops::Range<usize>) -> Result<()>,
+    f: impl FnMut(&mut C, Range<usize>) -> Result<()>,
 ) -> Result<()> {
     for_each_chunk_in(tape, data, 0..data.len(), f)
 }
 
-/// [`for_each_chunk`] over the samples `range` only (chunks of the tape's capacity).
-pub fn for_each_chunk_in<T: Real>(
-    tape: &mut Tape<T>,
+/// [`for_each_chunk`] over the samples `range` only: consecutive chunks of the tape's capacity (the last one
+/// shorter), each loaded before `f(tape, chunk range)` runs; the first error stops the pass.
+pub fn for_each_chunk_in<T: Real, C: ChunkTape<T>>(
+    tape: &mut C,
     data: &Dataset<T>,
-    range: std::ops::Range<usize>,
-    mut f: impl FnMut(&mut Tape<T>, std::ops::Range<usize>) -> Result<()>,
+    range: Range<usize>,
+    mut f: impl FnMut(&mut C, Range<usize>) -> Result<()>,
 ) -> Result<()> {
-    let step = tape.capacity();
+    let step = tape.capacity().max(1);
     let mut start = range.start;
     while start < range.end {
         let end = (start + step).min(range.end);
-        tape.load(data, Rows::Range(start..end))?;
+        tape.load_range(data, start..end)?;
         f(tape, start..end)?;
         start = end;
     }
@@ -45,7 +66,7 @@ pub fn for_each_chunk_in<T: Real>(
 pub const LANES: usize = 4;
 
 /// The sample ranges of the lanes of a pass over `n` samples in chunks of `chunk` (whole chunks per lane).
-pub fn lane_ranges(n: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
+pub fn lane_ranges(n: usize, chunk: usize) -> Vec<Range<usize>> {
     let chunks = n.div_ceil(chunk.max(1));
     let lanes = LANES.min(chunks).max(1);
     (0..lanes)
@@ -53,22 +74,37 @@ pub fn lane_ranges(n: usize, chunk: usize) -> Vec<std::ops::Range<usize>> {
         .collect()
 }
 
-/// Runs `f(tape, chunk range, accumulator)` over every chunk of `data`, the lanes in parallel, and returns the
-/// lanes' accumulators in lane order (the caller sums them in that order).
+/// Runs `f(tape, chunk range, accumulator)` over every chunk of `data`, the [`lane_ranges`] in parallel, and
+/// returns the lanes' accumulators in lane order (the caller sums them in that order).
 pub fn lanes_map<T: Real, A: Send>(
     net: &Net<T>,
     data: &Dataset<T>,
     init: impl Fn() -> A + Sync,
-    f: impl Fn(&mut Tape<T>, std::ops::Range<usize>, &mut A) -> Result<()> + Sync,
+    f: impl Fn(&mut Tape<T>, Range<usize>, &mut A) -> Result<()> + Sync,
+) -> Result<Vec<A>> {
+    let chunk = CHUNK.min(data.len()).max(1);
+    let lanes: Vec<_> = lane_ranges(data.len(), chunk).into_iter().map(|r| (r, ())).collect();
+    lanes_map_with(data, &lanes, |_| Ok(Tape::new(&net.arch, chunk)), init, f)
+}
+
+/// The lane driver under every whole-data pass: for each lane `(range, how)`, a tape `make_tape(how)` and an
+/// accumulator `init()`, and `f(tape, chunk range, accumulator)` over the lane's chunks ([`for_each_chunk_in`]);
+/// the lanes run in parallel on rayon's threads and the accumulators come back in lane order, so a sum taken
+/// in that order does not depend on the thread count. The first error of any lane is returned.
+pub fn lanes_map_with<T: Real, L: Sync, C: ChunkTape<T>, A: Send>(
+    data: &Dataset<T>,
+    lanes: &[(Range<usize>, L)],
+    make_tape: impl Fn(&L) -> Result<C> + Sync,
+    init: impl Fn() -> A + Sync,
+    f: impl Fn(&mut C, Range<usize>, &mut A) -> Result<()> + Sync,
 ) -> Result<Vec<A>> {
     use rayon::prelude::*;
-    let chunk = CHUNK.min(data.len()).max(1);
-    lane_ranges(data.len(), chunk)
-        .into_par_iter()
-        .map(|lane| {
-            let mut tape = Tape::new(&net.arch, chunk);
+    lanes
+        .par_iter()
+        .map(|(range, how)| {
+            let mut tape = make_tape(how)?;
             let mut acc = init();
-            for_each_chunk_in(&mut tape, data, lane, |t, r| f(t, r, &mut acc))?;
+            for_each_chunk_in(&mut tape, data, range.clone(), |t, r| f(t, r, &mut acc))?;
             Ok(acc)
         })
         .collect()

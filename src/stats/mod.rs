@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::linalg::{gemm, row_sq_norms_into};
 use crate::loss::Loss;
 use crate::model::Model;
-use crate::net::DenseTape;
+use crate::net::{for_each_chunk, DenseTape};
 use crate::real::Real;
 use faer::{Mat, MatRef};
 
@@ -48,11 +48,9 @@ pub fn per_sample_directional<T: Real>(
     let mut tape = DenseTape::new(&model.arch, chunk.min(n), None)?;
     let mut dots = vec![0.0; n];
     let mut norms = vec![0.0; n];
-    let mut start = 0;
-    while start < n {
-        let end = (start + tape.capacity()).min(n);
-        tape.pass(model, data, start..end, loss, None)?;
-        let b = end - start;
+    for_each_chunk(&mut tape, data, |tape, r| {
+        tape.pass(model, loss, None);
+        let b = r.len();
         for l in 0..model.arch.n_layers() {
             let ly = model.arch.layers[l];
             let x = to_f64(tape.input(l));
@@ -69,12 +67,12 @@ pub fn per_sample_directional<T: Real>(
                 for j in 0..ly.d_out {
                     s += d[(i, j)] * (xv[(i, j)] + if ly.bias { vb[j] } else { 0.0 });
                 }
-                dots[start + i] += s;
-                norms[start + i] += dn[i] * (xn[i] + if ly.bias { 1.0 } else { 0.0 });
+                dots[r.start + i] += s;
+                norms[r.start + i] += dn[i] * (xn[i] + if ly.bias { 1.0 } else { 0.0 });
             }
         }
-        start = end;
-    }
+        Ok(())
+    })?;
     norms.iter_mut().for_each(|v| *v = v.sqrt());
     Ok(PerSampleDirectional { dots, grad_norms: norms })
 }

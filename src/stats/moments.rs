@@ -20,7 +20,7 @@ use crate::linalg::{
 };
 use crate::loss::Loss;
 use crate::model::{Architecture, Model};
-use crate::net::DenseTape;
+use crate::net::{for_each_chunk, lanes_map_with, ChunkTape, DenseTape};
 use crate::real::Real;
 use faer::reborrow::ReborrowMut;
 use faer::Par;
@@ -136,14 +136,19 @@ pub fn moments<T: Real>(
     let chunk = opts.chunk.max(1).min(n);
     // Two lanes of whole chunks on large passes (`linalg::pass_lanes`), summed in lane order.
     let lanes = crate::linalg::pass_lanes(n, chunk, arch.train_flops(n));
-    let parts: Vec<Result<LaneMoments>> = {
-        use rayon::prelude::*;
-        lanes.into_par_iter().map(|(r, par)| lane_moments(model, data, loss, opts, r, chunk, par)).collect()
-    };
-    let mut parts = parts.into_iter();
-    let (mut lsum, mut grad, mut acc) = parts.next().expect("at least one lane")?;
-    for part in parts {
-        let (l, g, a) = part?;
+    let parts = lanes_map_with(
+        data,
+        &lanes,
+        |par| DenseTape::new(arch, chunk, *par),
+        || LaneSums::new(arch, opts, chunk),
+        |tape, r, lane| {
+            lane.add_chunk(model, tape, r.len(), loss);
+            Ok(())
+        },
+    )?;
+    let mut parts = parts.into_iter().map(|l| (l.lsum, l.grad, l.acc));
+    let (mut lsum, mut grad, mut acc) = parts.next().expect("at least one lane");
+    for (l, g, a) in parts {
         lsum += l;
         grad.iter_mut().zip(&g).for_each(|(x, y)| *x += y);
         for (x, y) in acc.iter_mut().zip(&a) {
@@ -168,91 +173,98 @@ pub fn moments<T: Real>(
     Ok(out)
 }
 
-/// One lane's sums: loss × samples, gradient sum and per-layer moment sums (not yet divided by N).
-type LaneMoments = (f64, Vec<f64>, Vec<LayerMoments>);
+/// One lane's sums of [`moments`] (loss × samples, gradient sum and per-layer moment sums, not yet divided by
+/// N), with the lane's chunk buffers.
+struct LaneSums<T> {
+    lsum: f64,
+    grad: Vec<f64>,
+    acc: Vec<LayerMoments>,
+    /// The chunk's gradient sum in `T`.
+    g: Vec<T>,
+    /// One workspace per layer, so that the layers' statistics can run on different cores.
+    ws: Vec<Workspace<T>>,
+    /// Chunk-level GEMM results in `T`, added to the f64 accumulators.
+    grams: Vec<ChunkGrams<T>>,
+}
 
-/// The sums of [`moments`] over the samples `range`, in chunks of `chunk`; `par` overrides the tape's GEMM
-/// parallelism (`Par::Seq` when the lanes share the cores).
-fn lane_moments<T: Real>(
-    model: &Model<T>,
-    data: &Dataset<T>,
-    loss: Loss,
-    opts: &MomentOptions,
-    range: std::ops::Range<usize>,
-    chunk: usize,
-    par: Option<Par>,
-) -> Result<LaneMoments> {
-    let arch = &model.arch;
-    let mut tape = DenseTape::new(arch, chunk, par)?;
-    let mut g = vec![T::zero(); arch.n_params()];
-    let mut grad = vec![0.0; arch.n_params()];
-    let nl = arch.n_layers();
-    let mut acc: Vec<LayerMoments> = (0..nl)
-        .map(|l| {
-            let ly = arch.layers[l];
-            LayerMoments {
-                sq_norm: 0.0,
-                rows: vec![0.0; ly.d_out],
-                cols: vec![0.0; ly.d_in],
-                bias: vec![0.0; if ly.bias { ly.d_out } else { 0 }],
-                elementwise: (opts.elementwise && rescalable(arch, l) && l > 0 && rescalable(arch, l - 1))
+impl<T: Real> LaneSums<T> {
+    /// Zero sums for `arch` and the statistics `opts` asks for, with buffers for chunks of `chunk` samples.
+    fn new(arch: &Architecture, opts: &MomentOptions, chunk: usize) -> Self {
+        let nl = arch.n_layers();
+        let acc: Vec<LayerMoments> = (0..nl)
+            .map(|l| {
+                let ly = arch.layers[l];
+                LayerMoments {
+                    sq_norm: 0.0,
+                    rows: vec![0.0; ly.d_out],
+                    cols: vec![0.0; ly.d_in],
+                    bias: vec![0.0; if ly.bias { ly.d_out } else { 0 }],
+                    elementwise: (opts.elementwise
+                        && rescalable(arch, l)
+                        && l > 0
+                        && rescalable(arch, l - 1))
                     .then(|| Mat::zeros(ly.d_out, ly.d_in)),
-                delta_gram: (opts.pair_grams && linear_pair(arch, l)).then(|| Mat::zeros(ly.d_out, ly.d_out)),
-                input_gram: (opts.pair_grams && l > 0 && linear_pair(arch, l - 1))
-                    .then(|| Mat::zeros(ly.d_in, ly.d_in)),
-            }
-        })
-        .collect();
-    // One workspace per layer, so that the layers' statistics can run on different cores.
-    let mut ws: Vec<Workspace<T>> = acc
-        .iter()
-        .zip(&arch.layers)
-        .map(|(a, ly)| {
-            let (grams, element) =
-                (a.delta_gram.is_some() || a.input_gram.is_some(), a.elementwise.is_some());
-            let sq_cols = if element || grams { ly.d_in.max(ly.d_out) } else { 0 };
-            Workspace {
-                xn: vec![T::zero(); chunk],
-                dn: vec![T::zero(); chunk],
-                sq: Mat::zeros(chunk, sq_cols),
-                sq2: Mat::zeros(chunk, if element { ly.d_in } else { 0 }),
-            }
-        })
-        .collect();
-    // Chunk-level GEMM results in T, added to the f64 accumulators.
-    let mut gram_t: Vec<ChunkGrams<T>> = acc
-        .iter()
-        .map(|a| {
-            // In f64 the products go straight into the accumulators ([`add_product`]): no temporaries.
-            let in_f64 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>();
-            let shape = |m: &Mat<f64>| if in_f64 { (0, 0) } else { (m.nrows(), m.ncols()) };
-            let z = |m: &Option<Mat<f64>>| m.as_ref().map(|m| Mat::<T>::zeros(shape(m).0, shape(m).1));
-            (z(&a.elementwise), z(&a.delta_gram), z(&a.input_gram))
-        })
-        .collect();
-    let mut lsum = 0.0;
-    let mut start = range.start;
-    while start < range.end {
-        let end = (start + chunk).min(range.end);
-        let b = end - start;
-        lsum += tape.pass(model, data, start..end, loss, Some(&mut g))?;
-        for (t, v) in grad.iter_mut().zip(&g) {
+                    delta_gram: (opts.pair_grams && linear_pair(arch, l))
+                        .then(|| Mat::zeros(ly.d_out, ly.d_out)),
+                    input_gram: (opts.pair_grams && l > 0 && linear_pair(arch, l - 1))
+                        .then(|| Mat::zeros(ly.d_in, ly.d_in)),
+                }
+            })
+            .collect();
+        let ws = acc
+            .iter()
+            .zip(&arch.layers)
+            .map(|(a, ly)| {
+                let (grams, element) =
+                    (a.delta_gram.is_some() || a.input_gram.is_some(), a.elementwise.is_some());
+                let sq_cols = if element || grams { ly.d_in.max(ly.d_out) } else { 0 };
+                Workspace {
+                    xn: vec![T::zero(); chunk],
+                    dn: vec![T::zero(); chunk],
+                    sq: Mat::zeros(chunk, sq_cols),
+                    sq2: Mat::zeros(chunk, if element { ly.d_in } else { 0 }),
+                }
+            })
+            .collect();
+        let grams = acc
+            .iter()
+            .map(|a| {
+                // In f64 the products go straight into the accumulators ([`add_product`]): no temporaries.
+                let in_f64 = std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>();
+                let shape = |m: &Mat<f64>| if in_f64 { (0, 0) } else { (m.nrows(), m.ncols()) };
+                let z = |m: &Option<Mat<f64>>| m.as_ref().map(|m| Mat::<T>::zeros(shape(m).0, shape(m).1));
+                (z(&a.elementwise), z(&a.delta_gram), z(&a.input_gram))
+            })
+            .collect();
+        Self {
+            lsum: 0.0,
+            grad: vec![0.0; arch.n_params()],
+            acc,
+            g: vec![T::zero(); arch.n_params()],
+            ws,
+            grams,
+        }
+    }
+
+    /// Adds the loaded chunk of `b` samples: one forward + backward on `tape`, then every layer's moments.
+    fn add_chunk(&mut self, model: &Model<T>, tape: &mut DenseTape<T>, b: usize, loss: Loss) {
+        self.lsum += tape.pass(model, loss, Some(&mut self.g));
+        for (t, v) in self.grad.iter_mut().zip(&self.g) {
             *t += v.to_f64();
         }
-        let layers = acc.iter_mut().zip(gram_t.iter_mut()).zip(ws.iter_mut()).enumerate();
+        let tape = &*tape;
+        let layers = self.acc.iter_mut().zip(self.grams.iter_mut()).zip(self.ws.iter_mut()).enumerate();
         if matches!(tape.par(), Par::Rayon(_)) {
             // Each layer's reductions are memory-bound passes over its X and Δ: the layers share the cores.
             use rayon::prelude::*;
             let layers: Vec<_> = layers.collect();
-            layers.into_par_iter().for_each(|(l, ((a, g), w))| layer_chunk(&tape, l, b, w, a, g));
+            layers.into_par_iter().for_each(|(l, ((a, g), w))| layer_chunk(tape, l, b, w, a, g));
         } else {
             for (l, ((a, g), w)) in layers {
-                layer_chunk(&tape, l, b, w, a, g);
+                layer_chunk(tape, l, b, w, a, g);
             }
         }
-        start = end;
     }
-    Ok((lsum, grad, acc))
 }
 
 /// Adds one chunk's contribution of layer l. Cost O(B·(d_in + d_out)) plus the optional GEMMs.
@@ -452,21 +464,19 @@ pub fn per_sample_grad_sq_norms<T: Real>(
     let mut out = Mat::<f64>::zeros(n, nl);
     let cap = tape.capacity();
     let (mut xn, mut dn) = (vec![T::zero(); cap], vec![T::zero(); cap]);
-    let mut start = 0;
-    while start < n {
-        let end = (start + cap).min(n);
-        let b = end - start;
-        tape.pass(model, data, start..end, loss, None)?;
+    for_each_chunk(&mut tape, data, |tape, r| {
+        let b = r.len();
+        tape.pass(model, loss, None);
         for l in 0..nl {
             let one = if model.arch.layers[l].bias { 1.0 } else { 0.0 };
             row_sq_norms_into(tape.input(l), &mut xn[..b]);
             row_sq_norms_into(tape.delta(l), &mut dn[..b]);
             for i in 0..b {
-                out[(start + i, l)] = dn[i].to_f64() * (xn[i].to_f64() + one);
+                out[(r.start + i, l)] = dn[i].to_f64() * (xn[i].to_f64() + one);
             }
         }
-        start = end;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -533,17 +543,15 @@ pub fn per_sample_quad<T: Real>(
         _ => None,
     };
     let mut prod = Mat::<T>::zeros(cap, bt.as_ref().map_or(0, |b| b.nrows()));
-    let mut start = 0;
-    while start < n {
-        let end = (start + cap).min(n);
-        let b = end - start;
-        tape.pass(model, data, start..end, loss, None)?;
+    for_each_chunk(&mut tape, data, |tape, r| {
+        let b = r.len();
+        tape.pass(model, loss, None);
         let s_of = |l: usize, xn: &mut [T]| {
             row_sq_norms_into(tape.input(l), xn);
             let one = if arch.layers[l].bias { T::one() } else { T::zero() };
             xn.iter_mut().for_each(|v| *v += one);
         };
-        let o = &mut out[start..end];
+        let o = &mut out[r];
         match generator {
             Generator::Rescale { layer, unit } => {
                 let (l, j) = (*layer, *unit);
@@ -583,7 +591,7 @@ pub fn per_sample_quad<T: Real>(
                 }
             }
         }
-        start = end;
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
